@@ -1,0 +1,1 @@
+//! Route programmer: filled by the felix-lite issue.

@@ -1,0 +1,1 @@
+//! Tunnel fallback (VXLAN / IPIP): filled by the ipip issue.

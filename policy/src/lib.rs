@@ -1,0 +1,1 @@
+//! NetworkPolicy enforcement: filled by a later issue.

@@ -1,0 +1,9 @@
+//! Twill's BGP speaker.
+//!
+//! Layers, bottom up: [`wire`] (bytes ⇄ messages), [`fsm`] (one session's state machine),
+//! [`rib`] (Adj-RIB-In, Loc-RIB and the decision process, Adj-RIB-Out), [`core`] (peers, RIB
+//! and advertisement rules tied together, still without I/O), then [`transport`] (tokio:
+//! sockets and timers) and [`api`] (the handle the rest of Twill uses).
+
+pub mod notification;
+pub mod wire;

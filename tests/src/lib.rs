@@ -1,0 +1,1 @@
+//! Lab harness: network namespaces, real BGP daemons, cleanup guards.
