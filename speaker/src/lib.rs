@@ -6,4 +6,18 @@
 //! sockets and timers) and [`api`] (the handle the rest of Twill uses).
 
 pub mod notification;
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod fsm;
+pub mod policy;
+pub mod rib;
+pub mod transport;
 pub mod wire;
+
+pub use api::{Speaker, SpeakerError};
+pub use config::{ConfigError, PeerConfig, SpeakerConfig};
+pub use core::{BestRoute, NextHop, PeerSnapshot, RouteEvent};
+pub use fsm::State;
+pub use policy::{ImportFilter, PrefixRule};
+pub use wire::Family;

@@ -1,0 +1,163 @@
+//! Speaker and peer configuration, validated with errors that name the field and the value.
+
+use crate::policy::ImportFilter;
+use crate::wire::Family;
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {value} {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+fn bad(field: impl Into<String>, value: impl ToString, reason: &'static str) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        value: value.to_string(),
+        reason,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeakerConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// TCP port to listen on; 0 disables listening (every peer must then be active).
+    pub listen_port: u16,
+    /// Address to listen on; `::` accepts IPv4 and IPv6.
+    pub listen_address: IpAddr,
+    /// Prefixes this speaker originates (the node's pod CIDRs).
+    pub originate: Vec<IpNet>,
+    /// Offer Extended Message (RFC 8654).
+    pub extended_message: bool,
+}
+
+impl SpeakerConfig {
+    pub fn new(asn: u32, router_id: Ipv4Addr) -> Self {
+        SpeakerConfig {
+            asn,
+            router_id,
+            listen_port: 179,
+            listen_address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            originate: Vec::new(),
+            extended_message: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.asn == 0 {
+            return Err(bad("asNumber", self.asn, "is reserved (RFC 7607)"));
+        }
+        if self.router_id.is_unspecified() || self.router_id.is_multicast() {
+            return Err(bad("routerId", self.router_id, "is not a usable BGP identifier"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub port: u16,
+    /// Source address for outgoing connections, and the next hop we advertise on them.
+    pub local_address: Option<IpAddr>,
+    /// Never connect; wait for the peer.
+    pub passive: bool,
+    pub hold_time: u16,
+    pub keepalive: u16,
+    pub connect_retry: Duration,
+    pub idle_hold: Duration,
+    pub families: Vec<Family>,
+    pub import: ImportFilter,
+    /// Close the session with Cease / Maximum Number of Prefixes Reached above this count.
+    pub max_prefixes: Option<usize>,
+    /// Next hop to advertise for IPv4 prefixes on an IPv6 session, and the reverse.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Link-local next hop to add to IPv6 announcements (RFC 2545).
+    pub next_hop_v6_local: Option<Ipv6Addr>,
+    /// Free-form label shown in snapshots (the agent uses mesh / reflector / external).
+    pub kind: String,
+}
+
+impl PeerConfig {
+    pub fn new(address: IpAddr, asn: u32) -> Self {
+        PeerConfig {
+            address,
+            asn,
+            port: 179,
+            local_address: None,
+            passive: false,
+            hold_time: 90,
+            keepalive: 30,
+            connect_retry: Duration::from_secs(5),
+            idle_hold: Duration::from_secs(1),
+            families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+            import: ImportFilter::Any,
+            max_prefixes: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+            next_hop_v6_local: None,
+            kind: "external".into(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = |name: &str| format!("peers[{}].{name}", self.address);
+        if self.asn == 0 {
+            return Err(bad(f("asNumber"), self.asn, "is reserved (RFC 7607)"));
+        }
+        if self.hold_time == 1 || self.hold_time == 2 {
+            return Err(bad(f("holdTime"), self.hold_time, "must be 0 or at least 3 seconds"));
+        }
+        if self.hold_time != 0 && self.keepalive == 0 {
+            return Err(bad(f("keepaliveTime"), self.keepalive, "must be positive when holdTime is"));
+        }
+        if self.families.is_empty() {
+            return Err(bad(f("families"), "[]", "must name at least one family"));
+        }
+        if self.connect_retry.is_zero() {
+            return Err(bad(f("connectRetryTime"), 0, "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Whether a change from `old` to `self` needs the session to be re-established.
+    pub fn needs_reset(&self, old: &PeerConfig) -> bool {
+        self.asn != old.asn
+            || self.port != old.port
+            || self.local_address != old.local_address
+            || self.passive != old.passive
+            || self.hold_time != old.hold_time
+            || self.keepalive != old.keepalive
+            || self.families != old.families
+            || self.next_hop_v4 != old.next_hop_v4
+            || self.next_hop_v6 != old.next_hop_v6
+            || self.next_hop_v6_local != old.next_hop_v6_local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_field_and_value() {
+        let mut p = PeerConfig::new("10.0.0.2".parse().unwrap(), 65000);
+        p.hold_time = 2;
+        let e = p.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "peers[10.0.0.2].holdTime: 2 must be 0 or at least 3 seconds"
+        );
+        let s = SpeakerConfig::new(0, "1.1.1.1".parse().unwrap());
+        assert_eq!(s.validate().unwrap_err().field, "asNumber");
+        let s = SpeakerConfig::new(65000, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(s.validate().unwrap_err().value, "0.0.0.0");
+    }
+}

@@ -1,0 +1,304 @@
+//! The only part of the speaker that owns sockets and timers.
+//!
+//! One driver task owns the [`Core`]; one task per TCP connection reads into the driver and
+//! writes what the driver hands it; one task accepts. Inputs flow into the core, outputs flow
+//! back out: the core never waits on I/O.
+
+use crate::core::{ConnId, Core, Input, Output, PeerSnapshot, RouteEvent};
+use crate::fsm::Timer;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// Requests from the API handle to the driver.
+pub(crate) enum Command {
+    Input(Input),
+    Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
+    Routes(oneshot::Sender<Vec<RouteEvent>>),
+    Subscribe(mpsc::UnboundedSender<RouteEvent>),
+    Shutdown,
+}
+
+enum NetEvent {
+    Accepted(TcpStream, SocketAddr, SocketAddr),
+    Connected(ConnId, SocketAddr),
+    ConnectFailed(ConnId),
+    Data(ConnId, Vec<u8>),
+    Closed(ConnId),
+}
+
+enum ConnCmd {
+    Send(Vec<u8>),
+    Close,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_BUF: usize = 64 * 1024;
+
+pub(crate) struct Driver {
+    core: Core,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<ConnCmd>>,
+    timers: HashMap<(IpAddr, u64, Timer), Instant>,
+    subs: Vec<mpsc::UnboundedSender<RouteEvent>>,
+    events: mpsc::UnboundedSender<NetEvent>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(128)
+}
+
+pub(crate) async fn run(
+    core: Core,
+    listener: Option<TcpListener>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let (events, mut event_rx) = mpsc::unbounded_channel();
+    let mut d = Driver {
+        core,
+        conns: HashMap::new(),
+        timers: HashMap::new(),
+        subs: Vec::new(),
+        events: events.clone(),
+        tasks: Vec::new(),
+    };
+    let accept = listener.map(|l| {
+        let events = events.clone();
+        tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((s, remote)) => {
+                        let local = s.local_addr().unwrap_or(remote);
+                        if events.send(NetEvent::Accepted(s, remote, local)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    });
+    loop {
+        let next = d.timers.values().min().copied();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+        ));
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(Command::Input(i)) => d.input(i),
+                Some(Command::Snapshot(tx)) => { let _ = tx.send(d.core.snapshot(Instant::now())); }
+                Some(Command::Routes(tx)) => { let _ = tx.send(d.core.routes()); }
+                Some(Command::Subscribe(tx)) => {
+                    for r in d.core.routes() {
+                        let _ = tx.send(r);
+                    }
+                    d.subs.push(tx);
+                }
+                Some(Command::Shutdown) | None => break,
+            },
+            Some(ev) = event_rx.recv() => d.net(ev),
+            _ = sleep, if next.is_some() => {
+                let now = Instant::now();
+                let due: Vec<_> = d.timers.iter().filter(|(_, t)| **t <= now).map(|(k, _)| *k).collect();
+                for k in due {
+                    d.timers.remove(&k);
+                    d.input(Input::Timer { peer: k.0, session: k.1, timer: k.2 });
+                }
+            }
+        }
+    }
+    // Stop every session with Cease / Administrative Shutdown and let the writers flush.
+    let peers: Vec<IpAddr> = d.core.snapshot(Instant::now()).iter().map(|p| p.address).collect();
+    for p in peers {
+        d.input(Input::RemovePeer(p));
+    }
+    d.conns.clear();
+    if let Some(a) = accept {
+        a.abort();
+    }
+    for t in d.tasks.drain(..) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+}
+
+impl Driver {
+    fn input(&mut self, i: Input) {
+        let out = self.core.handle(i, Instant::now());
+        self.apply(out);
+    }
+
+    fn net(&mut self, ev: NetEvent) {
+        let input = match ev {
+            NetEvent::Accepted(stream, remote, local) => {
+                let conn = self.core.alloc_conn();
+                let _ = stream.set_nodelay(true);
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.conns.insert(conn, tx);
+                let events = self.events.clone();
+                self.tasks.push(tokio::spawn(connection(conn, stream, rx, events)));
+                Input::Incoming { conn, remote, local }
+            }
+            NetEvent::Connected(conn, local) => Input::Connected { conn, local },
+            NetEvent::ConnectFailed(conn) => {
+                self.conns.remove(&conn);
+                Input::ConnectFailed { conn }
+            }
+            NetEvent::Data(conn, bytes) => Input::Data { conn, bytes },
+            NetEvent::Closed(conn) => {
+                self.conns.remove(&conn);
+                Input::Closed { conn }
+            }
+        };
+        self.input(input);
+    }
+
+    fn apply(&mut self, out: Vec<Output>) {
+        // Coalesce consecutive sends to one connection into one write.
+        let mut pending: Option<(ConnId, Vec<u8>)> = None;
+        for o in out {
+            if let Output::Send { conn, bytes } = o {
+                match &mut pending {
+                    Some((c, buf)) if *c == conn => buf.extend_from_slice(&bytes),
+                    _ => {
+                        self.flush(pending.take());
+                        pending = Some((conn, bytes));
+                    }
+                }
+                continue;
+            }
+            self.flush(pending.take());
+            match o {
+                Output::Send { .. } => unreachable!("handled above"),
+                Output::Connect { conn, remote, local } => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    self.conns.insert(conn, tx);
+                    let events = self.events.clone();
+                    self.tasks.push(tokio::spawn(dial(conn, remote, local, rx, events)));
+                }
+                Output::Close { conn } => {
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.send(ConnCmd::Close);
+                    }
+                }
+                Output::SetTimer {
+                    peer,
+                    session,
+                    timer,
+                    after,
+                } => match after {
+                    Some(d) => {
+                        self.timers.insert((peer, session, timer), Instant::now() + d);
+                    }
+                    None => {
+                        self.timers.remove(&(peer, session, timer));
+                    }
+                },
+                Output::Route(r) => {
+                    self.subs.retain(|s| s.send(r.clone()).is_ok());
+                }
+            }
+        }
+        self.flush(pending);
+        self.tasks.retain(|t| !t.is_finished());
+    }
+
+    fn flush(&mut self, pending: Option<(ConnId, Vec<u8>)>) {
+        if let Some((conn, bytes)) = pending {
+            if let Some(tx) = self.conns.get(&conn) {
+                let _ = tx.send(ConnCmd::Send(bytes));
+            }
+        }
+    }
+}
+
+async fn dial(
+    conn: ConnId,
+    remote: SocketAddr,
+    local: Option<IpAddr>,
+    mut cmds: mpsc::UnboundedReceiver<ConnCmd>,
+    events: mpsc::UnboundedSender<NetEvent>,
+) {
+    let attempt = async {
+        let sock = if remote.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(l) = local {
+            sock.bind(SocketAddr::new(l, 0))?;
+        }
+        tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(remote))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    };
+    let stream = tokio::select! {
+        r = attempt => r,
+        // Closed before the connection came up: abandon it.
+        _ = cmds.recv() => return,
+    };
+    match stream {
+        Ok(s) => {
+            let _ = s.set_nodelay(true);
+            let local = s.local_addr().unwrap_or(remote);
+            debug!(peer = %remote, "connected");
+            if events.send(NetEvent::Connected(conn, local)).is_ok() {
+                connection(conn, s, cmds, events).await;
+            }
+        }
+        Err(e) => {
+            debug!(peer = %remote, error = %e, "connect failed");
+            let _ = events.send(NetEvent::ConnectFailed(conn));
+        }
+    }
+}
+
+async fn connection(
+    conn: ConnId,
+    stream: TcpStream,
+    mut cmds: mpsc::UnboundedReceiver<ConnCmd>,
+    events: mpsc::UnboundedSender<NetEvent>,
+) {
+    let (mut r, mut w) = stream.into_split();
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        tokio::select! {
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => {
+                    let _ = events.send(NetEvent::Closed(conn));
+                    return;
+                }
+                Ok(n) => {
+                    if events.send(NetEvent::Data(conn, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(ConnCmd::Send(b)) => {
+                    if w.write_all(&b).await.is_err() {
+                        let _ = events.send(NetEvent::Closed(conn));
+                        return;
+                    }
+                }
+                Some(ConnCmd::Close) | None => {
+                    let _ = w.shutdown().await;
+                    return;
+                }
+            },
+        }
+    }
+}
