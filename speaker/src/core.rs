@@ -208,7 +208,9 @@ impl Core {
             Input::Incoming { conn, remote, local } => self.incoming(conn, remote, local),
             Input::Connected { conn, local } => {
                 if let Some((peer, slot)) = self.find_conn(conn) {
-                    self.session_mut(peer, slot).local = Some(canonical(local.ip()));
+                    if let Some(s) = self.session_mut(peer, slot) {
+                        s.local = Some(canonical(local.ip()));
+                    }
                     self.event(peer, slot, Event::TcpConnected);
                 } else {
                     self.out.push(Output::Close { conn });
@@ -216,7 +218,9 @@ impl Core {
             }
             Input::ConnectFailed { conn } | Input::Closed { conn } => {
                 if let Some((peer, slot)) = self.find_conn(conn) {
-                    self.session_mut(peer, slot).conn = None;
+                    if let Some(s) = self.session_mut(peer, slot) {
+                        s.conn = None;
+                    }
                     self.conns.remove(&conn);
                     self.event(peer, slot, Event::TcpFails);
                 }
@@ -385,11 +389,11 @@ impl Core {
         }
     }
 
-    fn session_mut(&mut self, peer: IpAddr, slot: Slot) -> &mut Session {
-        let p = self.peers.get_mut(&peer).expect("peer exists");
+    fn session_mut(&mut self, peer: IpAddr, slot: Slot) -> Option<&mut Session> {
+        let p = self.peers.get_mut(&peer)?;
         match slot {
-            Slot::Main => &mut p.main,
-            Slot::Alt => p.alt.as_mut().expect("alt session exists"),
+            Slot::Main => Some(&mut p.main),
+            Slot::Alt => p.alt.as_mut(),
         }
     }
 
@@ -409,12 +413,12 @@ impl Core {
             }
             State::Connect | State::Active => {
                 // Take the peer's connection; abandon our own attempt if one is under way.
-                let s = self.session_mut(addr, Slot::Main);
+                let s = self.session_mut(addr, Slot::Main).expect("peer exists");
                 if let Some(old) = s.conn.replace(conn) {
                     self.conns.remove(&old);
                     self.out.push(Output::Close { conn: old });
                 }
-                let s = self.session_mut(addr, Slot::Main);
+                let s = self.session_mut(addr, Slot::Main).expect("peer exists");
                 s.outgoing = false;
                 s.local = local;
                 s.buf.clear();
@@ -451,7 +455,9 @@ impl Core {
         let Some((peer, slot)) = self.find_conn(conn) else {
             return;
         };
-        let s = self.session_mut(peer, slot);
+        let Some(s) = self.session_mut(peer, slot) else {
+            return;
+        };
         if s.buf.is_empty() {
             s.buf = bytes;
         } else {
@@ -459,11 +465,14 @@ impl Core {
         }
         let mut offset = 0;
         loop {
-            let s = self.session_mut(peer, slot);
-            // The session may have been torn down by the previous message.
-            if s.conn != Some(conn) {
+            // Look the connection up again each time: the previous message may have closed
+            // it, or moved it from the collision slot to the main one.
+            let Some((peer, slot)) = self.find_conn(conn) else {
                 return;
-            }
+            };
+            let Some(s) = self.session_mut(peer, slot) else {
+                return;
+            };
             let neg = s
                 .fsm
                 .session()
@@ -472,7 +481,10 @@ impl Core {
             let rest = &s.buf[offset..];
             let len = match wire::frame_len(rest, neg.max_message()) {
                 Ok(Some(len)) => len,
-                Ok(None) => break,
+                Ok(None) => {
+                    s.buf.drain(..offset);
+                    return;
+                }
                 Err(n) => {
                     warn!(peer = %peer, error = %n, "bad message header");
                     self.event(peer, slot, Event::MessageError(n));
@@ -490,8 +502,6 @@ impl Core {
                 }
             }
         }
-        let s = self.session_mut(peer, slot);
-        s.buf.drain(..offset);
     }
 
     fn message(&mut self, peer: IpAddr, slot: Slot, msg: Message) {
@@ -602,7 +612,7 @@ impl Core {
         match a {
             Action::Connect => {
                 let conn = self.id();
-                let s = self.session_mut(peer, slot);
+                let Some(s) = self.session_mut(peer, slot) else { return };
                 s.conn = Some(conn);
                 s.outgoing = true;
                 s.buf.clear();
@@ -614,7 +624,7 @@ impl Core {
                 });
             }
             Action::Drop => {
-                let s = self.session_mut(peer, slot);
+                let Some(s) = self.session_mut(peer, slot) else { return };
                 s.buf.clear();
                 if let Some(conn) = s.conn.take() {
                     self.conns.remove(&conn);
@@ -623,7 +633,7 @@ impl Core {
             }
             Action::Send(m) => {
                 let (asn, router_id, ext) = (self.cfg.asn, self.cfg.router_id, self.cfg.extended_message);
-                let s = self.session_mut(peer, slot);
+                let Some(s) = self.session_mut(peer, slot) else { return };
                 let Some(conn) = s.conn else { return };
                 let bytes = match m {
                     Send::Keepalive => wire::encode_keepalive(),
