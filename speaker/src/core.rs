@@ -406,12 +406,13 @@ impl Core {
         };
         let state = peer.main.fsm.state();
         let local = Some(canonical(local.ip()));
+        let restart = peer.main.fsm.accepts_in_idle();
         match state {
-            State::Idle => {
+            State::Idle if !restart => {
                 debug!(peer = %addr, "connection refused: session is Idle");
                 self.out.push(Output::Close { conn });
             }
-            State::Connect | State::Active => {
+            State::Idle | State::Connect | State::Active => {
                 // Take the peer's connection; abandon our own attempt if one is under way.
                 let s = self.session_mut(addr, Slot::Main).expect("peer exists");
                 if let Some(old) = s.conn.replace(conn) {

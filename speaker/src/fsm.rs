@@ -116,6 +116,9 @@ pub struct Fsm {
     state: State,
     /// Set by ManualStop / AutomaticStop: no automatic restart from Idle.
     stopped: bool,
+    /// Set after we closed for exceeding the prefix limit: stay down until IdleHold expires,
+    /// even if the peer reconnects.
+    hold_down: bool,
     pub connect_retry_counter: u32,
     idle_hold_shift: u32,
     /// Negotiated while in OpenConfirm, kept through Established.
@@ -129,6 +132,7 @@ impl Fsm {
             cfg,
             state: State::Idle,
             stopped: true,
+            hold_down: false,
             connect_retry_counter: 0,
             idle_hold_shift: 0,
             session: None,
@@ -138,6 +142,13 @@ impl Fsm {
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Whether an incoming connection in Idle restarts the session (automatic restart
+    /// pending, no hold-down). Accepting it instead of refusing avoids two speakers that
+    /// back off in step refusing each other forever.
+    pub fn accepts_in_idle(&self) -> bool {
+        self.state == State::Idle && !self.stopped && !self.hold_down
     }
 
     pub fn session(&self) -> Option<&SessionInfo> {
@@ -174,7 +185,17 @@ impl Fsm {
                 self.idle_hold_shift = 0;
                 self.start(out);
             }
-            Event::IdleHoldExpired if !self.stopped => self.start(out),
+            Event::IdleHoldExpired if !self.stopped => {
+                self.hold_down = false;
+                self.start(out)
+            }
+            Event::TcpConnected if self.accepts_in_idle() => {
+                out.push(Action::StopTimer(Timer::IdleHold));
+                self.connect_retry_counter = 0;
+                out.push(Action::Send(Send::Open));
+                out.push(Action::StartTimer(Timer::Hold, OPEN_HOLD));
+                self.state = State::OpenSent;
+            }
             // RFC 4271: every other event in Idle is ignored (connections are refused).
             _ => {}
         }
@@ -203,6 +224,7 @@ impl Fsm {
 
     fn notify_and_idle(&mut self, n: Notification, out: &mut Vec<Action>) {
         self.last_error = Some(format!("sent {n}"));
+        self.hold_down = n.code == code::CEASE && n.subcode == cease::MAX_PREFIXES;
         out.push(Action::Send(Send::Notification(n)));
         self.to_idle(out);
     }

@@ -161,6 +161,11 @@ pub struct SpeakerInNs {
 
 impl SpeakerInNs {
     pub fn start(ns: &Netns, cfg: SpeakerConfig) -> SpeakerInNs {
+        // Logs go to the test's captured output; RUST_LOG=debug shows them on failure.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let path = ns.path();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
