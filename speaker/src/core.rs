@@ -509,10 +509,9 @@ impl Core {
         debug!(peer = %peer, kind = msg.kind(), "received");
         match msg {
             Message::Open(open) => {
-                if self.collision(peer, slot, open.router_id) {
-                    return;
+                if let Some(slot) = self.collision(peer, slot, open.router_id) {
+                    self.event(peer, slot, Event::OpenReceived(open));
                 }
-                self.event(peer, slot, Event::OpenReceived(open));
             }
             Message::Keepalive => self.event(peer, slot, Event::KeepaliveReceived),
             Message::Notification(n) => {
@@ -543,18 +542,20 @@ impl Core {
             .map_or(State::Idle, |p| p.main.fsm.state())
     }
 
-    /// RFC 4271 §6.8. Returns true if the OPEN's own connection was the one closed.
-    fn collision(&mut self, peer: IpAddr, slot: Slot, remote_id: Ipv4Addr) -> bool {
-        let p = self.peers.get(&peer).expect("peer exists");
+    /// RFC 4271 §6.8, on an OPEN received in `slot`. Returns the slot the OPEN's session
+    /// holds after resolution (the survivor may have moved to Main), or None if its own
+    /// connection was the one closed.
+    fn collision(&mut self, peer: IpAddr, slot: Slot, remote_id: Ipv4Addr) -> Option<Slot> {
+        let p = self.peers.get(&peer)?;
         let Some(alt) = &p.alt else {
-            return false;
+            return Some(slot);
         };
         let other = match slot {
             Slot::Main => alt,
             Slot::Alt => &p.main,
         };
         if !matches!(other.fsm.state(), State::OpenSent | State::OpenConfirm) {
-            return false;
+            return Some(slot);
         }
         // The lower identifier gives way: its own connection is closed.
         let drop_outgoing = u32::from(self.cfg.router_id) < u32::from(remote_id);
@@ -577,7 +578,7 @@ impl Core {
                 after: None,
             });
         }
-        dropped == slot
+        (dropped != slot).then_some(Slot::Main)
     }
 
     fn event(&mut self, peer: IpAddr, slot: Slot, ev: Event) {
