@@ -58,22 +58,22 @@ impl Speaker {
 
     pub fn add_peer(&self, p: PeerConfig) -> Result<(), SpeakerError> {
         p.validate()?;
-        self.send(Command::Input(Input::AddPeer(p)))
+        self.send(Command::Input(Box::new(Input::AddPeer(p))))
     }
 
     /// Change a peer; its session is only reset if the change requires it.
     pub fn update_peer(&self, p: PeerConfig) -> Result<(), SpeakerError> {
         p.validate()?;
-        self.send(Command::Input(Input::UpdatePeer(p)))
+        self.send(Command::Input(Box::new(Input::UpdatePeer(p))))
     }
 
     pub fn remove_peer(&self, addr: IpAddr) -> Result<(), SpeakerError> {
-        self.send(Command::Input(Input::RemovePeer(addr)))
+        self.send(Command::Input(Box::new(Input::RemovePeer(addr))))
     }
 
     /// Replace the set of prefixes this speaker originates.
     pub fn set_originated(&self, prefixes: Vec<IpNet>) -> Result<(), SpeakerError> {
-        self.send(Command::Input(Input::SetOriginated(prefixes)))
+        self.send(Command::Input(Box::new(Input::SetOriginated(prefixes))))
     }
 
     pub async fn snapshot(&self) -> Result<Vec<PeerSnapshot>, SpeakerError> {

@@ -53,7 +53,11 @@ impl SpeakerConfig {
             return Err(bad("asNumber", self.asn, "is reserved (RFC 7607)"));
         }
         if self.router_id.is_unspecified() || self.router_id.is_multicast() {
-            return Err(bad("routerId", self.router_id, "is not a usable BGP identifier"));
+            return Err(bad(
+                "routerId",
+                self.router_id,
+                "is not a usable BGP identifier",
+            ));
         }
         Ok(())
     }
@@ -113,10 +117,18 @@ impl PeerConfig {
             return Err(bad(f("asNumber"), self.asn, "is reserved (RFC 7607)"));
         }
         if self.hold_time == 1 || self.hold_time == 2 {
-            return Err(bad(f("holdTime"), self.hold_time, "must be 0 or at least 3 seconds"));
+            return Err(bad(
+                f("holdTime"),
+                self.hold_time,
+                "must be 0 or at least 3 seconds",
+            ));
         }
         if self.hold_time != 0 && self.keepalive == 0 {
-            return Err(bad(f("keepaliveTime"), self.keepalive, "must be positive when holdTime is"));
+            return Err(bad(
+                f("keepaliveTime"),
+                self.keepalive,
+                "must be positive when holdTime is",
+            ));
         }
         if self.families.is_empty() {
             return Err(bad(f("families"), "[]", "must name at least one family"));

@@ -25,6 +25,8 @@ pub enum Input {
     /// Replace a peer's configuration; the session is reset only if it has to be.
     UpdatePeer(PeerConfig),
     RemovePeer(IpAddr),
+    /// Stop every session with Cease / Administrative Shutdown.
+    Shutdown,
     SetOriginated(Vec<IpNet>),
     /// An accepted TCP connection; the core adopts it or asks for it to be closed.
     Incoming {
@@ -33,10 +35,20 @@ pub enum Input {
         local: SocketAddr,
     },
     /// An outgoing connection (asked for by [`Output::Connect`]) is up.
-    Connected { conn: ConnId, local: SocketAddr },
-    ConnectFailed { conn: ConnId },
-    Data { conn: ConnId, bytes: Vec<u8> },
-    Closed { conn: ConnId },
+    Connected {
+        conn: ConnId,
+        local: SocketAddr,
+    },
+    ConnectFailed {
+        conn: ConnId,
+    },
+    Data {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
     Timer {
         peer: IpAddr,
         session: u64,
@@ -51,9 +63,14 @@ pub enum Output {
         remote: SocketAddr,
         local: Option<IpAddr>,
     },
-    Send { conn: ConnId, bytes: Vec<u8> },
+    Send {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
     /// Close after flushing what was sent before.
-    Close { conn: ConnId },
+    Close {
+        conn: ConnId,
+    },
     /// Arm (Some) or cancel (None) a timer; a fired timer comes back as [`Input::Timer`].
     SetTimer {
         peer: IpAddr,
@@ -204,8 +221,19 @@ impl Core {
         match input {
             Input::AddPeer(p) | Input::UpdatePeer(p) => self.upsert_peer(p),
             Input::RemovePeer(a) => self.remove_peer(canonical(a)),
+            Input::Shutdown => {
+                let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
+                for p in peers {
+                    self.drop_alt(p);
+                    self.event(p, Slot::Main, Event::ManualStop);
+                }
+            }
             Input::SetOriginated(v) => self.set_originated(v),
-            Input::Incoming { conn, remote, local } => self.incoming(conn, remote, local),
+            Input::Incoming {
+                conn,
+                remote,
+                local,
+            } => self.incoming(conn, remote, local),
             Input::Connected { conn, local } => {
                 if let Some((peer, slot)) = self.find_conn(conn) {
                     if let Some(s) = self.session_mut(peer, slot) {
@@ -287,11 +315,16 @@ impl Core {
         }
         if let Some(old) = self.peers.get(&addr) {
             let reset = p.needs_reset(&old.cfg);
-            let import_changed = p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
+            let import_changed =
+                p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
             let kind = p.kind.clone();
             if reset {
                 info!(peer = %addr, "peer configuration changed: resetting the session");
-                self.event(addr, Slot::Main, Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE));
+                self.event(
+                    addr,
+                    Slot::Main,
+                    Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE),
+                );
                 self.drop_alt(addr);
                 let cfg = self.fsm_config(&p);
                 let peer = self.peers.get_mut(&addr).expect("peer exists");
@@ -334,7 +367,11 @@ impl Core {
         }
         info!(peer = %addr, "peer removed");
         self.drop_alt(addr);
-        self.event(addr, Slot::Main, Event::AutomaticStop(cease::PEER_DECONFIGURED));
+        self.event(
+            addr,
+            Slot::Main,
+            Event::AutomaticStop(cease::PEER_DECONFIGURED),
+        );
         if let Some(p) = self.peers.remove(&addr) {
             self.out.push(Output::SetTimer {
                 peer: addr,
@@ -347,7 +384,11 @@ impl Core {
 
     fn drop_alt(&mut self, addr: IpAddr) {
         if self.peers.get(&addr).is_some_and(|p| p.alt.is_some()) {
-            self.event(addr, Slot::Alt, Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE));
+            self.event(
+                addr,
+                Slot::Alt,
+                Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE),
+            );
             if let Some(p) = self.peers.get_mut(&addr) {
                 p.alt = None;
             }
@@ -356,12 +397,21 @@ impl Core {
 
     fn set_originated(&mut self, v: Vec<IpNet>) {
         let new: HashSet<IpNet> = v.into_iter().map(|p| p.trunc()).collect();
-        for p in self.originated.difference(&new).copied().collect::<Vec<_>>() {
+        for p in self
+            .originated
+            .difference(&new)
+            .copied()
+            .collect::<Vec<_>>()
+        {
             if self.rib.remove(p, None) {
                 self.dirty.push(p);
             }
         }
-        for p in new.difference(&self.originated).copied().collect::<Vec<_>>() {
+        for p in new
+            .difference(&self.originated)
+            .copied()
+            .collect::<Vec<_>>()
+        {
             let nh = match p {
                 IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -515,7 +565,11 @@ impl Core {
             }
             Message::Keepalive => self.event(peer, slot, Event::KeepaliveReceived),
             Message::Notification(n) => {
-                warn!(peer = %peer, notification = %n, "received NOTIFICATION");
+                if n.code == code::CEASE {
+                    info!(peer = %peer, notification = %n, "received NOTIFICATION");
+                } else {
+                    warn!(peer = %peer, notification = %n, "received NOTIFICATION");
+                }
                 self.event(peer, slot, Event::NotificationReceived(n));
             }
             Message::Update(u) => {
@@ -614,7 +668,9 @@ impl Core {
         match a {
             Action::Connect => {
                 let conn = self.id();
-                let Some(s) = self.session_mut(peer, slot) else { return };
+                let Some(s) = self.session_mut(peer, slot) else {
+                    return;
+                };
                 s.conn = Some(conn);
                 s.outgoing = true;
                 s.buf.clear();
@@ -626,7 +682,9 @@ impl Core {
                 });
             }
             Action::Drop => {
-                let Some(s) = self.session_mut(peer, slot) else { return };
+                let Some(s) = self.session_mut(peer, slot) else {
+                    return;
+                };
                 s.buf.clear();
                 if let Some(conn) = s.conn.take() {
                     self.conns.remove(&conn);
@@ -634,13 +692,20 @@ impl Core {
                 }
             }
             Action::Send(m) => {
-                let (asn, router_id, ext) = (self.cfg.asn, self.cfg.router_id, self.cfg.extended_message);
-                let Some(s) = self.session_mut(peer, slot) else { return };
+                let (asn, router_id, ext) =
+                    (self.cfg.asn, self.cfg.router_id, self.cfg.extended_message);
+                let Some(s) = self.session_mut(peer, slot) else {
+                    return;
+                };
                 let Some(conn) = s.conn else { return };
                 let bytes = match m {
                     Send::Keepalive => wire::encode_keepalive(),
                     Send::Notification(n) => {
-                        warn!(peer = %peer, notification = %n, "sending NOTIFICATION");
+                        if n.code == code::CEASE {
+                            info!(peer = %peer, notification = %n, "sending NOTIFICATION");
+                        } else {
+                            warn!(peer = %peer, notification = %n, "sending NOTIFICATION");
+                        }
                         wire::encode_notification(&n)
                     }
                     Send::Open => wire::encode_open(&wire::OpenParams {
@@ -901,7 +966,10 @@ impl Core {
             a.originator_id = None;
             a.cluster_list.clear();
         } else {
-            a.local_pref = Some(a.local_pref.unwrap_or(crate::rib::decision::DEFAULT_LOCAL_PREF));
+            a.local_pref = Some(
+                a.local_pref
+                    .unwrap_or(crate::rib::decision::DEFAULT_LOCAL_PREF),
+            );
         }
         Some(a)
     }
@@ -921,7 +989,11 @@ impl Core {
             HashMap::new();
         for prefix in prefixes {
             let want = self.rib.best(prefix).and_then(|b| {
-                let key = (Arc::as_ptr(&b.attrs), Family::of(prefix), b.source.peer_addr());
+                let key = (
+                    Arc::as_ptr(&b.attrs),
+                    Family::of(prefix),
+                    b.source.peer_addr(),
+                );
                 memo.entry(key)
                     .or_insert_with(|| self.export(p, prefix, b))
                     .clone()
@@ -937,12 +1009,16 @@ impl Core {
         if withdraw.is_empty() && groups.is_empty() {
             return;
         }
-        let neg = p.main.fsm.session().expect("established").negotiated.clone();
+        let neg = p
+            .main
+            .fsm
+            .session()
+            .expect("established")
+            .negotiated
+            .clone();
         let Some(conn) = p.main.conn else { return };
-        let announce: Vec<(Arc<PathAttrs>, Vec<IpNet>)> = groups
-            .into_iter()
-            .map(|(a, v)| (Arc::new(a), v))
-            .collect();
+        let announce: Vec<(Arc<PathAttrs>, Vec<IpNet>)> =
+            groups.into_iter().map(|(a, v)| (Arc::new(a), v)).collect();
         let msgs = wire::pack_updates(&neg, &withdraw, &announce);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         for w in &withdraw {
@@ -1049,7 +1125,11 @@ impl Core {
         self.peers
             .values()
             .map(|p| {
-                let info = p.main.fsm.session().filter(|_| p.main.fsm.state() == State::Established);
+                let info = p
+                    .main
+                    .fsm
+                    .session()
+                    .filter(|_| p.main.fsm.state() == State::Established);
                 PeerSnapshot {
                     address: p.cfg.address,
                     asn: p.cfg.asn,
@@ -1083,4 +1163,3 @@ impl Core {
 fn is_link_local(a: &Ipv6Addr) -> bool {
     (a.segments()[0] & 0xffc0) == 0xfe80
 }
-

@@ -170,7 +170,10 @@ impl Fsm {
     fn start(&mut self, out: &mut Vec<Action>) {
         self.stopped = false;
         self.connect_retry_counter = 0;
-        out.push(Action::StartTimer(Timer::ConnectRetry, self.cfg.connect_retry));
+        out.push(Action::StartTimer(
+            Timer::ConnectRetry,
+            self.cfg.connect_retry,
+        ));
         if self.cfg.passive {
             self.state = State::Active;
         } else {
@@ -203,7 +206,7 @@ impl Fsm {
 
     /// Go to Idle: stop timers, drop the connection, and (unless stopped) schedule the
     /// automatic restart with exponential backoff.
-    fn to_idle(&mut self, out: &mut Vec<Action>) {
+    fn enter_idle(&mut self, out: &mut Vec<Action>) {
         let was_established = self.state == State::Established;
         out.push(Action::StopTimer(Timer::ConnectRetry));
         out.push(Action::StopTimer(Timer::Hold));
@@ -226,7 +229,7 @@ impl Fsm {
         self.last_error = Some(format!("sent {n}"));
         self.hold_down = n.code == code::CEASE && n.subcode == cease::MAX_PREFIXES;
         out.push(Action::Send(Send::Notification(n)));
-        self.to_idle(out);
+        self.enter_idle(out);
     }
 
     fn stop(&mut self, subcode: u8, out: &mut Vec<Action>) {
@@ -235,9 +238,11 @@ impl Fsm {
             self.state,
             State::OpenSent | State::OpenConfirm | State::Established
         ) {
-            out.push(Action::Send(Send::Notification(Notification::cease(subcode))));
+            out.push(Action::Send(Send::Notification(Notification::cease(
+                subcode,
+            ))));
         }
-        self.to_idle(out);
+        self.enter_idle(out);
         self.last_error = None;
     }
 
@@ -247,7 +252,10 @@ impl Fsm {
             Event::ManualStop => self.stop(cease::ADMIN_SHUTDOWN, out),
             Event::AutomaticStop(sub) => self.stop(sub, out),
             Event::ConnectRetryExpired => {
-                out.push(Action::StartTimer(Timer::ConnectRetry, self.cfg.connect_retry));
+                out.push(Action::StartTimer(
+                    Timer::ConnectRetry,
+                    self.cfg.connect_retry,
+                ));
                 if !self.cfg.passive {
                     out.push(Action::Drop);
                     out.push(Action::Connect);
@@ -263,14 +271,17 @@ impl Fsm {
             Event::TcpFails => {
                 if self.state == State::Connect {
                     // §8.2.2 Connect: restart the timer and listen for the peer.
-                    out.push(Action::StartTimer(Timer::ConnectRetry, self.cfg.connect_retry));
+                    out.push(Action::StartTimer(
+                        Timer::ConnectRetry,
+                        self.cfg.connect_retry,
+                    ));
                     self.state = State::Active;
                 } else {
                     self.last_error = Some("connection failed".into());
-                    self.to_idle(out);
+                    self.enter_idle(out);
                 }
             }
-            _ => self.to_idle(out),
+            _ => self.enter_idle(out),
         }
     }
 
@@ -292,18 +303,18 @@ impl Fsm {
             Event::HoldExpired => self.notify_and_idle(Notification::hold_timer_expired(), out),
             Event::TcpFails => {
                 self.last_error = Some("connection closed by peer".into());
-                self.to_idle(out);
+                self.enter_idle(out);
             }
             Event::MessageError(n) => self.notify_and_idle(n.clone(), out),
             Event::NotificationReceived(n) => {
                 self.last_error = Some(format!("received {n}"));
-                self.to_idle(out);
+                self.enter_idle(out);
             }
             Event::CollisionDump => {
                 out.push(Action::Send(Send::Notification(Notification::cease(
                     cease::CONNECTION_COLLISION,
                 ))));
-                self.to_idle(out);
+                self.enter_idle(out);
                 // The surviving connection carries the session: no error, no restart.
                 self.last_error = None;
             }
@@ -401,7 +412,10 @@ impl Fsm {
         let err = |sub: u8, data: Vec<u8>| Notification::new(code::OPEN, sub, data);
         let remote_as = open.asn();
         if remote_as != self.cfg.peer_as {
-            return Err(err(open_err::BAD_PEER_AS, open.my_as.to_be_bytes().to_vec()));
+            return Err(err(
+                open_err::BAD_PEER_AS,
+                open.my_as.to_be_bytes().to_vec(),
+            ));
         }
         let id = open.router_id;
         let ibgp = remote_as == self.cfg.local_as;

@@ -5,11 +5,11 @@
 //! and advertisement rules tied together, still without I/O), then [`transport`] (tokio:
 //! sockets and timers) and [`api`] (the handle the rest of Twill uses).
 
-pub mod notification;
 pub mod api;
 pub mod config;
 pub mod core;
 pub mod fsm;
+pub mod notification;
 pub mod policy;
 pub mod rib;
 pub mod transport;

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 /// Requests from the API handle to the driver.
 pub(crate) enum Command {
-    Input(Input),
+    Input(Box<Input>),
     Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
     Routes(oneshot::Sender<Vec<RouteEvent>>),
     Subscribe(mpsc::UnboundedSender<RouteEvent>),
@@ -99,7 +99,7 @@ pub(crate) async fn run(
         ));
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                Some(Command::Input(i)) => d.input(i),
+                Some(Command::Input(i)) => d.input(*i),
                 Some(Command::Snapshot(tx)) => { let _ = tx.send(d.core.snapshot(Instant::now())); }
                 Some(Command::Routes(tx)) => { let _ = tx.send(d.core.routes()); }
                 Some(Command::Subscribe(tx)) => {
@@ -122,10 +122,7 @@ pub(crate) async fn run(
         }
     }
     // Stop every session with Cease / Administrative Shutdown and let the writers flush.
-    let peers: Vec<IpAddr> = d.core.snapshot(Instant::now()).iter().map(|p| p.address).collect();
-    for p in peers {
-        d.input(Input::RemovePeer(p));
-    }
+    d.input(Input::Shutdown);
     d.conns.clear();
     if let Some(a) = accept {
         a.abort();
@@ -149,8 +146,13 @@ impl Driver {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.conns.insert(conn, tx);
                 let events = self.events.clone();
-                self.tasks.push(tokio::spawn(connection(conn, stream, rx, events)));
-                Input::Incoming { conn, remote, local }
+                self.tasks
+                    .push(tokio::spawn(connection(conn, stream, rx, events)));
+                Input::Incoming {
+                    conn,
+                    remote,
+                    local,
+                }
             }
             NetEvent::Connected(conn, local) => Input::Connected { conn, local },
             NetEvent::ConnectFailed(conn) => {
@@ -183,11 +185,16 @@ impl Driver {
             self.flush(pending.take());
             match o {
                 Output::Send { .. } => unreachable!("handled above"),
-                Output::Connect { conn, remote, local } => {
+                Output::Connect {
+                    conn,
+                    remote,
+                    local,
+                } => {
                     let (tx, rx) = mpsc::unbounded_channel();
                     self.conns.insert(conn, tx);
                     let events = self.events.clone();
-                    self.tasks.push(tokio::spawn(dial(conn, remote, local, rx, events)));
+                    self.tasks
+                        .push(tokio::spawn(dial(conn, remote, local, rx, events)));
                 }
                 Output::Close { conn } => {
                     if let Some(tx) = self.conns.remove(&conn) {
@@ -201,7 +208,8 @@ impl Driver {
                     after,
                 } => match after {
                     Some(d) => {
-                        self.timers.insert((peer, session, timer), Instant::now() + d);
+                        self.timers
+                            .insert((peer, session, timer), Instant::now() + d);
                     }
                     None => {
                         self.timers.remove(&(peer, session, timer));

@@ -25,7 +25,9 @@ impl Wire {
             .iter()
             .map(|(asn, id)| {
                 let mut c = SpeakerConfig::new(*asn, id.parse().unwrap());
-                c.originate = vec![format!("10.244.{}.0/24", &id[id.len() - 1..]).parse().unwrap()];
+                c.originate = vec![format!("10.244.{}.0/24", &id[id.len() - 1..])
+                    .parse()
+                    .unwrap()];
                 Core::new(c).unwrap()
             })
             .collect();
@@ -41,7 +43,10 @@ impl Wire {
     }
 
     fn index_of(&self, a: IpAddr) -> usize {
-        self.addrs.iter().position(|x| *x == a).expect("known address")
+        self.addrs
+            .iter()
+            .position(|x| *x == a)
+            .expect("known address")
     }
 
     fn push(&mut self, core: usize, i: Input) {
@@ -51,7 +56,9 @@ impl Wire {
     /// Deliver until nothing moves (bounded).
     fn run(&mut self) {
         for _ in 0..10_000 {
-            let Some((c, input)) = self.queue.pop_front() else { return };
+            let Some((c, input)) = self.queue.pop_front() else {
+                return;
+            };
             let out = self.cores[c].handle(input, Instant::now());
             for o in out {
                 self.output(c, o);
@@ -70,7 +77,14 @@ impl Wire {
                 let local = SocketAddr::new(self.addrs[c], 40000 + conn as u16);
                 self.opened_by.insert((c, conn), c);
                 self.opened_by.insert((other, their), c);
-                self.push(other, Input::Incoming { conn: their, remote: local, local: SocketAddr::new(remote.ip(), 179) });
+                self.push(
+                    other,
+                    Input::Incoming {
+                        conn: their,
+                        remote: local,
+                        local: SocketAddr::new(remote.ip(), 179),
+                    },
+                );
                 // The dialling side learns of its connection first, as with a real SYN-ACK:
                 // both dialling sides reach OpenSent before either accepts, a true collision.
                 self.queue.push_front((c, Input::Connected { conn, local }));
@@ -119,21 +133,34 @@ fn collision_keeps_one_connection_the_higher_identifier_opened() {
     assert_eq!(w.established(0), 1);
     assert_eq!(w.established(1), 1);
     // Both sides resolved the collision with Cease / Connection Collision Resolution…
-    let collisions: Vec<_> = w.sent_notifications.iter().filter(|n| (n.1, n.2) == (6, 7)).collect();
+    let collisions: Vec<_> = w
+        .sent_notifications
+        .iter()
+        .filter(|n| (n.1, n.2) == (6, 7))
+        .collect();
     assert!(!collisions.is_empty(), "{:?}", w.sent_notifications);
     // …and agreed: 10.0.0.1 < 10.0.0.2, so the connection 10.0.0.2 opened survives.
     assert_eq!(w.links.len(), 2, "exactly one connection left (two ends)");
     for end in w.links.keys() {
-        assert_eq!(w.opened_by[end], 1, "the survivor was opened by the higher identifier");
+        assert_eq!(
+            w.opened_by[end], 1,
+            "the survivor was opened by the higher identifier"
+        );
     }
     // And routes flowed over the survivor.
-    assert!(w.routes[0].iter().any(|r| r.prefix.to_string() == "10.244.2.0/24" && r.best.is_some()));
+    assert!(w.routes[0]
+        .iter()
+        .any(|r| r.prefix.to_string() == "10.244.2.0/24" && r.best.is_some()));
 }
 
 #[test]
 fn ebgp_advertisement_rules() {
     // 1 (AS 65001) -- eBGP -- 2 (AS 65002) -- iBGP -- 3 (AS 65002)
-    let mut w = Wire::new(&[(65001, "10.0.0.1"), (65002, "10.0.0.2"), (65002, "10.0.0.3")]);
+    let mut w = Wire::new(&[
+        (65001, "10.0.0.1"),
+        (65002, "10.0.0.2"),
+        (65002, "10.0.0.3"),
+    ]);
     w.peer(0, 1, 65002);
     w.peer(1, 0, 65001);
     w.peer(1, 2, 65002);
@@ -148,7 +175,10 @@ fn ebgp_advertisement_rules() {
         .and_then(|r| r.best.clone())
         .expect("node 3 learns 10.244.1.0/24");
     assert_eq!(r.attrs.as_path.flat(), vec![65001]);
-    assert_eq!(r.next_hops[0].address, "10.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        r.next_hops[0].address,
+        "10.0.0.1".parse::<IpAddr>().unwrap()
+    );
     assert_eq!(r.attrs.local_pref, Some(100));
     // Node 1 learns node 3's prefix through 2 over eBGP: 65002 prepended once, next-hop-self.
     let r = w.routes[0]
@@ -158,7 +188,10 @@ fn ebgp_advertisement_rules() {
         .and_then(|r| r.best.clone())
         .expect("node 1 learns 10.244.3.0/24");
     assert_eq!(r.attrs.as_path.flat(), vec![65002]);
-    assert_eq!(r.next_hops[0].address, "10.0.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        r.next_hops[0].address,
+        "10.0.0.2".parse::<IpAddr>().unwrap()
+    );
     assert_eq!(r.attrs.local_pref, None);
     // Node 2 does not send node 3's iBGP route back to node 3, nor node 1's to node 1.
     let snap = w.cores[1].snapshot(Instant::now());
@@ -175,15 +208,29 @@ fn withdrawal_propagates_and_removal_of_a_peer_withdraws_its_routes() {
     w.run();
     w.push(1, Input::SetOriginated(vec![]));
     w.run();
-    let last = w.routes[0].iter().rev().find(|r| r.prefix.to_string() == "10.244.2.0/24").unwrap();
+    let last = w.routes[0]
+        .iter()
+        .rev()
+        .find(|r| r.prefix.to_string() == "10.244.2.0/24")
+        .unwrap();
     assert!(last.best.is_none(), "withdrawn");
-    w.push(1, Input::SetOriginated(vec!["10.244.2.0/24".parse().unwrap()]));
+    w.push(
+        1,
+        Input::SetOriginated(vec!["10.244.2.0/24".parse().unwrap()]),
+    );
     w.run();
     w.push(0, Input::RemovePeer("10.0.0.2".parse().unwrap()));
     w.run();
-    let last = w.routes[0].iter().rev().find(|r| r.prefix.to_string() == "10.244.2.0/24").unwrap();
+    let last = w.routes[0]
+        .iter()
+        .rev()
+        .find(|r| r.prefix.to_string() == "10.244.2.0/24")
+        .unwrap();
     assert!(last.best.is_none(), "a removed peer's routes go");
-    assert!(w.sent_notifications.contains(&(0, 6, 3)), "Cease / Peer De-configured");
+    assert!(
+        w.sent_notifications.contains(&(0, 6, 3)),
+        "Cease / Peer De-configured"
+    );
 }
 
 #[test]
@@ -196,7 +243,13 @@ fn route_refresh_resends_the_adj_rib_out() {
     // Core 0 asks core 1 for a refresh over the live connection.
     let (&(_, conn), _) = w.links.iter().find(|(k, _)| k.0 == 0).unwrap();
     let (o, their) = w.links[&(0, conn)];
-    w.push(o, Input::Data { conn: their, bytes: speaker::wire::encode_route_refresh(Family::Ipv4Unicast) });
+    w.push(
+        o,
+        Input::Data {
+            conn: their,
+            bytes: speaker::wire::encode_route_refresh(Family::Ipv4Unicast),
+        },
+    );
     w.run();
     let after = w.cores[0].snapshot(Instant::now())[0].updates_received;
     assert_eq!(after, before + 1, "the refresh re-sent one UPDATE");

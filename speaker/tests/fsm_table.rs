@@ -44,7 +44,11 @@ fn fsm_in(state: State) -> Fsm {
         State::Connect => &[Event::ManualStart],
         State::Active => &[Event::ManualStart, Event::TcpFails],
         State::OpenSent => &[Event::ManualStart, Event::TcpConnected],
-        State::OpenConfirm => &[Event::ManualStart, Event::TcpConnected, Event::OpenReceived(open(90))],
+        State::OpenConfirm => &[
+            Event::ManualStart,
+            Event::TcpConnected,
+            Event::OpenReceived(open(90)),
+        ],
         State::Established => &[
             Event::ManualStart,
             Event::TcpConnected,
@@ -70,7 +74,10 @@ fn events() -> Vec<(&'static str, Event)> {
         ("TcpConnected", Event::TcpConnected),
         ("TcpFails", Event::TcpFails),
         ("OpenReceived", Event::OpenReceived(open(90))),
-        ("MessageError", Event::MessageError(Notification::new(1, 1, vec![]))),
+        (
+            "MessageError",
+            Event::MessageError(Notification::new(1, 1, vec![])),
+        ),
         ("NotificationReceived", Event::NotificationReceived(n)),
         ("KeepaliveReceived", Event::KeepaliveReceived),
         ("UpdateReceived", Event::UpdateReceived),
@@ -142,7 +149,11 @@ fn every_state_times_every_event() {
             assert_eq!(sends, want_sends, "{state:?} × {name}: sends");
             // Leaving Established always reports Down; nothing else does.
             let down = actions.iter().any(|a| matches!(a, Action::Down));
-            assert_eq!(down, state == Established && want_state == Idle, "{state:?} × {name}: Down");
+            assert_eq!(
+                down,
+                state == Established && want_state == Idle,
+                "{state:?} × {name}: Down"
+            );
             // Every way into Idle closes the connection.
             if want_state == Idle && state != Idle {
                 assert!(actions.contains(&Action::Drop), "{state:?} × {name}: Drop");
@@ -199,7 +210,9 @@ fn hold_time_negotiation() {
     f.handle(Event::ManualStart);
     f.handle(Event::TcpConnected);
     let a = f.handle(Event::OpenReceived(open(0)));
-    assert!(!a.iter().any(|a| matches!(a, Action::StartTimer(speaker::fsm::Timer::Keepalive, _))));
+    assert!(!a
+        .iter()
+        .any(|a| matches!(a, Action::StartTimer(speaker::fsm::Timer::Keepalive, _))));
 }
 
 #[test]
@@ -235,8 +248,17 @@ fn automatic_restart_backs_off() {
             d
         })
         .collect();
-    assert_eq!(delays, vec![Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]);
+    assert_eq!(
+        delays,
+        vec![
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(4)
+        ]
+    );
     // After ManualStop, no restart.
     let a = f.handle(Event::ManualStop);
-    assert!(!a.iter().any(|a| matches!(a, Action::StartTimer(speaker::fsm::Timer::IdleHold, _))));
+    assert!(!a
+        .iter()
+        .any(|a| matches!(a, Action::StartTimer(speaker::fsm::Timer::IdleHold, _))));
 }

@@ -72,7 +72,11 @@ fn well_formed_update_is_accepted() {
 fn taw(attrs: &[u8], n: &Negotiated) -> (u8, u8) {
     let u = upd(&update_bytes(&[], attrs, NLRI), n);
     assert!(u.announced.is_empty(), "nothing may be announced: {u:?}");
-    assert_eq!(u.withdrawn, vec![p("10.244.2.0/24")], "announced NLRI become withdrawals");
+    assert_eq!(
+        u.withdrawn,
+        vec![p("10.244.2.0/24")],
+        "announced NLRI become withdrawals"
+    );
     let e = u.treat_as_withdraw.expect("treat-as-withdraw");
     (e.code, e.subcode)
 }
@@ -116,26 +120,52 @@ fn rfc7606_treat_as_withdraw_cases() {
 #[test]
 fn rfc7606_attribute_discard_cases() {
     // ATOMIC_AGGREGATE with a length of 1 is discarded; the route stays.
-    let u = upd(&update_bytes(&[], &with(&[0x40, 6, 1, 0]), NLRI), &neg(true, false));
+    let u = upd(
+        &update_bytes(&[], &with(&[0x40, 6, 1, 0]), NLRI),
+        &neg(true, false),
+    );
     assert!(u.treat_as_withdraw.is_none());
     assert_eq!(u.announced.len(), 1);
     assert_eq!(u.discarded, vec![6]);
     // LOCAL_PREF from an eBGP peer is discarded (§7.5).
-    let u = upd(&update_bytes(&[], &with(&[0x40, 5, 4, 0, 0, 0, 200]), NLRI), &neg(true, true));
+    let u = upd(
+        &update_bytes(&[], &with(&[0x40, 5, 4, 0, 0, 0, 200]), NLRI),
+        &neg(true, true),
+    );
     assert_eq!(u.announced[0].0.local_pref, None);
-    let u = upd(&update_bytes(&[], &with(&[0x40, 5, 4, 0, 0, 0, 200]), NLRI), &neg(true, false));
+    let u = upd(
+        &update_bytes(&[], &with(&[0x40, 5, 4, 0, 0, 0, 200]), NLRI),
+        &neg(true, false),
+    );
     assert_eq!(u.announced[0].0.local_pref, Some(200), "kept from iBGP");
     // A repeated attribute (other than MP_*) is dropped, the first one kept (§3.g).
-    let u = upd(&update_bytes(&[], &with(&[0x80, 4, 4, 0, 0, 0, 1, 0x80, 4, 4, 0, 0, 0, 2]), NLRI), &neg(true, false));
+    let u = upd(
+        &update_bytes(
+            &[],
+            &with(&[0x80, 4, 4, 0, 0, 0, 1, 0x80, 4, 4, 0, 0, 0, 2]),
+            NLRI,
+        ),
+        &neg(true, false),
+    );
     assert_eq!(u.announced[0].0.med, Some(1));
     // An unknown optional transitive attribute is passed on with Partial set.
-    let u = upd(&update_bytes(&[], &with(&[0xc0, 99, 2, 1, 2]), NLRI), &neg(true, false));
+    let u = upd(
+        &update_bytes(&[], &with(&[0xc0, 99, 2, 1, 2]), NLRI),
+        &neg(true, false),
+    );
     assert_eq!(
         u.announced[0].0.other,
-        vec![RawAttr { flags: 0xe0, code: 99, value: vec![1, 2] }]
+        vec![RawAttr {
+            flags: 0xe0,
+            code: 99,
+            value: vec![1, 2]
+        }]
     );
     // An unknown optional non-transitive one is dropped quietly.
-    let u = upd(&update_bytes(&[], &with(&[0x80, 99, 2, 1, 2]), NLRI), &neg(true, false));
+    let u = upd(
+        &update_bytes(&[], &with(&[0x80, 99, 2, 1, 2]), NLRI),
+        &neg(true, false),
+    );
     assert!(u.announced[0].0.other.is_empty());
 }
 
@@ -148,18 +178,30 @@ fn reset(bytes: &[u8]) -> (u8, u8) {
 fn rfc7606_session_reset_cases() {
     // Two MP_UNREACH attributes (§3.g).
     let mp = [0x80, 15, 3, 0, 2, 1];
-    assert_eq!(reset(&update_bytes(&[], &[&mp[..], &mp[..]].concat(), &[])), (3, 1));
+    assert_eq!(
+        reset(&update_bytes(&[], &[&mp[..], &mp[..]].concat(), &[])),
+        (3, 1)
+    );
     // Unrecognised well-known attribute.
-    assert_eq!(reset(&update_bytes(&[], &with(&[0x40, 99, 0]), NLRI)), (3, 2));
+    assert_eq!(
+        reset(&update_bytes(&[], &with(&[0x40, 99, 0]), NLRI)),
+        (3, 2)
+    );
     // NLRI that cannot be parsed (§5.3).
-    assert_eq!(reset(&update_bytes(&[], BASE, &[33, 10, 0, 0, 0, 0])), (3, 10));
+    assert_eq!(
+        reset(&update_bytes(&[], BASE, &[33, 10, 0, 0, 0, 0])),
+        (3, 10)
+    );
     assert_eq!(reset(&update_bytes(&[], BASE, &[24, 10])), (3, 10));
     // Withdrawn length beyond the message.
     let mut b = update_bytes(&[], BASE, NLRI);
     b[19..21].copy_from_slice(&500u16.to_be_bytes());
     assert_eq!(reset(&b), (3, 1));
     // Malformed MP_REACH.
-    assert_eq!(reset(&update_bytes(&[], &[0x80, 14, 3, 0, 2, 1], &[])), (3, 1));
+    assert_eq!(
+        reset(&update_bytes(&[], &[0x80, 14, 3, 0, 2, 1], &[])),
+        (3, 1)
+    );
 }
 
 #[test]
@@ -208,7 +250,10 @@ fn open_round_trip_with_four_octet_as() {
     assert_eq!(open.my_as, wire::AS_TRANS, "AS_TRANS in the 2-octet field");
     assert_eq!(open.asn(), 4_200_000_001);
     assert_eq!(open.hold_time, 9);
-    assert_eq!(open.caps.families, vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
+    assert_eq!(
+        open.caps.families,
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    );
     assert!(open.caps.route_refresh && open.caps.extended_message);
 }
 
@@ -240,7 +285,13 @@ fn packing_shares_messages_and_respects_the_limit() {
     let mut big = n.clone();
     big.extended_message = true;
     let v6: Vec<IpNet> = (0..3000u32)
-        .map(|i| IpNet::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, i as u16, 0, 0, 0, 0, 0)), 48).unwrap())
+        .map(|i| {
+            IpNet::new(
+                IpAddr::V6(Ipv6Addr::new(0xfd00, 0, i as u16, 0, 0, 0, 0, 0)),
+                48,
+            )
+            .unwrap()
+        })
         .collect();
     let a = Arc::new(attrs(IpAddr::V6("fd00::1".parse().unwrap()), vec![65001]));
     let msgs = pack_updates(&big, &v6[..10], &[(a, v6[10..].to_vec())]);
@@ -267,7 +318,10 @@ fn long_attributes_get_the_extended_length_flag() {
 #[test]
 fn two_octet_peer_gets_as_trans_and_as4_path() {
     let n = neg(false, true);
-    let a = Arc::new(attrs(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), vec![4_200_000_001, 65001]));
+    let a = Arc::new(attrs(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        vec![4_200_000_001, 65001],
+    ));
     let msgs = pack_updates(&n, &[], &[(a, vec![p("10.1.0.0/16")])]);
     let u = upd(&msgs[0], &n);
     // Decoding as the 2-octet peer would, then merging AS4_PATH, restores the real path.
@@ -276,8 +330,10 @@ fn two_octet_peer_gets_as_trans_and_as4_path() {
 
 fn arb_prefix() -> impl Strategy<Value = IpNet> {
     prop_oneof![
-        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(a.into()), l).unwrap().trunc()),
-        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(a.into()), l).unwrap().trunc()),
+        (any::<u32>(), 0u8..=32)
+            .prop_map(|(a, l)| IpNet::new(IpAddr::V4(a.into()), l).unwrap().trunc()),
+        (any::<u128>(), 0u8..=128)
+            .prop_map(|(a, l)| IpNet::new(IpAddr::V6(a.into()), l).unwrap().trunc()),
     ]
 }
 

@@ -29,7 +29,9 @@ fn spawn(ns: &Netns, args: &[&str], log: &std::path::Path, env: &[(&str, &str)])
 impl Daemon {
     fn signal(&self, sig: &str) {
         for c in &self.children {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
         }
     }
     /// Freeze the daemon (SIGSTOP): its sessions go silent without closing.
@@ -98,7 +100,9 @@ impl Daemon {
         let dir = TempDir::new("frr");
         // FRR drops its capabilities after start, root included: the run directory must be
         // writable without CAP_DAC_OVERRIDE.
-        let _ = Command::new("chmod").args(["0777", dir.path.to_str().unwrap()]).status();
+        let _ = Command::new("chmod")
+            .args(["0777", dir.path.to_str().unwrap()])
+            .status();
         let zconf = dir.join("zebra.conf");
         let bconf = dir.join("bgpd.conf");
         std::fs::write(&zconf, "hostname zebra\n").expect("zebra.conf");
@@ -108,9 +112,23 @@ impl Daemon {
         let zebra = spawn(
             ns,
             &[
-                "/usr/lib/frr/zebra", "-u", "root", "-g", "frrvty", "-f", zconf.to_str().unwrap(),
-                "--vty_socket", &run, "-z", &zserv, "-i", &format!("{run}/zebra.pid"), "-P", "0",
-                "--log", &format!("file:{run}/zebra.log"),
+                "/usr/lib/frr/zebra",
+                "-u",
+                "root",
+                "-g",
+                "frrvty",
+                "-f",
+                zconf.to_str().unwrap(),
+                "--vty_socket",
+                &run,
+                "-z",
+                &zserv,
+                "-i",
+                &format!("{run}/zebra.pid"),
+                "-P",
+                "0",
+                "--log",
+                &format!("file:{run}/zebra.log"),
             ],
             &dir.join("zebra.out.log"),
             &[],
@@ -127,16 +145,32 @@ impl Daemon {
         let bgpd = spawn(
             ns,
             &[
-                "/usr/lib/frr/bgpd", "-u", "root", "-g", "frrvty", "-f", bconf.to_str().unwrap(),
-                "--vty_socket", &run, "-z", &zserv, "-i", &format!("{run}/bgpd.pid"), "-P", "0",
-                "--log", &format!("file:{run}/bgpd.log"),
+                "/usr/lib/frr/bgpd",
+                "-u",
+                "root",
+                "-g",
+                "frrvty",
+                "-f",
+                bconf.to_str().unwrap(),
+                "--vty_socket",
+                &run,
+                "-z",
+                &zserv,
+                "-i",
+                &format!("{run}/bgpd.pid"),
+                "-P",
+                "0",
+                "--log",
+                &format!("file:{run}/bgpd.log"),
             ],
             &d.dir.join("bgpd.out.log"),
             &[],
         );
         d.children.push(bgpd);
         let vty = d.dir.join("bgpd.vty");
-        wait_for("bgpd vty socket", Duration::from_secs(10), || vty.exists().then_some(()));
+        wait_for("bgpd vty socket", Duration::from_secs(10), || {
+            vty.exists().then_some(())
+        });
         d
     }
 
@@ -173,8 +207,13 @@ impl Daemon {
         let child = spawn(
             ns,
             &[
-                "gobgpd", "-f", cf.to_str().unwrap(), "--api-hosts", "127.0.0.1:50051",
-                "--pprof-disable", "-p",
+                "gobgpd",
+                "-f",
+                cf.to_str().unwrap(),
+                "--api-hosts",
+                "127.0.0.1:50051",
+                "--pprof-disable",
+                "-p",
             ],
             &dir.join("gobgpd.log"),
             &[],

@@ -70,12 +70,17 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Processes still inside would keep the namespace's interfaces alive: kill them.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -135,7 +140,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -205,11 +213,13 @@ impl SpeakerInNs {
     }
 
     pub fn snapshot(&self) -> Vec<speaker::PeerSnapshot> {
-        self.block_on(self.speaker.snapshot()).expect("speaker running")
+        self.block_on(self.speaker.snapshot())
+            .expect("speaker running")
     }
 
     pub fn routes(&self) -> Vec<speaker::RouteEvent> {
-        self.block_on(self.speaker.routes()).expect("speaker running")
+        self.block_on(self.speaker.routes())
+            .expect("speaker running")
     }
 
     /// The best route for `prefix`, if any and not originated here.

@@ -35,21 +35,42 @@ fn bird_has(bird: &Daemon, prefix: &str) -> bool {
 fn run(twill_as: u32, bird_as: u32) {
     let pair = pair();
     let bird = Daemon::bird(&pair.peer, &bird_conf(bird_as, twill_as));
-    let tw = SpeakerInNs::start(&pair.twill, speaker_cfg(twill_as, T4, &[TWILL_V4, TWILL_V6]));
-    tw.speaker.add_peer(peer(P4, bird_as, &[Family::Ipv4Unicast])).unwrap();
-    tw.speaker.add_peer(peer(P6, bird_as, &[Family::Ipv6Unicast])).unwrap();
+    let tw = SpeakerInNs::start(
+        &pair.twill,
+        speaker_cfg(twill_as, T4, &[TWILL_V4, TWILL_V6]),
+    );
+    tw.speaker
+        .add_peer(peer(P4, bird_as, &[Family::Ipv4Unicast]))
+        .unwrap();
+    tw.speaker
+        .add_peer(peer(P6, bird_as, &[Family::Ipv6Unicast]))
+        .unwrap();
 
-    let r4 = wait_for("Twill learns BIRD's IPv4 prefix", WAIT, || tw.learned(PEER_V4));
+    let r4 = wait_for("Twill learns BIRD's IPv4 prefix", WAIT, || {
+        tw.learned(PEER_V4)
+    });
     assert_eq!(r4.next_hops[0].address, ip(P4));
     assert_eq!(r4.ebgp, twill_as != bird_as);
-    let r6 = wait_for("Twill learns BIRD's IPv6 prefix", WAIT, || tw.learned(PEER_V6));
+    let r6 = wait_for("Twill learns BIRD's IPv6 prefix", WAIT, || {
+        tw.learned(PEER_V6)
+    });
     assert_eq!(r6.next_hops[0].address, ip(P6));
-    wait_for("BIRD learns Twill's IPv4 prefix", WAIT, || bird_has(&bird, TWILL_V4).then_some(()));
-    wait_for("BIRD learns Twill's IPv6 prefix", WAIT, || bird_has(&bird, TWILL_V6).then_some(()));
+    wait_for("BIRD learns Twill's IPv4 prefix", WAIT, || {
+        bird_has(&bird, TWILL_V4).then_some(())
+    });
+    wait_for("BIRD learns Twill's IPv6 prefix", WAIT, || {
+        bird_has(&bird, TWILL_V6).then_some(())
+    });
     let shown = bird.birdc(&format!("show route for {TWILL_V4} all"));
-    assert!(shown.contains(&format!("BGP.next_hop: {T4}")), "next hop in BIRD: {shown}");
+    assert!(
+        shown.contains(&format!("BGP.next_hop: {T4}")),
+        "next hop in BIRD: {shown}"
+    );
     if twill_as != bird_as {
-        assert!(shown.contains(&format!("BGP.as_path: {twill_as}")), "AS path in BIRD: {shown}");
+        assert!(
+            shown.contains(&format!("BGP.as_path: {twill_as}")),
+            "AS path in BIRD: {shown}"
+        );
     }
     let snap = tw.snapshot();
     let p = snap.iter().find(|p| p.address == ip(P4)).unwrap();
@@ -58,11 +79,17 @@ fn run(twill_as: u32, bird_as: u32) {
     assert!(p.end_of_rib_sent);
 
     // Withdrawal, both directions.
-    tw.speaker.set_originated(vec![TWILL_V6.parse().unwrap()]).unwrap();
-    wait_for("BIRD drops the withdrawn prefix", WAIT, || (!bird_has(&bird, TWILL_V4)).then_some(()));
+    tw.speaker
+        .set_originated(vec![TWILL_V6.parse().unwrap()])
+        .unwrap();
+    wait_for("BIRD drops the withdrawn prefix", WAIT, || {
+        (!bird_has(&bird, TWILL_V4)).then_some(())
+    });
     assert!(bird_has(&bird, TWILL_V6), "the other prefix stays");
     bird.birdc("disable static4");
-    wait_for("Twill drops BIRD's withdrawn prefix", WAIT, || tw.learned(PEER_V4).is_none().then_some(()));
+    wait_for("Twill drops BIRD's withdrawn prefix", WAIT, || {
+        tw.learned(PEER_V4).is_none().then_some(())
+    });
 
     // A frozen peer: hold timer expiry, NOTIFICATION, routes withdrawn from the Loc-RIB.
     bird.freeze();
@@ -72,7 +99,10 @@ fn run(twill_as: u32, bird_as: u32) {
         let err = p.last_error.clone().unwrap_or_default();
         (p.state != State::Established && err.contains("Hold Timer Expired")).then_some(())
     });
-    assert!(tw.learned(PEER_V6).is_none(), "routes of the dead peer must be withdrawn");
+    assert!(
+        tw.learned(PEER_V6).is_none(),
+        "routes of the dead peer must be withdrawn"
+    );
 }
 
 #[test]

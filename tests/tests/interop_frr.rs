@@ -45,28 +45,55 @@ fn frr_has(frr: &Daemon, family: &str, prefix: &str) -> Option<serde_json::Value
 fn run(twill_as: u32, frr_as: u32) {
     let pair = pair();
     let frr = Daemon::frr(&pair.peer, &frr_conf(frr_as, twill_as));
-    let tw = SpeakerInNs::start(&pair.twill, speaker_cfg(twill_as, T4, &[TWILL_V4, TWILL_V6]));
-    tw.speaker.add_peer(peer(P4, frr_as, &[Family::Ipv4Unicast])).unwrap();
-    tw.speaker.add_peer(peer(P6, frr_as, &[Family::Ipv6Unicast])).unwrap();
+    let tw = SpeakerInNs::start(
+        &pair.twill,
+        speaker_cfg(twill_as, T4, &[TWILL_V4, TWILL_V6]),
+    );
+    tw.speaker
+        .add_peer(peer(P4, frr_as, &[Family::Ipv4Unicast]))
+        .unwrap();
+    tw.speaker
+        .add_peer(peer(P6, frr_as, &[Family::Ipv6Unicast]))
+        .unwrap();
 
-    let r4 = wait_for("Twill learns FRR's IPv4 prefix", WAIT, || tw.learned(PEER_V4));
+    let r4 = wait_for("Twill learns FRR's IPv4 prefix", WAIT, || {
+        tw.learned(PEER_V4)
+    });
     assert_eq!(r4.next_hops[0].address, ip(P4));
-    let r6 = wait_for("Twill learns FRR's IPv6 prefix", WAIT, || tw.learned(PEER_V6));
+    let r6 = wait_for("Twill learns FRR's IPv6 prefix", WAIT, || {
+        tw.learned(PEER_V6)
+    });
     assert_eq!(r6.next_hops[0].address, ip(P6));
     if twill_as != frr_as {
         assert_eq!(r4.attrs.as_path.flat(), vec![frr_as]);
     }
-    let p4 = wait_for("FRR learns Twill's IPv4 prefix", WAIT, || frr_has(&frr, "ipv4", TWILL_V4));
-    wait_for("FRR learns Twill's IPv6 prefix", WAIT, || frr_has(&frr, "ipv6", TWILL_V6));
-    let nh = p4["nexthops"][0]["ip"].as_str().unwrap_or_default().to_string();
+    let p4 = wait_for("FRR learns Twill's IPv4 prefix", WAIT, || {
+        frr_has(&frr, "ipv4", TWILL_V4)
+    });
+    wait_for("FRR learns Twill's IPv6 prefix", WAIT, || {
+        frr_has(&frr, "ipv6", TWILL_V6)
+    });
+    let nh = p4["nexthops"][0]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(nh, T4, "next hop in FRR: {p4}");
     if twill_as != frr_as {
-        assert_eq!(p4["aspath"]["string"].as_str(), Some(twill_as.to_string().as_str()));
+        assert_eq!(
+            p4["aspath"]["string"].as_str(),
+            Some(twill_as.to_string().as_str())
+        );
     } else {
-        assert_eq!(p4["locPrf"].as_u64(), Some(100), "LOCAL_PREF over iBGP: {p4}");
+        assert_eq!(
+            p4["locPrf"].as_u64(),
+            Some(100),
+            "LOCAL_PREF over iBGP: {p4}"
+        );
     }
 
-    tw.speaker.set_originated(vec![TWILL_V6.parse().unwrap()]).unwrap();
+    tw.speaker
+        .set_originated(vec![TWILL_V6.parse().unwrap()])
+        .unwrap();
     wait_for("FRR drops the withdrawn prefix", WAIT, || {
         frr_has(&frr, "ipv4", TWILL_V4).is_none().then_some(())
     });
@@ -86,7 +113,10 @@ fn run(twill_as: u32, frr_as: u32) {
         let err = p.last_error.clone().unwrap_or_default();
         (p.state != State::Established && err.contains("Hold Timer Expired")).then_some(())
     });
-    assert!(tw.learned(PEER_V6).is_none(), "routes of the dead peer must be withdrawn");
+    assert!(
+        tw.learned(PEER_V6).is_none(),
+        "routes of the dead peer must be withdrawn"
+    );
 }
 
 #[test]

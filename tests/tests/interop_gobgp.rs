@@ -51,20 +51,41 @@ fn run(twill_as: u32, gobgp_as: u32) {
     let gobgp = Daemon::gobgp(&pair.peer, &gobgp_conf(gobgp_as, twill_as));
     for (fam, p, nh) in [("ipv4", PEER_V4, P4), ("ipv6", PEER_V6, P6)] {
         let out = gobgp.gobgp_cli(&["global", "rib", "add", "-a", fam, p, "nexthop", nh]);
-        assert!(out.status.success(), "gobgp rib add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gobgp rib add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let tw = SpeakerInNs::start(&pair.twill, speaker_cfg(twill_as, T4, &[TWILL_V4, TWILL_V6]));
-    tw.speaker.add_peer(peer(P4, gobgp_as, &[Family::Ipv4Unicast])).unwrap();
-    tw.speaker.add_peer(peer(P6, gobgp_as, &[Family::Ipv6Unicast])).unwrap();
+    let tw = SpeakerInNs::start(
+        &pair.twill,
+        speaker_cfg(twill_as, T4, &[TWILL_V4, TWILL_V6]),
+    );
+    tw.speaker
+        .add_peer(peer(P4, gobgp_as, &[Family::Ipv4Unicast]))
+        .unwrap();
+    tw.speaker
+        .add_peer(peer(P6, gobgp_as, &[Family::Ipv6Unicast]))
+        .unwrap();
 
-    let r4 = wait_for("Twill learns GoBGP's IPv4 prefix", WAIT, || tw.learned(PEER_V4));
+    let r4 = wait_for("Twill learns GoBGP's IPv4 prefix", WAIT, || {
+        tw.learned(PEER_V4)
+    });
     assert_eq!(r4.next_hops[0].address, ip(P4));
-    let r6 = wait_for("Twill learns GoBGP's IPv6 prefix", WAIT, || tw.learned(PEER_V6));
+    let r6 = wait_for("Twill learns GoBGP's IPv6 prefix", WAIT, || {
+        tw.learned(PEER_V6)
+    });
     assert_eq!(r6.next_hops[0].address, ip(P6));
-    wait_for("GoBGP learns Twill's IPv4 prefix", WAIT, || gobgp_has(&gobgp, "ipv4", TWILL_V4).then_some(()));
-    wait_for("GoBGP learns Twill's IPv6 prefix", WAIT, || gobgp_has(&gobgp, "ipv6", TWILL_V6).then_some(()));
+    wait_for("GoBGP learns Twill's IPv4 prefix", WAIT, || {
+        gobgp_has(&gobgp, "ipv4", TWILL_V4).then_some(())
+    });
+    wait_for("GoBGP learns Twill's IPv6 prefix", WAIT, || {
+        gobgp_has(&gobgp, "ipv6", TWILL_V6).then_some(())
+    });
 
-    tw.speaker.set_originated(vec![TWILL_V6.parse().unwrap()]).unwrap();
+    tw.speaker
+        .set_originated(vec![TWILL_V6.parse().unwrap()])
+        .unwrap();
     wait_for("GoBGP drops the withdrawn prefix", WAIT, || {
         (!gobgp_has(&gobgp, "ipv4", TWILL_V4)).then_some(())
     });
@@ -81,7 +102,10 @@ fn run(twill_as: u32, gobgp_as: u32) {
         let err = p.last_error.clone().unwrap_or_default();
         (p.state != State::Established && err.contains("Hold Timer Expired")).then_some(())
     });
-    assert!(tw.learned(PEER_V6).is_none(), "routes of the dead peer must be withdrawn");
+    assert!(
+        tw.learned(PEER_V6).is_none(),
+        "routes of the dead peer must be withdrawn"
+    );
 }
 
 #[test]

@@ -49,9 +49,11 @@ fn three_node_full_mesh_learns_every_pod_cidr() {
     for (i, s) in speakers.iter().enumerate() {
         let i = i as u8 + 1;
         for j in (1..=3u8).filter(|j| *j != i) {
-            let r = wait_for(&format!("node {i} learns node {j}'s pod CIDR"), WAIT, || {
-                s.learned(&pod(j))
-            });
+            let r = wait_for(
+                &format!("node {i} learns node {j}'s pod CIDR"),
+                WAIT,
+                || s.learned(&pod(j)),
+            );
             assert_eq!(r.next_hops[0].address, ip(&format!("10.0.0.{j}")));
             assert!(!r.ebgp);
         }
@@ -66,18 +68,34 @@ fn three_node_full_mesh_learns_every_pod_cidr() {
     // Node 3 starts announcing a prefix it does not own: its peers refuse it.
     speakers[2]
         .speaker
-        .set_originated(vec![pod(3).parse().unwrap(), pod(1).parse().unwrap(), "10.244.3.0/25".parse().unwrap()])
+        .set_originated(vec![
+            pod(3).parse().unwrap(),
+            pod(1).parse().unwrap(),
+            "10.244.3.0/25".parse().unwrap(),
+        ])
         .unwrap();
-    wait_for("node 2 receives and rejects the foreign prefixes", WAIT, || {
-        let snap = speakers[1].snapshot();
-        let p = snap.iter().find(|p| p.address == ip("10.0.0.3")).unwrap().clone();
-        (p.prefixes_received == 3).then_some(p)
-    });
+    wait_for(
+        "node 2 receives and rejects the foreign prefixes",
+        WAIT,
+        || {
+            let snap = speakers[1].snapshot();
+            let p = snap
+                .iter()
+                .find(|p| p.address == ip("10.0.0.3"))
+                .unwrap()
+                .clone();
+            (p.prefixes_received == 3).then_some(p)
+        },
+    );
     let snap = speakers[1].snapshot();
     let p = snap.iter().find(|p| p.address == ip("10.0.0.3")).unwrap();
     assert_eq!(p.prefixes_accepted, 1, "only the owned pod CIDR: {p:?}");
     let r = speakers[1].learned(&pod(1)).expect("node 1's route");
-    assert_eq!(r.next_hops[0].address, ip("10.0.0.1"), "the owner stays the next hop");
+    assert_eq!(
+        r.next_hops[0].address,
+        ip("10.0.0.1"),
+        "the owner stays the next hop"
+    );
     assert!(speakers[1].learned("10.244.3.0/25").is_none());
 }
 
@@ -87,14 +105,23 @@ fn unconfigured_peer_is_refused_and_max_prefix_closes_with_cease() {
     let a = SpeakerInNs::start(&pair.twill, speaker_cfg(64512, T4, &[]));
     let b = SpeakerInNs::start(
         &pair.peer,
-        speaker_cfg(64512, P4, &["10.244.2.0/24", "10.244.3.0/24", "10.244.4.0/24"]),
+        speaker_cfg(
+            64512,
+            P4,
+            &["10.244.2.0/24", "10.244.3.0/24", "10.244.4.0/24"],
+        ),
     );
     // B knows A, A does not know B: B's connection is refused, nothing comes up.
-    b.speaker.add_peer(peer(T4, 64512, &[Family::Ipv4Unicast])).unwrap();
+    b.speaker
+        .add_peer(peer(T4, 64512, &[Family::Ipv4Unicast]))
+        .unwrap();
     // Wait until B has tried and been turned away, then check nothing came up.
     wait_for("B's attempt is refused", WAIT, || {
         let snap = b.snapshot();
-        snap[0].last_error.clone().filter(|_| snap[0].state != State::OpenConfirm)
+        snap[0]
+            .last_error
+            .clone()
+            .filter(|_| snap[0].state != State::OpenConfirm)
     });
     let snap = b.snapshot();
     assert_ne!(snap[0].state, State::Established);
@@ -107,15 +134,25 @@ fn unconfigured_peer_is_refused_and_max_prefix_closes_with_cease() {
     a.speaker.add_peer(p).unwrap();
     let err = wait_for("max-prefix Cease", WAIT, || {
         let snap = a.snapshot();
-        snap[0].last_error.clone().filter(|e| e.contains("Maximum Number of Prefixes"))
+        snap[0]
+            .last_error
+            .clone()
+            .filter(|e| e.contains("Maximum Number of Prefixes"))
     });
     assert!(err.contains("(6/1)"), "{err}");
     let snap = b.snapshot();
     assert!(
-        snap[0].last_error.as_deref().unwrap_or_default().contains("Maximum Number of Prefixes")
+        snap[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Maximum Number of Prefixes")
             || snap[0].state != State::Established,
         "the peer hears the Cease: {:?}",
         snap[0]
     );
-    assert!(a.learned("10.244.2.0/24").is_none(), "routes withdrawn when the session closes");
+    assert!(
+        a.learned("10.244.2.0/24").is_none(),
+        "routes withdrawn when the session closes"
+    );
 }

@@ -16,15 +16,27 @@ fn multipath_steps(a: &Path, b: &Path) -> Ordering {
     // Routes this speaker originates win outright, as a locally configured route would.
     let local = |p: &Path| matches!(p.source, Source::Local);
     if local(a) != local(b) {
-        return if local(a) { Ordering::Less } else { Ordering::Greater };
+        return if local(a) {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     local_pref(b)
         .cmp(&local_pref(a))
-        .then_with(|| a.attrs.as_path.decision_len().cmp(&b.attrs.as_path.decision_len()))
+        .then_with(|| {
+            a.attrs
+                .as_path
+                .decision_len()
+                .cmp(&b.attrs.as_path.decision_len())
+        })
         .then_with(|| a.attrs.origin.cmp(&b.attrs.origin))
         .then_with(|| {
             // MED only between routes from the same neighbouring AS; a missing MED is 0.
-            let (na, nb) = (a.attrs.as_path.neighbour_as(), b.attrs.as_path.neighbour_as());
+            let (na, nb) = (
+                a.attrs.as_path.neighbour_as(),
+                b.attrs.as_path.neighbour_as(),
+            );
             if na.is_some() && na == nb {
                 a.attrs.med.unwrap_or(0).cmp(&b.attrs.med.unwrap_or(0))
             } else {

@@ -79,7 +79,11 @@ impl std::fmt::Display for AsPath {
             }
             first = false;
             let s: Vec<String> = v.iter().map(|a| a.to_string()).collect();
-            write!(f, "{open}{}{close}", s.join(if open.is_empty() { " " } else { "," }))?;
+            write!(
+                f,
+                "{open}{}{close}",
+                s.join(if open.is_empty() { " " } else { "," })
+            )?;
         }
         Ok(())
     }

@@ -139,8 +139,8 @@ fn decode_open(body: &[u8]) -> Result<Open, Notification> {
         false,
         false,
     );
-    let msg = BgpOpenMessage::parse(&mut SliceReader::new(body), &mut ctx)
-        .map_err(|_| open_error(0))?;
+    let msg =
+        BgpOpenMessage::parse(&mut SliceReader::new(body), &mut ctx).map_err(|_| open_error(0))?;
     let mut caps = Capabilities::default();
     for cap in msg.capabilities() {
         match cap {
@@ -165,7 +165,9 @@ fn decode_open(body: &[u8]) -> Result<Open, Notification> {
                     families: gr
                         .address_families()
                         .iter()
-                        .filter_map(|f| family_of(f.address_type()).map(|x| (x, f.forwarding_state())))
+                        .filter_map(|f| {
+                            family_of(f.address_type()).map(|x| (x, f.forwarding_state()))
+                        })
                         .collect(),
                 })
             }
@@ -292,7 +294,10 @@ fn decode_update(body: &[u8], neg: &Negotiated) -> Result<Update, Notification> 
         let ext = attr_bytes[0] & 0x10 != 0;
         let hdr = if ext { 4 } else { 3 };
         if attr_bytes.len() < hdr {
-            note(Action::TreatAsWithdraw, update_error(upd_err::ATTRIBUTE_LENGTH));
+            note(
+                Action::TreatAsWithdraw,
+                update_error(upd_err::ATTRIBUTE_LENGTH),
+            );
             break;
         }
         let len = if ext {
@@ -301,7 +306,10 @@ fn decode_update(body: &[u8], neg: &Negotiated) -> Result<Update, Notification> 
             attr_bytes[2] as usize
         };
         if attr_bytes.len() < hdr + len {
-            note(Action::TreatAsWithdraw, update_error(upd_err::ATTRIBUTE_LENGTH));
+            note(
+                Action::TreatAsWithdraw,
+                update_error(upd_err::ATTRIBUTE_LENGTH),
+            );
             break;
         }
         walked.push(Walk {
@@ -569,4 +577,3 @@ fn merge_as4(as_path: &AsPath, as4: &AsPath) -> AsPath {
     segs.extend(as4.0.iter().cloned());
     AsPath(segs)
 }
-

@@ -90,7 +90,9 @@ pub fn encode_open(p: &OpenParams) -> Vec<u8> {
         })
         .collect();
     caps.push(BgpCapability::RouteRefresh);
-    caps.push(BgpCapability::FourOctetAs(FourOctetAsCapability::new(p.asn)));
+    caps.push(BgpCapability::FourOctetAs(FourOctetAsCapability::new(
+        p.asn,
+    )));
     if p.extended_message {
         caps.push(BgpCapability::ExtendedMessage);
     }
@@ -112,7 +114,12 @@ fn address_type(f: Family) -> AddressType {
 
 /// Build a path attribute with flags chosen here: the well-known ones from the RFCs, the
 /// extended-length bit from the encoded size.
-fn attr(optional: bool, transitive: bool, partial: bool, value: PathAttributeValue) -> PathAttribute {
+fn attr(
+    optional: bool,
+    transitive: bool,
+    partial: bool,
+    value: PathAttributeValue,
+) -> PathAttribute {
     let short = PathAttribute::from(optional, transitive, partial, false, value)
         .expect("flags chosen to match the attribute");
     if short.len() - 3 <= 255 {
@@ -224,7 +231,10 @@ fn common_attrs(a: &PathAttrs, neg: &Negotiated) -> Vec<PathAttribute> {
             true,
             false,
             PathAttributeValue::Communities(Communities::new(
-                a.communities.iter().map(|c| Community::new(*c)).collect::<Vec<_>>(),
+                a.communities
+                    .iter()
+                    .map(|c| Community::new(*c))
+                    .collect::<Vec<_>>(),
             )),
         ));
     }
@@ -242,7 +252,10 @@ fn common_attrs(a: &PathAttrs, neg: &Negotiated) -> Vec<PathAttribute> {
             false,
             false,
             PathAttributeValue::ClusterList(ClusterList::new(
-                a.cluster_list.iter().map(|c| ClusterId::new(*c)).collect::<Vec<_>>(),
+                a.cluster_list
+                    .iter()
+                    .map(|c| ClusterId::new(*c))
+                    .collect::<Vec<_>>(),
             )),
         ));
     }
@@ -367,7 +380,12 @@ pub fn pack_updates(
             let mut list = common.clone();
             list.insert(
                 2,
-                attr(false, true, false, PathAttributeValue::NextHop(NextHop::new(nh))),
+                attr(
+                    false,
+                    true,
+                    false,
+                    PathAttributeValue::NextHop(NextHop::new(nh)),
+                ),
             );
             let room = max - 23 - attrs_len(&list);
             for chunk in chunks(&p4, room) {
@@ -382,7 +400,11 @@ pub fn pack_updates(
             let IpAddr::V6(global) = attrs.next_hop else {
                 continue;
             };
-            let nh_len = if attrs.next_hop_local.is_some() { 32 } else { 16 };
+            let nh_len = if attrs.next_hop_local.is_some() {
+                32
+            } else {
+                16
+            };
             let room = max - 23 - attrs_len(&common) - MP_HEADER - 1 - nh_len - 1;
             for chunk in chunks(&p6, room) {
                 let mut list = common.clone();
@@ -413,9 +435,11 @@ pub fn pack_updates(
 /// End-of-RIB marker (RFC 4724 §2).
 pub fn encode_end_of_rib(f: Family) -> Vec<u8> {
     match f {
-        Family::Ipv4Unicast => {
-            write(BgpMessage::Update(BgpUpdateMessage::new(Vec::new(), Vec::new(), Vec::new())))
-        }
+        Family::Ipv4Unicast => write(BgpMessage::Update(BgpUpdateMessage::new(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        ))),
         Family::Ipv6Unicast => write(BgpMessage::Update(BgpUpdateMessage::new(
             Vec::new(),
             vec![attr(

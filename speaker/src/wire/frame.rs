@@ -102,7 +102,15 @@ mod tests {
 
     #[test]
     fn bad_lengths_carry_the_length() {
-        for (len, kind) in [(18u16, 4u8), (20, 4), (28, 1), (22, 2), (20, 3), (22, 5), (4097, 2)] {
+        for (len, kind) in [
+            (18u16, 4u8),
+            (20, 4),
+            (28, 1),
+            (22, 2),
+            (20, 3),
+            (22, 5),
+            (4097, 2),
+        ] {
             let n = frame_len(&hdr(len, kind), MAX_MESSAGE).unwrap_err();
             assert_eq!((n.code, n.subcode), (1, 2), "len {len} type {kind}");
             assert_eq!(n.data, len.to_be_bytes().to_vec());

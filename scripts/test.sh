@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the BGP daemons and tools the lab tests run against, the
+# rustfmt/clippy components, then checks formatting, lints, and runs every test.
+# Run as root on Debian 12 (the lab tests create network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for pkg in bird2 frr gobgpd exabgp iproute2 iptables ipset nftables iputils-ping tcpdump containernetworking-plugins; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+# The Debian frr package starts its own service; the tests run their own daemons.
+systemctl stop frr 2>/dev/null || true
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+cargo test --workspace
