@@ -89,6 +89,13 @@ impl Speaker {
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
+    /// Number of prefixes in the Loc-RIB (cheap, unlike [`Speaker::routes`]).
+    pub async fn loc_rib_len(&self) -> Result<usize, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::RibLen(tx))?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
     /// Best-route changes: first one event per current route, then every change.
     pub fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<RouteEvent>, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -19,6 +19,7 @@ pub(crate) enum Command {
     Input(Box<Input>),
     Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
     Routes(oneshot::Sender<Vec<RouteEvent>>),
+    RibLen(oneshot::Sender<usize>),
     Subscribe(mpsc::UnboundedSender<RouteEvent>),
     Shutdown,
 }
@@ -102,6 +103,7 @@ pub(crate) async fn run(
                 Some(Command::Input(i)) => d.input(*i),
                 Some(Command::Snapshot(tx)) => { let _ = tx.send(d.core.snapshot(Instant::now())); }
                 Some(Command::Routes(tx)) => { let _ = tx.send(d.core.routes()); }
+                Some(Command::RibLen(tx)) => { let _ = tx.send(d.core.loc_rib_len()); }
                 Some(Command::Subscribe(tx)) => {
                     for r in d.core.routes() {
                         let _ = tx.send(r);
