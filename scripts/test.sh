@@ -17,4 +17,8 @@ systemctl stop frr 2>/dev/null || true
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\nsuite: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
