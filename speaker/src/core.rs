@@ -1068,22 +1068,7 @@ impl Core {
         dirty.sort_unstable();
         dirty.dedup();
         for prefix in &dirty {
-            let best = self.rib.best(prefix).map(|b| BestRoute {
-                next_hops: b
-                    .multipath
-                    .iter()
-                    .filter_map(|(s, a)| {
-                        s.peer_addr().map(|peer| NextHop {
-                            address: a.next_hop,
-                            link_local: a.next_hop_local,
-                            peer,
-                        })
-                    })
-                    .collect(),
-                attrs: b.attrs.clone(),
-                from: b.source.peer_addr(),
-                ebgp: b.source.is_ebgp(),
-            });
+            let best = self.rib.best(prefix).map(best_route);
             self.out.push(Output::Route(RouteEvent {
                 prefix: *prefix,
                 best,
@@ -1101,22 +1086,7 @@ impl Core {
             .iter_best()
             .map(|(prefix, b)| RouteEvent {
                 prefix: *prefix,
-                best: Some(BestRoute {
-                    next_hops: b
-                        .multipath
-                        .iter()
-                        .filter_map(|(s, a)| {
-                            s.peer_addr().map(|peer| NextHop {
-                                address: a.next_hop,
-                                link_local: a.next_hop_local,
-                                peer,
-                            })
-                        })
-                        .collect(),
-                    attrs: b.attrs.clone(),
-                    from: b.source.peer_addr(),
-                    ebgp: b.source.is_ebgp(),
-                }),
+                best: Some(best_route(b)),
             })
             .collect()
     }
@@ -1157,6 +1127,26 @@ impl Core {
 
     pub fn loc_rib_len(&self) -> usize {
         self.rib.len()
+    }
+}
+
+/// A Loc-RIB best entry as subscribers see it: the multipath set as next hops.
+fn best_route(b: &Best) -> BestRoute {
+    BestRoute {
+        next_hops: b
+            .multipath
+            .iter()
+            .filter_map(|(s, a)| {
+                s.peer_addr().map(|peer| NextHop {
+                    address: a.next_hop,
+                    link_local: a.next_hop_local,
+                    peer,
+                })
+            })
+            .collect(),
+        attrs: b.attrs.clone(),
+        from: b.source.peer_addr(),
+        ebgp: b.source.is_ebgp(),
     }
 }
 

@@ -91,18 +91,7 @@ fn run(twill_as: u32, bird_as: u32) {
         tw.learned(PEER_V4).is_none().then_some(())
     });
 
-    // A frozen peer: hold timer expiry, NOTIFICATION, routes withdrawn from the Loc-RIB.
-    bird.freeze();
-    wait_for("hold timer expiry", WAIT, || {
-        let snap = tw.snapshot();
-        let p = snap.iter().find(|p| p.address == ip(P6)).unwrap();
-        let err = p.last_error.clone().unwrap_or_default();
-        (p.state != State::Established && err.contains("Hold Timer Expired")).then_some(())
-    });
-    assert!(
-        tw.learned(PEER_V6).is_none(),
-        "routes of the dead peer must be withdrawn"
-    );
+    assert_hold_timer_expiry(&tw, &bird, P6, PEER_V6);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use speaker::{Family, State};
+use speaker::Family;
 use twill_lab::{daemons::Daemon, wait_for, SpeakerInNs};
 
 fn frr_conf(frr_as: u32, twill_as: u32) -> String {
@@ -106,17 +106,7 @@ fn run(twill_as: u32, frr_as: u32) {
         tw.learned(PEER_V4).is_none().then_some(())
     });
 
-    frr.freeze();
-    wait_for("hold timer expiry", WAIT, || {
-        let snap = tw.snapshot();
-        let p = snap.iter().find(|p| p.address == ip(P6)).unwrap();
-        let err = p.last_error.clone().unwrap_or_default();
-        (p.state != State::Established && err.contains("Hold Timer Expired")).then_some(())
-    });
-    assert!(
-        tw.learned(PEER_V6).is_none(),
-        "routes of the dead peer must be withdrawn"
-    );
+    assert_hold_timer_expiry(&tw, &frr, P6, PEER_V6);
 }
 
 #[test]

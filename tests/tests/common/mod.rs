@@ -5,7 +5,7 @@
 use speaker::{Family, PeerConfig, SpeakerConfig};
 use std::net::IpAddr;
 use std::time::Duration;
-use twill_lab::{Link, Netns};
+use twill_lab::{daemons::Daemon, wait_for, Link, Netns, SpeakerInNs};
 
 pub const T4: &str = "10.0.0.1";
 pub const T6: &str = "fd00::1";
@@ -53,4 +53,20 @@ pub fn peer(addr: &str, asn: u32, families: &[Family]) -> PeerConfig {
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// Freeze the peer daemon (SIGSTOP): Twill's hold timer must expire, a Hold Timer Expired
+/// NOTIFICATION be recorded, and the peer's routes leave the Loc-RIB.
+pub fn assert_hold_timer_expiry(tw: &SpeakerInNs, daemon: &Daemon, peer: &str, prefix: &str) {
+    daemon.freeze();
+    wait_for("hold timer expiry", WAIT, || {
+        let snap = tw.snapshot();
+        let p = snap.iter().find(|p| p.address == ip(peer)).unwrap();
+        let err = p.last_error.clone().unwrap_or_default();
+        (p.state != speaker::State::Established && err.contains("Hold Timer Expired")).then_some(())
+    });
+    assert!(
+        tw.learned(prefix).is_none(),
+        "routes of the dead peer must be withdrawn"
+    );
 }
