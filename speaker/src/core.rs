@@ -758,7 +758,7 @@ impl Core {
         p.eor_received = false;
         p.eor_sent = false;
         p.adj_out.routes.clear();
-        let prefixes: Vec<IpNet> = self.rib.iter_best().map(|(p, _)| *p).collect();
+        let prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
         self.advertise(peer, &prefixes);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         let Some(conn) = p.main.conn else { return };
@@ -926,21 +926,27 @@ impl Core {
     }
 
     /// The attributes to advertise to `peer` for `best`, or None to not advertise.
-    fn export(&self, peer: &Peer, prefix: &IpNet, best: &Best) -> Option<PathAttrs> {
+    fn export(
+        &self,
+        peer: &Peer,
+        prefix: &IpNet,
+        source: &Source,
+        attrs: &Arc<PathAttrs>,
+    ) -> Option<PathAttrs> {
         let info = peer.main.fsm.session()?;
         if !info.negotiated.families.contains(&Family::of(prefix)) {
             return None;
         }
-        if best.source.peer_addr() == Some(peer.cfg.address) {
+        if source.peer_addr() == Some(peer.cfg.address) {
             return None;
         }
         let to_ebgp = info.negotiated.ebgp;
-        let from_ibgp = matches!(best.source, Source::Peer { ebgp: false, .. });
+        let from_ibgp = matches!(source, Source::Peer { ebgp: false, .. });
         if from_ibgp && !to_ebgp {
             // RFC 4271 §9.2: iBGP-learned routes are not re-advertised to iBGP peers.
             return None;
         }
-        let mut a = (*best.attrs).clone();
+        let mut a = (**attrs).clone();
         let self_hop = || -> Option<(IpAddr, Option<Ipv6Addr>)> {
             let local = peer.main.local;
             let v = match (prefix, local) {
@@ -951,7 +957,7 @@ impl Core {
             };
             Some((v, peer.cfg.next_hop_v6_local.filter(|_| v.is_ipv6())))
         };
-        if to_ebgp || matches!(best.source, Source::Local) {
+        if to_ebgp || matches!(source, Source::Local) {
             let (nh, ll) = self_hop()?;
             a.next_hop = nh;
             a.next_hop_local = ll;
@@ -960,7 +966,7 @@ impl Core {
             a.as_path = a.as_path.prepend(self.cfg.asn);
             a.local_pref = None;
             // MED is not passed on to another AS (RFC 4271 §5.1.4).
-            if !matches!(best.source, Source::Local) {
+            if !matches!(source, Source::Local) {
                 a.med = None;
             }
             a.originator_id = None;
@@ -988,14 +994,10 @@ impl Core {
         let mut memo: HashMap<(*const PathAttrs, Family, Option<IpAddr>), Option<PathAttrs>> =
             HashMap::new();
         for prefix in prefixes {
-            let want = self.rib.best(prefix).and_then(|b| {
-                let key = (
-                    Arc::as_ptr(&b.attrs),
-                    Family::of(prefix),
-                    b.source.peer_addr(),
-                );
+            let want = self.rib.best_attrs(prefix).and_then(|(source, attrs)| {
+                let key = (Arc::as_ptr(attrs), Family::of(prefix), source.peer_addr());
                 memo.entry(key)
-                    .or_insert_with(|| self.export(p, prefix, b))
+                    .or_insert_with(|| self.export(p, prefix, source, attrs))
                     .clone()
             });
             let have = p.adj_out.routes.get(prefix);
@@ -1068,7 +1070,7 @@ impl Core {
         dirty.sort_unstable();
         dirty.dedup();
         for prefix in &dirty {
-            let best = self.rib.best(prefix).map(best_route);
+            let best = self.rib.best(prefix).as_ref().map(best_route);
             self.out.push(Output::Route(RouteEvent {
                 prefix: *prefix,
                 best,
@@ -1086,7 +1088,7 @@ impl Core {
             .iter_best()
             .map(|(prefix, b)| RouteEvent {
                 prefix: *prefix,
-                best: Some(best_route(b)),
+                best: Some(best_route(&b)),
             })
             .collect()
     }

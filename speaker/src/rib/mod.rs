@@ -81,77 +81,137 @@ impl AdjRibIn {
     }
 }
 
+/// One prefix in the Loc-RIB: its paths, which one is best and which tie for multipath.
+/// Kept as indices into `paths` rather than copies: at 100k prefixes a separate map of best
+/// routes with its own multipath vectors cost more than the paths themselves.
+#[derive(Debug)]
+struct Entry {
+    paths: Vec<Path>,
+    best: u16,
+    /// Bit i set: paths[i] is in the multipath set (sets beyond 64 paths are truncated).
+    multi: u64,
+}
+
+impl Entry {
+    fn to_best(&self) -> Best {
+        let b = &self.paths[self.best as usize];
+        let mut multipath = vec![(b.source.clone(), b.attrs.clone())];
+        for (i, p) in self.paths.iter().enumerate() {
+            if i != self.best as usize && i < 64 && self.multi & (1 << i) != 0 {
+                multipath.push((p.source.clone(), p.attrs.clone()));
+            }
+        }
+        Best {
+            source: b.source.clone(),
+            attrs: b.attrs.clone(),
+            multipath,
+        }
+    }
+
+    /// What identifies the selection result: (peer, attributes) of best and multipath.
+    fn fingerprint(&self) -> Vec<(Option<IpAddr>, *const PathAttrs)> {
+        let mut v = Vec::with_capacity(1);
+        let b = &self.paths[self.best as usize];
+        v.push((b.source.peer_addr(), Arc::as_ptr(&b.attrs)));
+        for (i, p) in self.paths.iter().enumerate() {
+            if i != self.best as usize && i < 64 && self.multi & (1 << i) != 0 {
+                v.push((p.source.peer_addr(), Arc::as_ptr(&p.attrs)));
+            }
+        }
+        v
+    }
+
+    fn select(&mut self) {
+        let (b, multi) = decision::select(&self.paths);
+        self.best = b as u16;
+        self.multi = multi
+            .iter()
+            .filter(|i| **i < 64)
+            .fold(0u64, |m, i| m | (1 << i));
+    }
+}
+
 /// Loc-RIB: every usable path per prefix, and the current best.
 #[derive(Default, Debug)]
 pub struct LocRib {
-    paths: HashMap<IpNet, Vec<Path>>,
-    best: HashMap<IpNet, Best>,
+    entries: HashMap<IpNet, Entry>,
 }
 
 impl LocRib {
-    /// Add or replace the path from the same source (peer address, or local). Returns true if the best route changed.
+    /// Add or replace the path from the same source (peer address, or local). Returns true if
+    /// the best route changed.
     pub fn upsert(&mut self, prefix: IpNet, path: Path) -> bool {
-        let v = self.paths.entry(prefix).or_default();
-        let key = path.source.peer_addr();
-        match v.iter_mut().find(|p| p.source.peer_addr() == key) {
-            Some(p) => *p = path,
-            None => v.push(path),
+        match self.entries.get_mut(&prefix) {
+            None => {
+                self.entries.insert(
+                    prefix,
+                    Entry {
+                        paths: vec![path],
+                        best: 0,
+                        multi: 1,
+                    },
+                );
+                true
+            }
+            Some(e) => {
+                let before = e.fingerprint();
+                let key = path.source.peer_addr();
+                match e.paths.iter_mut().find(|p| p.source.peer_addr() == key) {
+                    Some(p) => *p = path,
+                    None => e.paths.push(path),
+                }
+                e.select();
+                e.fingerprint() != before
+            }
         }
-        self.reselect(prefix)
     }
 
     /// Remove the path from `peer` (`None`: the local one). Returns true if the best route
     /// changed.
     pub fn remove(&mut self, prefix: IpNet, peer: Option<IpAddr>) -> bool {
-        let Some(v) = self.paths.get_mut(&prefix) else {
+        let Some(e) = self.entries.get_mut(&prefix) else {
             return false;
         };
-        let before = v.len();
-        v.retain(|p| p.source.peer_addr() != peer);
-        if v.len() == before {
-            return false;
-        }
-        self.reselect(prefix)
-    }
-
-    fn reselect(&mut self, prefix: IpNet) -> bool {
-        let paths = match self.paths.get(&prefix) {
-            Some(v) if !v.is_empty() => v,
-            _ => {
-                self.paths.remove(&prefix);
-                return self.best.remove(&prefix).is_some();
-            }
-        };
-        let (b, multi) = decision::select(paths);
-        let best = Best {
-            source: paths[b].source.clone(),
-            attrs: paths[b].attrs.clone(),
-            multipath: multi
-                .iter()
-                .map(|i| (paths[*i].source.clone(), paths[*i].attrs.clone()))
-                .collect(),
-        };
-        if self.best.get(&prefix) == Some(&best) {
+        let before = e.fingerprint();
+        let n = e.paths.len();
+        e.paths.retain(|p| p.source.peer_addr() != peer);
+        if e.paths.len() == n {
             return false;
         }
-        self.best.insert(prefix, best);
-        true
+        if e.paths.is_empty() {
+            self.entries.remove(&prefix);
+            return true;
+        }
+        e.select();
+        e.fingerprint() != before
     }
 
-    pub fn best(&self, prefix: &IpNet) -> Option<&Best> {
-        self.best.get(prefix)
+    pub fn best(&self, prefix: &IpNet) -> Option<Best> {
+        self.entries.get(prefix).map(Entry::to_best)
     }
 
-    pub fn iter_best(&self) -> impl Iterator<Item = (&IpNet, &Best)> {
-        self.best.iter()
+    /// Attributes of the best path only (no allocation).
+    pub fn best_attrs(&self, prefix: &IpNet) -> Option<(&Source, &Arc<PathAttrs>)> {
+        self.entries.get(prefix).map(|e| {
+            let b = &e.paths[e.best as usize];
+            (&b.source, &b.attrs)
+        })
+    }
+
+    pub fn prefixes(&self) -> impl Iterator<Item = &IpNet> {
+        self.entries.keys()
+    }
+
+    pub fn iter_best(&self) -> impl Iterator<Item = (&IpNet, Best)> {
+        self.entries.iter().map(|(p, e)| (p, e.to_best()))
     }
 
     pub fn len(&self) -> usize {
-        self.best.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.best.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -159,4 +219,42 @@ impl LocRib {
 #[derive(Default, Debug)]
 pub struct AdjRibOut {
     pub routes: HashMap<IpNet, Arc<PathAttrs>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{AsPath, AsSegment};
+
+    fn path(peer: u8) -> Path {
+        let mut a = PathAttrs::local(IpAddr::V4(Ipv4Addr::new(10, 0, 0, peer)));
+        a.as_path = AsPath(vec![AsSegment::Sequence(vec![65000])]);
+        Path {
+            source: Source::Peer {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, peer)),
+                router_id: Ipv4Addr::new(1, 1, 1, peer),
+                ebgp: true,
+                originator_id: None,
+            },
+            attrs: Arc::new(a),
+        }
+    }
+
+    #[test]
+    fn changes_are_reported_only_when_selection_changes() {
+        let mut rib = LocRib::default();
+        let p: IpNet = "10.244.1.0/24".parse().unwrap();
+        assert!(rib.upsert(p, path(2)), "first path");
+        assert!(rib.upsert(p, path(1)), "a tie joins the multipath set and wins on router id");
+        let b = rib.best(&p).unwrap();
+        assert_eq!(b.source.peer_addr(), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(b.multipath.len(), 2);
+        // Same peer, same attribute values but a new Arc: still a change (attrs replaced).
+        assert!(rib.upsert(p, path(2)));
+        assert!(!rib.remove(p, Some("10.0.0.9".parse().unwrap())), "unknown peer");
+        assert!(rib.remove(p, Some("10.0.0.2".parse().unwrap())));
+        assert_eq!(rib.best(&p).unwrap().multipath.len(), 1);
+        assert!(rib.remove(p, Some("10.0.0.1".parse().unwrap())));
+        assert!(rib.is_empty());
+    }
 }
