@@ -177,6 +177,9 @@ pub struct Core {
     next_id: u64,
     now: Instant,
     out: Vec<Output>,
+    /// Whether to emit [`Output::Route`]: off while nobody subscribes, so a full table
+    /// arriving costs no event allocations.
+    route_events: bool,
 }
 
 fn canonical(a: IpAddr) -> IpAddr {
@@ -196,6 +199,7 @@ impl Core {
             next_id: 1,
             now: Instant::now(),
             out: Vec::new(),
+            route_events: true,
         };
         core.set_originated(cfg.originate);
         Ok(core)
@@ -203,6 +207,11 @@ impl Core {
 
     pub fn config(&self) -> &SpeakerConfig {
         &self.cfg
+    }
+
+    /// Turn [`Output::Route`] events on or off (on by default).
+    pub fn set_route_events(&mut self, on: bool) {
+        self.route_events = on;
     }
 
     /// A fresh connection id for a connection the transport accepted.
@@ -1069,7 +1078,7 @@ impl Core {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        for prefix in &dirty {
+        for prefix in dirty.iter().filter(|_| self.route_events) {
             let best = self.rib.best(prefix).as_ref().map(best_route);
             self.out.push(Output::Route(RouteEvent {
                 prefix: *prefix,

@@ -66,6 +66,8 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let (events, mut event_rx) = mpsc::unbounded_channel();
+    let mut core = core;
+    core.set_route_events(false);
     let mut d = Driver {
         core,
         conns: HashMap::new(),
@@ -109,6 +111,7 @@ pub(crate) async fn run(
                         let _ = tx.send(r);
                     }
                     d.subs.push(tx);
+                    d.core.set_route_events(true);
                 }
                 Some(Command::Shutdown) | None => break,
             },
@@ -219,6 +222,9 @@ impl Driver {
                 },
                 Output::Route(r) => {
                     self.subs.retain(|s| s.send(r.clone()).is_ok());
+                    if self.subs.is_empty() {
+                        self.core.set_route_events(false);
+                    }
                 }
             }
         }

@@ -245,13 +245,19 @@ mod tests {
         let mut rib = LocRib::default();
         let p: IpNet = "10.244.1.0/24".parse().unwrap();
         assert!(rib.upsert(p, path(2)), "first path");
-        assert!(rib.upsert(p, path(1)), "a tie joins the multipath set and wins on router id");
+        assert!(
+            rib.upsert(p, path(1)),
+            "a tie joins the multipath set and wins on router id"
+        );
         let b = rib.best(&p).unwrap();
         assert_eq!(b.source.peer_addr(), Some("10.0.0.1".parse().unwrap()));
         assert_eq!(b.multipath.len(), 2);
         // Same peer, same attribute values but a new Arc: still a change (attrs replaced).
         assert!(rib.upsert(p, path(2)));
-        assert!(!rib.remove(p, Some("10.0.0.9".parse().unwrap())), "unknown peer");
+        assert!(
+            !rib.remove(p, Some("10.0.0.9".parse().unwrap())),
+            "unknown peer"
+        );
         assert!(rib.remove(p, Some("10.0.0.2".parse().unwrap())));
         assert_eq!(rib.best(&p).unwrap().multipath.len(), 1);
         assert!(rib.remove(p, Some("10.0.0.1".parse().unwrap())));
