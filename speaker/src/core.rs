@@ -279,9 +279,6 @@ impl Core {
                     Timer::Keepalive => Event::KeepaliveExpired,
                     Timer::IdleHold => Event::IdleHoldExpired,
                 };
-                if timer == Timer::Hold {
-                    warn!(peer = %peer, "hold timer expired");
-                }
                 self.event(peer, slot, ev);
             }
         }
@@ -326,7 +323,6 @@ impl Core {
             let reset = p.needs_reset(&old.cfg);
             let import_changed =
                 p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
-            let kind = p.kind.clone();
             if reset {
                 info!(peer = %addr, "peer configuration changed: resetting the session");
                 self.event(
@@ -341,9 +337,7 @@ impl Core {
                 peer.main.fsm.cfg = cfg;
                 self.event(addr, Slot::Main, Event::ManualStart);
             } else {
-                let peer = self.peers.get_mut(&addr).expect("peer exists");
-                peer.cfg = p;
-                peer.cfg.kind = kind;
+                self.peers.get_mut(&addr).expect("peer exists").cfg = p;
                 if import_changed {
                     self.reimport(addr);
                 }
@@ -574,11 +568,7 @@ impl Core {
             }
             Message::Keepalive => self.event(peer, slot, Event::KeepaliveReceived),
             Message::Notification(n) => {
-                if n.code == code::CEASE {
-                    info!(peer = %peer, notification = %n, "received NOTIFICATION");
-                } else {
-                    warn!(peer = %peer, notification = %n, "received NOTIFICATION");
-                }
+                log_notification(peer, "received", &n);
                 self.event(peer, slot, Event::NotificationReceived(n));
             }
             Message::Update(u) => {
@@ -628,18 +618,18 @@ impl Core {
         let dropped = if drop_main { Slot::Main } else { Slot::Alt };
         self.event(peer, dropped, Event::CollisionDump);
         let p = self.peers.get_mut(&peer).expect("peer exists");
-        let mut survivor = p.alt.take().expect("alt exists");
         if drop_main {
-            survivor.fsm.cfg.passive = p.cfg.passive;
-            std::mem::swap(&mut p.main, &mut survivor);
-            // `survivor` now holds the dumped session; its timers were stopped on the way to
-            // Idle, and its automatic restart is moot.
+            // The dumped session's timers were stopped on the way to Idle; its automatic
+            // restart is moot.
+            let dumped = promote_alt(p).expect("alt exists");
             self.out.push(Output::SetTimer {
                 peer,
-                session: survivor.id,
+                session: dumped.id,
                 timer: Timer::IdleHold,
                 after: None,
             });
+        } else {
+            p.alt = None;
         }
         (dropped != slot).then_some(Slot::Main)
     }
@@ -710,11 +700,7 @@ impl Core {
                 let bytes = match m {
                     Send::Keepalive => wire::encode_keepalive(),
                     Send::Notification(n) => {
-                        if n.code == code::CEASE {
-                            info!(peer = %peer, notification = %n, "sending NOTIFICATION");
-                        } else {
-                            warn!(peer = %peer, notification = %n, "sending NOTIFICATION");
-                        }
+                        log_notification(peer, "sending", &n);
                         wire::encode_notification(&n)
                     }
                     Send::Open => wire::encode_open(&wire::OpenParams {
@@ -748,11 +734,7 @@ impl Core {
             Action::Established(info) => {
                 if slot == Slot::Alt {
                     // Can only happen if the main session vanished meanwhile: promote.
-                    let p = self.peers.get_mut(&peer).expect("peer exists");
-                    if let Some(mut alt) = p.alt.take() {
-                        alt.fsm.cfg.passive = p.cfg.passive;
-                        p.main = alt;
-                    }
+                    promote_alt(self.peers.get_mut(&peer).expect("peer exists"));
                 }
                 self.established(peer, &info);
             }
@@ -824,10 +806,8 @@ impl Core {
         if u.end_of_rib.is_some() {
             p.eor_received = true;
         }
-        for prefix in &u.withdrawn {
-            if p.adj_in.remove(prefix) && self.rib.remove(*prefix, Some(peer)) {
-                self.dirty.push(*prefix);
-            }
+        for prefix in u.withdrawn {
+            withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
         }
         let ebgp = p.cfg.asn != local_as;
         for (attrs, prefixes) in u.announced {
@@ -835,10 +815,8 @@ impl Core {
             if ebgp && attrs.as_path.neighbour_as() != Some(p.cfg.asn) {
                 // RFC 4271 §6.3 / RFC 7606 §7.2: treat-as-withdraw.
                 warn!(peer = %peer, path = %attrs.as_path, "AS_PATH does not start with the peer's AS: treat-as-withdraw");
-                for prefix in &prefixes {
-                    if p.adj_in.remove(prefix) && self.rib.remove(*prefix, Some(peer)) {
-                        self.dirty.push(*prefix);
-                    }
+                for prefix in prefixes {
+                    withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
                 }
                 continue;
             }
@@ -847,20 +825,7 @@ impl Core {
             } else if attrs.originator_id == Some(router_id) {
                 reason = Some("ORIGINATOR_ID is ours");
             }
-            let source = match &base {
-                Source::Peer {
-                    addr,
-                    router_id,
-                    ebgp,
-                    ..
-                } => Source::Peer {
-                    addr: *addr,
-                    router_id: *router_id,
-                    ebgp: *ebgp,
-                    originator_id: attrs.originator_id,
-                },
-                Source::Local => unreachable!("peer sources only"),
-            };
+            let source = base.with_originator(attrs.originator_id);
             let attrs = Arc::new(attrs);
             for prefix in prefixes {
                 let family_ok = matches!(
@@ -871,19 +836,18 @@ impl Core {
                 if !accepted {
                     debug!(peer = %peer, prefix = %prefix, reason = reason.unwrap_or("import filter"), "prefix not accepted");
                 }
-                let was_accepted = p.adj_in.routes.get(&prefix).is_some_and(|r| r.1);
-                p.adj_in.insert(prefix, attrs.clone(), accepted);
-                if accepted {
-                    let path = Path {
-                        source: source.clone(),
-                        attrs: attrs.clone(),
-                    };
-                    if self.rib.upsert(prefix, path) {
-                        self.dirty.push(prefix);
-                    }
-                } else if was_accepted && self.rib.remove(prefix, Some(peer)) {
-                    self.dirty.push(prefix);
-                }
+                let path = Path {
+                    source: source.clone(),
+                    attrs: attrs.clone(),
+                };
+                import_route(
+                    &mut p.adj_in,
+                    &mut self.rib,
+                    &mut self.dirty,
+                    prefix,
+                    path,
+                    accepted,
+                );
             }
         }
         let p = self.peers.get(&peer).expect("peer exists");
@@ -915,22 +879,19 @@ impl Core {
             .collect();
         for (prefix, attrs) in routes {
             let accepted = p.cfg.import.allows(&prefix);
-            let was = p.adj_in.routes.get(&prefix).is_some_and(|r| r.1);
-            if accepted == was {
+            if accepted == p.adj_in.routes.get(&prefix).is_some_and(|r| r.1) {
                 continue;
             }
-            p.adj_in.insert(prefix, attrs.clone(), accepted);
-            if accepted {
-                let mut source = base.clone();
-                if let Source::Peer { originator_id, .. } = &mut source {
-                    *originator_id = attrs.originator_id;
-                }
-                if self.rib.upsert(prefix, Path { source, attrs }) {
-                    self.dirty.push(prefix);
-                }
-            } else if self.rib.remove(prefix, Some(peer)) {
-                self.dirty.push(prefix);
-            }
+            let source = base.with_originator(attrs.originator_id);
+            let path = Path { source, attrs };
+            import_route(
+                &mut p.adj_in,
+                &mut self.rib,
+                &mut self.dirty,
+                prefix,
+                path,
+                accepted,
+            );
         }
     }
 
@@ -1078,12 +1039,14 @@ impl Core {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        for prefix in dirty.iter().filter(|_| self.route_events) {
-            let best = self.rib.best(prefix).as_ref().map(best_route);
-            self.out.push(Output::Route(RouteEvent {
-                prefix: *prefix,
-                best,
-            }));
+        if self.route_events {
+            for prefix in &dirty {
+                let best = self.rib.best(prefix).as_ref().map(best_route);
+                self.out.push(Output::Route(RouteEvent {
+                    prefix: *prefix,
+                    best,
+                }));
+            }
         }
         let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
         for peer in peers {
@@ -1139,6 +1102,58 @@ impl Core {
     pub fn loc_rib_len(&self) -> usize {
         self.rib.len()
     }
+}
+
+/// A Cease is a normal way to end a session; anything else is worth a warning.
+fn log_notification(peer: IpAddr, direction: &str, n: &Notification) {
+    if n.code == code::CEASE {
+        info!(peer = %peer, notification = %n, "{direction} NOTIFICATION");
+    } else {
+        warn!(peer = %peer, notification = %n, "{direction} NOTIFICATION");
+    }
+}
+
+/// Store one route from a peer in its Adj-RIB-In and bring the Loc-RIB in line: add the path
+/// if accepted, remove it if it had been accepted and no longer is.
+fn import_route(
+    adj_in: &mut AdjRibIn,
+    rib: &mut LocRib,
+    dirty: &mut Vec<IpNet>,
+    prefix: IpNet,
+    path: Path,
+    accepted: bool,
+) {
+    let peer = path.source.peer_addr();
+    let was_accepted = adj_in.insert(prefix, path.attrs.clone(), accepted);
+    let changed = if accepted {
+        rib.upsert(prefix, path)
+    } else {
+        was_accepted && rib.remove(prefix, peer)
+    };
+    if changed {
+        dirty.push(prefix);
+    }
+}
+
+/// Forget one route from `peer`, in its Adj-RIB-In and the Loc-RIB.
+fn withdraw_route(
+    adj_in: &mut AdjRibIn,
+    rib: &mut LocRib,
+    dirty: &mut Vec<IpNet>,
+    prefix: IpNet,
+    peer: IpAddr,
+) {
+    if adj_in.remove(&prefix) && rib.remove(prefix, Some(peer)) {
+        dirty.push(prefix);
+    }
+}
+
+/// Put the collision session in the main slot, with the peer's own passive setting (it
+/// answered only, as every second connection does). Returns the session it replaced.
+fn promote_alt(p: &mut Peer) -> Option<Session> {
+    let mut alt = p.alt.take()?;
+    alt.fsm.cfg.passive = p.cfg.passive;
+    Some(std::mem::replace(&mut p.main, alt))
 }
 
 /// A Loc-RIB best entry as subscribers see it: the multipath set as next hops.

@@ -25,6 +25,23 @@ impl Source {
     pub fn is_ebgp(&self) -> bool {
         matches!(self, Source::Peer { ebgp: true, .. })
     }
+    /// The same peer source for a path carrying `id` as its ORIGINATOR_ID.
+    pub fn with_originator(&self, id: Option<Ipv4Addr>) -> Source {
+        match self {
+            Source::Peer {
+                addr,
+                router_id,
+                ebgp,
+                ..
+            } => Source::Peer {
+                addr: *addr,
+                router_id: *router_id,
+                ebgp: *ebgp,
+                originator_id: id,
+            },
+            Source::Local => Source::Local,
+        }
+    }
     pub fn peer_addr(&self) -> Option<IpAddr> {
         match self {
             Source::Peer { addr, .. } => Some(*addr),
@@ -66,12 +83,14 @@ pub struct AdjRibIn {
 }
 
 impl AdjRibIn {
-    /// Store a route; returns whether the accepted set changed for this prefix.
+    /// Store a route; returns whether the route it replaced had been accepted.
     pub fn insert(&mut self, p: IpNet, attrs: Arc<PathAttrs>, accepted: bool) -> bool {
-        let old = self.routes.insert(p, (attrs, accepted));
-        let was = old.as_ref().is_some_and(|o| o.1);
+        let was = self
+            .routes
+            .insert(p, (attrs, accepted))
+            .is_some_and(|o| o.1);
         self.accepted = self.accepted + accepted as usize - was as usize;
-        was || accepted
+        was
     }
     /// Remove a route; returns whether it had been accepted.
     pub fn remove(&mut self, p: &IpNet) -> bool {
