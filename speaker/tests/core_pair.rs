@@ -114,6 +114,14 @@ impl Wire {
         self.push(c, Input::AddPeer(p));
     }
 
+    /// The latest route event core `c` emitted for `prefix`.
+    fn last_event(&self, c: usize, prefix: &str) -> Option<&RouteEvent> {
+        self.routes[c]
+            .iter()
+            .rev()
+            .find(|r| r.prefix.to_string() == prefix)
+    }
+
     fn established(&self, c: usize) -> usize {
         self.cores[c]
             .snapshot(Instant::now())
@@ -168,10 +176,8 @@ fn ebgp_advertisement_rules() {
     w.run();
     // Node 3 learns node 1's prefix through 2 over iBGP: AS path [65001], next hop unchanged
     // (node 1's address, as received over eBGP), LOCAL_PREF set.
-    let r = w.routes[2]
-        .iter()
-        .rev()
-        .find(|r| r.prefix.to_string() == "10.244.1.0/24")
+    let r = w
+        .last_event(2, "10.244.1.0/24")
         .and_then(|r| r.best.clone())
         .expect("node 3 learns 10.244.1.0/24");
     assert_eq!(r.attrs.as_path.flat(), vec![65001]);
@@ -181,10 +187,8 @@ fn ebgp_advertisement_rules() {
     );
     assert_eq!(r.attrs.local_pref, Some(100));
     // Node 1 learns node 3's prefix through 2 over eBGP: 65002 prepended once, next-hop-self.
-    let r = w.routes[0]
-        .iter()
-        .rev()
-        .find(|r| r.prefix.to_string() == "10.244.3.0/24")
+    let r = w
+        .last_event(0, "10.244.3.0/24")
         .and_then(|r| r.best.clone())
         .expect("node 1 learns 10.244.3.0/24");
     assert_eq!(r.attrs.as_path.flat(), vec![65002]);
@@ -208,11 +212,7 @@ fn withdrawal_propagates_and_removal_of_a_peer_withdraws_its_routes() {
     w.run();
     w.push(1, Input::SetOriginated(vec![]));
     w.run();
-    let last = w.routes[0]
-        .iter()
-        .rev()
-        .find(|r| r.prefix.to_string() == "10.244.2.0/24")
-        .unwrap();
+    let last = w.last_event(0, "10.244.2.0/24").unwrap();
     assert!(last.best.is_none(), "withdrawn");
     w.push(
         1,
@@ -221,11 +221,7 @@ fn withdrawal_propagates_and_removal_of_a_peer_withdraws_its_routes() {
     w.run();
     w.push(0, Input::RemovePeer("10.0.0.2".parse().unwrap()));
     w.run();
-    let last = w.routes[0]
-        .iter()
-        .rev()
-        .find(|r| r.prefix.to_string() == "10.244.2.0/24")
-        .unwrap();
+    let last = w.last_event(0, "10.244.2.0/24").unwrap();
     assert!(last.best.is_none(), "a removed peer's routes go");
     assert!(
         w.sent_notifications.contains(&(0, 6, 3)),
