@@ -27,10 +27,8 @@ pub struct Kernel {
     handle: Handle,
 }
 
-pub type Notifications = UnboundedReceiver<(
-    NetlinkMessage<RouteNetlinkMessage>,
-    netlink_sys::SocketAddr,
-)>;
+pub type Notifications =
+    UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, netlink_sys::SocketAddr)>;
 
 /// A change the kernel announced for a main-table route.
 #[derive(Debug, Clone)]

@@ -54,7 +54,8 @@ pub fn to_message(route: &Route) -> RouteMessage {
         .push(RouteAttribute::Destination(address(route.prefix.addr())));
     match route.next_hops() {
         [one] => {
-            m.attributes.push(RouteAttribute::Gateway(address(one.gateway)));
+            m.attributes
+                .push(RouteAttribute::Gateway(address(one.gateway)));
             if let Some(i) = one.ifindex {
                 m.attributes.push(RouteAttribute::Oif(i));
             }
@@ -100,7 +101,8 @@ pub fn lookup_message(addr: IpAddr) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = family(&prefix);
     m.header.destination_prefix_length = prefix.prefix_len();
-    m.attributes.push(RouteAttribute::Destination(address(addr)));
+    m.attributes
+        .push(RouteAttribute::Destination(address(addr)));
     m
 }
 
@@ -219,7 +221,8 @@ mod tests {
             [Hop::direct("10.1.1.1".parse().unwrap(), 2)],
         );
         let mut m = to_message(&r);
-        m.attributes.retain(|a| !matches!(a, RouteAttribute::Table(_)));
+        m.attributes
+            .retain(|a| !matches!(a, RouteAttribute::Table(_)));
         m.attributes.push(RouteAttribute::Table(100));
         assert_eq!(from_message(&m), None);
     }

@@ -157,7 +157,10 @@ mod tests {
 
     #[test]
     fn adds_replaces_and_deletes_only_its_own() {
-        let want = desired(&[route("10.0.1.0/24", "10.1.0.2"), route("10.0.2.0/24", "10.1.0.3")]);
+        let want = desired(&[
+            route("10.0.1.0/24", "10.1.0.2"),
+            route("10.0.2.0/24", "10.1.0.3"),
+        ]);
         let mut seen = Observed::default();
         seen.insert(kernel(route("10.0.2.0/24", "10.1.0.9"), PROTO_TWILL));
         seen.insert(kernel(route("10.0.3.0/24", "10.1.0.4"), PROTO_TWILL));
@@ -190,7 +193,9 @@ mod tests {
     fn strays_are_adopted_until_the_desired_set_is_complete() {
         let mut seen = Observed::default();
         seen.insert(kernel(route("10.0.3.0/24", "10.1.0.4"), PROTO_TWILL));
-        assert!(plan(&HashMap::new(), &seen, Scope::All, false).ops.is_empty());
+        assert!(plan(&HashMap::new(), &seen, Scope::All, false)
+            .ops
+            .is_empty());
         assert_eq!(plan(&HashMap::new(), &seen, Scope::All, true).ops.len(), 1);
     }
 
@@ -207,7 +212,10 @@ mod tests {
 
     #[test]
     fn a_scoped_plan_looks_only_at_its_prefixes() {
-        let want = desired(&[route("10.0.1.0/24", "10.1.0.2"), route("10.0.2.0/24", "10.1.0.3")]);
+        let want = desired(&[
+            route("10.0.1.0/24", "10.1.0.2"),
+            route("10.0.2.0/24", "10.1.0.3"),
+        ]);
         let only: HashSet<IpNet> = ["10.0.2.0/24".parse().unwrap()].into();
         let p = plan(&want, &Observed::default(), Scope::Only(&only), true);
         assert_eq!(p.ops, vec![Op::Add(route("10.0.2.0/24", "10.1.0.3"))]);
