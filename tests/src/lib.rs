@@ -4,7 +4,17 @@
 //! Every name carries the prefix `tw` + this process id, so parallel runs do not collide and a
 //! leftover is easy to attribute.
 
+pub mod capture;
 pub mod daemons;
+pub mod dataplane;
+pub mod l2;
 pub mod netns;
+pub mod pod;
+pub mod runtime;
 
+pub use capture::{Capture, RouteMonitor};
+pub use dataplane::{Dataplane, Remote};
+pub use l2::Switch;
 pub use netns::{unique, wait_for, Link, Netns, SpeakerInNs, TempDir};
+pub use pod::Pod;
+pub use runtime::NsRuntime;

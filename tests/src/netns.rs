@@ -24,7 +24,7 @@ fn run(args: &[&str]) -> Output {
     out
 }
 
-fn must(args: &[&str]) -> String {
+pub(crate) fn must(args: &[&str]) -> String {
     let out = run(args);
     assert!(
         out.status.success(),
