@@ -180,12 +180,14 @@ impl Fabric {
 
     /// Remove the tunnel device (its neighbour and FDB entries and routes go with it). For an
     /// agent leaving the node for good, not for a restart.
-    pub async fn teardown(self) -> Result<(), Error> {
+    pub async fn teardown(&mut self) -> Result<(), Error> {
         if let (Some(idx), EncapType::Vxlan) = (self.planner.tunnel, self.config.encap.kind) {
             links::delete_link(&self.handle, idx).await?;
         } else if self.planner.tunnel.is_some() {
             warn!("leaving tunl0 in place: the ipip module owns it");
         }
+        self.planner.tunnel = None;
+        self.peers.clear();
         Ok(())
     }
 }

@@ -21,6 +21,12 @@ impl Capture {
             ns.name.clone(),
             "tcpdump".into(),
             "-U".into(),
+            // Hand each packet over at once; otherwise packets wait in a ring-buffer block and a
+            // stop right after the traffic finds them "received by filter" but never written.
+            "--immediate-mode".into(),
+            // Stay root: tcpdump would otherwise drop to its own user and fail to write here.
+            "-Z".into(),
+            "root".into(),
             "-n".into(),
             "-i".into(),
             iface.into(),
@@ -47,7 +53,8 @@ impl Capture {
         c
     }
 
-    /// Stop and return one line per captured packet.
+    /// Stop and return one line per captured packet; an encapsulated packet's inner packet, which
+    /// tcpdump prints on a line of its own, is appended to its outer line after ` | `.
     pub fn stop(mut self) -> Vec<String> {
         self.kill();
         let out = Command::new("tcpdump")
@@ -55,10 +62,18 @@ impl Capture {
             .arg(self.dir.join("c.pcap"))
             .output()
             .expect("tcpdump -r");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect()
+        let mut packets: Vec<String> = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let starts_packet = line.starts_with(|c: char| c.is_ascii_digit());
+            match packets.last_mut() {
+                Some(last) if !starts_packet => {
+                    last.push_str(" | ");
+                    last.push_str(line);
+                }
+                _ => packets.push(line.to_string()),
+            }
+        }
+        packets
     }
 
     fn kill(&mut self) {
@@ -115,13 +130,33 @@ impl RouteMonitor {
         self.sentinel += 1;
         let prefix = format!("198.18.{}.0/24", self.sentinel % 250);
         let out = self.dir.join("out");
-        wait_for("the route monitor to see a sentinel", Duration::from_secs(10), || {
-            ns.exec(&["ip", "route", "replace", "blackhole", &prefix, "proto", "static"]);
-            std::fs::read_to_string(&out)
-                .ok()
-                .filter(|s| s.contains(&prefix))
-        });
-        ns.exec(&["ip", "route", "del", "blackhole", &prefix, "proto", "static"]);
+        wait_for(
+            "the route monitor to see a sentinel",
+            Duration::from_secs(10),
+            || {
+                ns.exec(&[
+                    "ip",
+                    "route",
+                    "replace",
+                    "blackhole",
+                    &prefix,
+                    "proto",
+                    "static",
+                ]);
+                std::fs::read_to_string(&out)
+                    .ok()
+                    .filter(|s| s.contains(&prefix))
+            },
+        );
+        ns.exec(&[
+            "ip",
+            "route",
+            "del",
+            "blackhole",
+            &prefix,
+            "proto",
+            "static",
+        ]);
     }
 
     /// Everything printed so far that is not a sentinel.

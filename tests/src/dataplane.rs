@@ -84,6 +84,14 @@ impl Dataplane {
         })
     }
 
+    /// Remove the tunnel device, as an agent leaving the node for good does.
+    pub fn teardown(&self) {
+        let f = self.fabric.clone();
+        self.rt
+            .run(async move { f.lock().await.teardown().await })
+            .expect("teardown");
+    }
+
     pub fn mtu(&self) -> u32 {
         let f = self.fabric.clone();
         self.rt.run(async move { f.lock().await.mtu() })

@@ -21,8 +21,23 @@ impl Switch {
         let inner = unique("u");
         let port = unique("p");
         crate::netns::must(&[
-            "ip", "link", "add", "name", &inner, "netns", &node.name, "mtu", &mtu.to_string(),
-            "type", "veth", "peer", "name", &port, "netns", &self.ns.name, "mtu",
+            "ip",
+            "link",
+            "add",
+            "name",
+            &inner,
+            "netns",
+            &node.name,
+            "mtu",
+            &mtu.to_string(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.ns.name,
+            "mtu",
             &mtu.to_string(),
         ]);
         self.ns

@@ -58,12 +58,16 @@ impl Lab {
 
     fn replace_all(&self, p: &Programmer, routes: Vec<Route>) -> felix_lite::Report {
         let p = p.clone();
-        self.rt.run(async move { p.replace_all(routes).await }).expect("replace_all")
+        self.rt
+            .run(async move { p.replace_all(routes).await })
+            .expect("replace_all")
     }
 
     fn resync(&self, p: &Programmer) -> felix_lite::Report {
         let p = p.clone();
-        self.rt.run(async move { p.resync().await }).expect("resync")
+        self.rt
+            .run(async move { p.resync().await })
+            .expect("resync")
     }
 
     fn shutdown(&self, p: Programmer) {
@@ -89,22 +93,42 @@ fn routes_carry_twills_protocol_and_a_hand_deleted_one_returns_within_a_second()
 
     lab.ns.exec(&["ip", "route", "del", "10.60.2.0/24"]);
     let t0 = Instant::now();
-    wait_for("the deleted route to return", Duration::from_secs(1), || {
-        lab.show(&["10.60.2.0/24", "proto", "77"])
-            .contains("via 10.9.0.2")
-            .then_some(())
-    });
+    wait_for(
+        "the deleted route to return",
+        Duration::from_secs(1),
+        || {
+            lab.show(&["10.60.2.0/24", "proto", "77"])
+                .contains("via 10.9.0.2")
+                .then_some(())
+        },
+    );
     let took = t0.elapsed();
     assert!(p.counters().repaired >= 1, "{:?}", p.counters());
 
     // Replaced by hand with our protocol but another gateway: put back too.
     lab.ns.exec(&[
-        "ip", "route", "replace", "10.60.3.0/24", "via", "10.9.0.3", "proto", "77",
+        "ip",
+        "route",
+        "replace",
+        "10.60.3.0/24",
+        "via",
+        "10.9.0.3",
+        "proto",
+        "77",
     ]);
-    wait_for("the replaced route to be repaired", Duration::from_secs(1), || {
-        lab.show(&["10.60.3.0/24"]).contains("via 10.9.0.2").then_some(())
-    });
-    println!("deleted route back after {took:?}; counters {:?}", p.counters());
+    wait_for(
+        "the replaced route to be repaired",
+        Duration::from_secs(1),
+        || {
+            lab.show(&["10.60.3.0/24"])
+                .contains("via 10.9.0.2")
+                .then_some(())
+        },
+    );
+    println!(
+        "deleted route back after {took:?}; counters {:?}",
+        p.counters()
+    );
     lab.shutdown(p);
 }
 
@@ -112,8 +136,26 @@ fn routes_carry_twills_protocol_and_a_hand_deleted_one_returns_within_a_second()
 fn foreign_routes_are_never_changed_even_on_wanted_prefixes() {
     let lab = lab();
     // One foreign route beside ours, one on a prefix Twill will want.
-    lab.ns.exec(&["ip", "route", "add", "10.61.0.0/24", "via", "10.9.0.3", "proto", "static"]);
-    lab.ns.exec(&["ip", "route", "add", "10.60.5.0/24", "via", "10.9.0.3", "proto", "static"]);
+    lab.ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "10.61.0.0/24",
+        "via",
+        "10.9.0.3",
+        "proto",
+        "static",
+    ]);
+    lab.ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "10.60.5.0/24",
+        "via",
+        "10.9.0.3",
+        "proto",
+        "static",
+    ]);
     let foreign_before = lab.show(&["proto", "static"]);
     let p = lab.start();
     let mut want = three(&lab);
@@ -125,7 +167,14 @@ fn foreign_routes_are_never_changed_even_on_wanted_prefixes() {
 
     // A foreign route replacing one of ours by hand is left alone too.
     lab.ns.exec(&[
-        "ip", "route", "replace", "10.60.1.0/24", "via", "10.9.0.3", "proto", "static",
+        "ip",
+        "route",
+        "replace",
+        "10.60.1.0/24",
+        "via",
+        "10.9.0.3",
+        "proto",
+        "static",
     ]);
     for _ in 0..3 {
         let r = lab.resync(&p);
@@ -133,17 +182,30 @@ fn foreign_routes_are_never_changed_even_on_wanted_prefixes() {
         assert_eq!(r.conflicts.len(), 2);
     }
     let foreign_after = lab.show(&["proto", "static"]);
-    assert!(foreign_after.contains("10.60.1.0/24 via 10.9.0.3"), "{foreign_after}");
+    assert!(
+        foreign_after.contains("10.60.1.0/24 via 10.9.0.3"),
+        "{foreign_after}"
+    );
     for line in foreign_before.lines() {
-        assert!(foreign_after.contains(line.trim()), "{line} changed:\n{foreign_after}");
+        assert!(
+            foreign_after.contains(line.trim()),
+            "{line} changed:\n{foreign_after}"
+        );
     }
     assert!(p.counters().conflicts >= 6, "{:?}", p.counters());
 
     // Once the foreign route on a wanted prefix goes, ours takes its place.
-    lab.ns.exec(&["ip", "route", "del", "10.60.5.0/24", "proto", "static"]);
-    wait_for("our route on the freed prefix", Duration::from_secs(1), || {
-        lab.show(&["10.60.5.0/24", "proto", "77"]).contains("via 10.9.0.2").then_some(())
-    });
+    lab.ns
+        .exec(&["ip", "route", "del", "10.60.5.0/24", "proto", "static"]);
+    wait_for(
+        "our route on the freed prefix",
+        Duration::from_secs(1),
+        || {
+            lab.show(&["10.60.5.0/24", "proto", "77"])
+                .contains("via 10.9.0.2")
+                .then_some(())
+        },
+    );
     lab.shutdown(p);
 }
 
@@ -157,7 +219,16 @@ fn a_restart_adopts_its_routes_without_a_single_kernel_change() {
     assert_eq!(lab.replace_all(&first, routes.clone()).applied, 200);
     lab.shutdown(first);
     // A stray of ours a previous run left and nobody wants any more.
-    lab.ns.exec(&["ip", "route", "add", "10.71.0.0/24", "via", "10.9.0.2", "proto", "77"]);
+    lab.ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "10.71.0.0/24",
+        "via",
+        "10.9.0.2",
+        "proto",
+        "77",
+    ]);
     let before = lab.show(&["proto", "77"]);
 
     let mut monitor = RouteMonitor::start(&lab.ns);
@@ -171,7 +242,11 @@ fn a_restart_adopts_its_routes_without_a_single_kernel_change() {
         .expect("update");
     assert_eq!(r.applied, 0);
     monitor.barrier(&lab.ns);
-    assert_eq!(monitor.lines(), Vec::<String>::new(), "kernel changed before replace_all");
+    assert_eq!(
+        monitor.lines(),
+        Vec::<String>::new(),
+        "kernel changed before replace_all"
+    );
     assert_eq!(lab.show(&["proto", "77"]), before);
 
     let report = lab.replace_all(&second, routes);
@@ -190,7 +265,16 @@ fn a_restart_adopts_its_routes_without_a_single_kernel_change() {
 fn ecmp_recursive_next_hops_and_ipv6() {
     let lab = lab();
     // The kernel's own route towards a next hop behind a router.
-    lab.ns.exec(&["ip", "route", "add", "10.77.0.0/16", "via", "10.9.0.3", "proto", "static"]);
+    lab.ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "10.77.0.0/16",
+        "via",
+        "10.9.0.3",
+        "proto",
+        "static",
+    ]);
     let p = lab.start();
     let ecmp = Route::new(
         "10.62.0.0/24".parse().unwrap(),
@@ -208,11 +292,19 @@ fn ecmp_recursive_next_hops_and_ipv6() {
     assert_eq!(report.applied, 3, "{report:?}");
     let e = lab.show(&["10.62.0.0/24"]);
     assert_eq!(e.matches("nexthop via").count(), 2, "{e}");
-    assert!(e.contains("via 10.9.0.2") && e.contains("via 10.9.0.3"), "{e}");
+    assert!(
+        e.contains("via 10.9.0.2") && e.contains("via 10.9.0.3"),
+        "{e}"
+    );
     let r = lab.show(&["10.63.0.0/24"]);
     assert!(r.contains("via 10.9.0.3") && r.contains("proto 77"), "{r}");
-    let six = lab.ns.exec(&["ip", "-6", "route", "show", "fd00:244:1::/64"]);
-    assert!(six.contains("via fd00:9::2") && six.contains("proto 77"), "{six}");
+    let six = lab
+        .ns
+        .exec(&["ip", "-6", "route", "show", "fd00:244:1::/64"]);
+    assert!(
+        six.contains("via fd00:9::2") && six.contains("proto 77"),
+        "{six}"
+    );
     // Nothing to do on a resync: the kernel's view of each equals ours.
     assert_eq!(lab.resync(&p).applied, 0);
     let listed = lab.rt.run({
