@@ -18,4 +18,6 @@ pub use counters::CounterSnapshot;
 pub use error::Error;
 pub use plan::Conflict;
 pub use programmer::{Change, Config, Programmed, Programmer, Report};
-pub use route::{Hop, KernelRoute, Route, PROTO_TWILL, RT_PROTOS_FILE, TABLE_MAIN};
+pub use route::{
+    install_protocol_name, Hop, KernelRoute, Route, PROTO_TWILL, RT_PROTOS_DIR, TABLE_MAIN,
+};

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 /// 77 is unused by every routing daemon we know of: BIRD uses 12, Calico's Felix 80, FRR the
 /// 186–196 range, keepalived 18, Babel 42, Open/R 99. A node migrating from Calico therefore never
 /// has its Felix routes mistaken for Twill's. `ip route` shows it as `proto twill` once
-/// [`RT_PROTOS_FILE`] is installed.
+/// `twill.conf` in [`RT_PROTOS_DIR`] names it ([`install_protocol_name`]).
 pub const PROTO_TWILL: u8 = 77;
 
 /// Where iproute2 learns the protocol's name (one line, `77 twill`).
-pub const RT_PROTOS_FILE: &str = "/etc/iproute2/rt_protos.d/twill.conf";
+pub const RT_PROTOS_DIR: &str = "/etc/iproute2/rt_protos.d";
 
 /// The main routing table, the only one felix-lite programs.
 pub const TABLE_MAIN: u32 = 254;
@@ -143,5 +143,42 @@ impl fmt::Display for KernelRoute {
             write!(f, " type {}", self.kind)?;
         }
         Ok(())
+    }
+}
+
+/// The line iproute2 reads to print `proto twill`.
+pub const RT_PROTOS_LINE: &str = "77\ttwill\n";
+
+/// Name Twill's protocol number for iproute2: write `twill.conf` into `dir` (normally
+/// `/etc/iproute2/rt_protos.d`). Returns false, writing nothing, when `dir`'s parent does not
+/// exist (no iproute2 configuration on this host) or the file already says the same.
+pub fn install_protocol_name(dir: &std::path::Path) -> std::io::Result<bool> {
+    let file = dir.join("twill.conf");
+    if std::fs::read_to_string(&file).is_ok_and(|s| s == RT_PROTOS_LINE) {
+        return Ok(false);
+    }
+    if !dir.parent().is_some_and(|p| p.is_dir()) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(file, RT_PROTOS_LINE)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_name_file_is_written_once() {
+        let base = std::env::temp_dir().join(format!("twill-rtp-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join("rt_protos.d");
+        assert!(install_protocol_name(&dir).unwrap());
+        assert!(!install_protocol_name(&dir).unwrap());
+        let text = std::fs::read_to_string(dir.join("twill.conf")).unwrap();
+        assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["77", "twill"]);
+        assert!(!install_protocol_name(&base.join("absent/rt_protos.d")).unwrap());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
