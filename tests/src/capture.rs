@@ -134,14 +134,14 @@ impl RouteMonitor {
             "the route monitor to see a sentinel",
             Duration::from_secs(10),
             || {
+                // Delete then add: replacing an identical route is a no-op the kernel does not
+                // announce, so a sentinel set before the monitor subscribed would never show.
+                let route = ["route", "blackhole", &prefix, "proto", "static"];
+                ns.try_exec(&[
+                    "ip", route[0], "del", route[1], route[2], route[3], route[4],
+                ]);
                 ns.exec(&[
-                    "ip",
-                    "route",
-                    "replace",
-                    "blackhole",
-                    &prefix,
-                    "proto",
-                    "static",
+                    "ip", route[0], "add", route[1], route[2], route[3], route[4],
                 ]);
                 std::fs::read_to_string(&out)
                     .ok()
