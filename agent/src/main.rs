@@ -1,10 +1,21 @@
-//! `twill`: the node agent binary. For now it carries the demo (two speakers in two network
-//! namespaces exchanging pod prefixes); the agent proper arrives with the node-agent issue.
+//! `twill`: the node agent (`twill agent`), its CLI (`twill status`, `twill routes`), and the
+//! demo. Run with `CNI_COMMAND` set (as a CNI runtime runs `/opt/cni/bin/twill`) it is the CNI
+//! plugin.
 
+mod agent;
+mod cni;
+mod control;
+mod dataplane;
 mod demo;
+mod http;
+mod peers;
+mod status;
+mod view;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +30,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node agent: BGP speaker, tunnel fabric and route programmer for one node.
+    Agent {
+        /// The cluster view file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's name in the cluster view.
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        /// Control socket for `twill status` / `twill routes`.
+        #[arg(long, default_value = "/run/twill/twill.sock")]
+        socket: PathBuf,
+        /// Where the MTU and node files for the CNI plugin go.
+        #[arg(long, default_value = "/run/twill")]
+        state_dir: PathBuf,
+        /// Address of the /metrics, /healthz and /readyz listener.
+        #[arg(long, default_value = "127.0.0.1:9099")]
+        metrics: std::net::SocketAddr,
+        /// Seconds after which the agent reports ready even if some cluster session has not
+        /// completed its first exchange.
+        #[arg(long, default_value_t = 120)]
+        ready_timeout: u64,
+    },
+    /// One line per BGP peer of the running agent.
+    Status {
+        #[arg(long, default_value = "/run/twill/twill.sock")]
+        socket: PathBuf,
+        /// Print JSON (keys node, peers[], routes[]).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The programmed routes and how each is reached.
+    Routes {
+        #[arg(long, default_value = "/run/twill/twill.sock")]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Two Twill speakers in two network namespaces peer over iBGP, exchange their pod
     /// prefixes (IPv4 and IPv6), and print what each learned. Needs root.
     Demo {
@@ -28,17 +76,72 @@ enum Command {
     },
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn show(socket: PathBuf, json: bool, routes: bool) -> ExitCode {
+    let Some(s) = runtime().block_on(agent::ask(&socket, "status")) else {
+        eprintln!(
+            "twill: no agent is running (nothing answers on {})",
+            socket.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).expect("json"));
+    } else if routes {
+        print!("{}", s.routes_table());
+    } else {
+        print!("{}", s.peers_table());
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return cni::main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { timeout } => match demo::run(std::time::Duration::from_secs(timeout)) {
+        Command::Agent {
+            config,
+            node,
+            socket,
+            state_dir,
+            metrics,
+            ready_timeout,
+        } => {
+            let opts = agent::Options {
+                config,
+                node,
+                socket,
+                state_dir,
+                metrics,
+                ready_timeout: Duration::from_secs(ready_timeout),
+            };
+            match runtime().block_on(agent::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("twill agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { socket, json } => show(socket, json, false),
+        Command::Routes { socket, json } => show(socket, json, true),
+        Command::Demo { timeout } => match demo::run(Duration::from_secs(timeout)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("twill demo: {e}");

@@ -1,0 +1,327 @@
+//! `twill agent`: the program a node runs. It joins the cluster view, the speaker, the fabric
+//! and the route programmer, and serves the control socket and the metrics endpoint.
+
+use crate::dataplane::{Dataplane, RouteTable};
+use crate::peers::{peer_config, peers_for, speaker_config, DerivedPeer, PeerKind};
+use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
+use crate::view::{ClusterView, Node, ViewError};
+use felix_lite::{install_protocol_name, Programmer, RT_PROTOS_DIR};
+use ipip::{Fabric, FabricConfig};
+use speaker::{Speaker, State};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub node: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub metrics: SocketAddr,
+    /// Ready anyway after this long, even if some cluster session never completed.
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cluster view {path}: {source}")]
+    View { path: String, source: ViewError },
+    #[error("--node {0} is not in the cluster view's nodes")]
+    UnknownNode(String),
+    #[error("fabric: {0}")]
+    Fabric(#[from] ipip::Error),
+    #[error("route programmer: {0}")]
+    Programmer(#[from] felix_lite::Error),
+    #[error("speaker: {0}")]
+    Speaker(#[from] speaker::SpeakerError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What the control socket and the metrics endpoint read.
+pub struct Shared {
+    pub node: String,
+    pub speaker: Speaker,
+    pub programmer: Programmer,
+    pub table: RouteTable,
+    pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
+    pub ready: AtomicBool,
+    /// Milliseconds since start at the main loop's last turn (`/healthz`).
+    pub alive_ms: AtomicU64,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub async fn status(&self) -> Status {
+        let kinds = self.peers.lock().expect("peers").clone();
+        let peers = self
+            .speaker
+            .snapshot()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PeerStatus {
+                address: p.address.to_string(),
+                as_number: p.asn,
+                kind: kinds
+                    .get(&p.address)
+                    .map(|d| d.kind.as_str().to_string())
+                    .unwrap_or(p.kind),
+                state: p.state.to_string(),
+                since: rfc3339_ago(Duration::from_secs(p.since_secs)),
+                prefixes_received: p.prefixes_received,
+                prefixes_accepted: p.prefixes_accepted,
+                prefixes_advertised: p.prefixes_advertised,
+                last_error: p.last_error,
+            })
+            .collect();
+        let routes = self
+            .table
+            .lock()
+            .expect("route table")
+            .values()
+            .map(|v| RouteStatus {
+                prefix: v.route.prefix.to_string(),
+                next_hops: v
+                    .route
+                    .next_hops()
+                    .iter()
+                    .map(|h| h.gateway.to_string())
+                    .collect(),
+                via: {
+                    let mut names: Vec<&str> = v.reach.iter().map(|r| r.name()).collect();
+                    names.dedup();
+                    names.join(",")
+                },
+            })
+            .collect();
+        Status {
+            node: self.node.clone(),
+            peers,
+            routes,
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<ClusterView, AgentError> {
+    ClusterView::load(path).map_err(|source| AgentError::View {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// What the CNI plugin reads: `<state dir>/node.json`.
+fn write_node_file(dir: &Path, me: &Node, mtu: u32) -> Result<(), AgentError> {
+    let io = |source| AgentError::Io {
+        what: "cannot write",
+        path: dir.join("node.json").display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let body = serde_json::json!({
+        "name": me.name,
+        "podCIDRs": [me.pod_cidr.to_string()],
+        "mtu": mtu,
+    });
+    let tmp = dir.join(".node.json.tmp");
+    std::fs::write(&tmp, body.to_string()).map_err(io)?;
+    std::fs::rename(tmp, dir.join("node.json")).map_err(io)
+}
+
+fn apply_peers(
+    speaker: &Speaker,
+    view: &ClusterView,
+    me: &Node,
+    current: &mut BTreeMap<IpAddr, DerivedPeer>,
+) {
+    let want: BTreeMap<IpAddr, DerivedPeer> = peers_for(view, me)
+        .into_iter()
+        .map(|p| (p.address, p))
+        .collect();
+    for (addr, old) in current.iter() {
+        if !want.contains_key(addr) {
+            info!(peer = %addr, kind = old.kind.as_str(), "peer removed from the cluster view");
+            let _ = speaker.remove_peer(*addr);
+        }
+    }
+    for (addr, p) in &want {
+        let cfg = peer_config(view, me, p);
+        let r = match current.get(addr) {
+            None => {
+                info!(peer = %addr, kind = p.kind.as_str(), asn = p.as_number, "peer added");
+                if p.password_file.is_some() {
+                    warn!(peer = %addr, "TCP MD5 passwords are not implemented yet; peering without one");
+                }
+                speaker.add_peer(cfg)
+            }
+            Some(old) if old != p => speaker.update_peer(cfg),
+            Some(_) => Ok(()),
+        };
+        if let Err(e) = r {
+            error!(peer = %addr, error = %e, "peer rejected");
+        }
+    }
+    *current = want;
+}
+
+/// Run until SIGTERM / SIGINT.
+pub async fn run(opts: Options) -> Result<(), AgentError> {
+    let view = Arc::new(load(&opts.config)?);
+    let me = view
+        .node(&opts.node)
+        .cloned()
+        .ok_or_else(|| AgentError::UnknownNode(opts.node.clone()))?;
+    match install_protocol_name(Path::new(RT_PROTOS_DIR)) {
+        Ok(true) => info!(
+            dir = RT_PROTOS_DIR,
+            "named route protocol 77 `twill` for iproute2"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(dir = RT_PROTOS_DIR, error = %e, "cannot name route protocol 77 for iproute2")
+        }
+    }
+    let fabric = Fabric::start(FabricConfig {
+        encap: view.encapsulation,
+        vxlan: view.vxlan.clone(),
+        node_address: me.address,
+        pod_cidrs: vec![me.pod_cidr],
+        state_dir: Some(opts.state_dir.clone()),
+    })
+    .await?;
+    write_node_file(&opts.state_dir, &me, fabric.mtu())?;
+    let programmer = Programmer::start(felix_lite::Config::default()).await?;
+    let speaker = Speaker::start(speaker_config(&view, &me)).await?;
+    let mut events = speaker.subscribe()?;
+    let mut peers = BTreeMap::new();
+    apply_peers(&speaker, &view, &me, &mut peers);
+    let mut dp = Dataplane::new(fabric, programmer.clone(), view.clone());
+    let shared = Arc::new(Shared {
+        node: me.name.clone(),
+        speaker: speaker.clone(),
+        programmer,
+        table: dp.table.clone(),
+        peers: Mutex::new(peers.clone()),
+        ready: AtomicBool::new(false),
+        alive_ms: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let control = crate::control::serve(&opts.socket, shared.clone()).await?;
+    let metrics = crate::http::serve(opts.metrics, shared.clone()).await?;
+    info!(node = %me.name, address = %me.address, pod_cidr = %me.pod_cidr,
+        peers = peers.len(), socket = %opts.socket.display(), metrics = %opts.metrics, "agent running");
+
+    let sig = |k| {
+        signal(k).map_err(|source| AgentError::Io {
+            what: "signal",
+            path: String::new(),
+            source,
+        })
+    };
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut view = view;
+    let mut me = me;
+    loop {
+        tokio::select! {
+            e = events.recv() => {
+                let Some(e) = e else { break };
+                let mut batch = vec![e];
+                while let Ok(e) = events.try_recv() {
+                    batch.push(e);
+                }
+                dp.apply(batch).await;
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                match load(&opts.config) {
+                    Err(e) => error!(error = %e, "SIGHUP: cluster view rejected; keeping the running one"),
+                    Ok(new) => match new.node(&me.name).cloned() {
+                        None => error!(node = %me.name, "SIGHUP: this node is no longer in the cluster view; keeping the running one"),
+                        Some(new_me) => {
+                            if new.encapsulation != view.encapsulation || new.vxlan != view.vxlan || new_me.address != me.address {
+                                warn!("SIGHUP: encapsulation or node address changed; restart the agent to apply that part");
+                            }
+                            if new_me.pod_cidr != me.pod_cidr {
+                                let _ = speaker.set_originated(vec![new_me.pod_cidr]);
+                            }
+                            let new = Arc::new(new);
+                            apply_peers(&speaker, &new, &new_me, &mut peers);
+                            *shared.peers.lock().expect("peers") = peers.clone();
+                            dp.set_view(new.clone()).await;
+                            info!(peers = peers.len(), nodes = new.nodes.len(), "SIGHUP: cluster view reloaded");
+                            view = new;
+                            me = new_me;
+                        }
+                    },
+                }
+            }
+            _ = tick.tick() => {
+                shared.alive_ms.store(shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if !shared.ready.load(Ordering::Relaxed) && ready_now(&shared, &peers, opts.ready_timeout).await {
+                    shared.ready.store(true, Ordering::Relaxed);
+                    dp.complete().await;
+                    info!("ready");
+                }
+            }
+        }
+    }
+    control.abort();
+    metrics.abort();
+    let _ = std::fs::remove_file(&opts.socket);
+    speaker.shutdown().await;
+    // Routes, the tunnel device and its entries stay: a restarted agent adopts them, so pods keep
+    // their connectivity across an upgrade.
+    shared.programmer.shutdown().await;
+    Ok(())
+}
+
+/// Ready once every mesh / reflector session has completed an initial exchange (Established and
+/// End-of-RIB received), or the timeout has passed. Latched by the caller.
+async fn ready_now(
+    shared: &Shared,
+    peers: &BTreeMap<IpAddr, DerivedPeer>,
+    timeout: Duration,
+) -> bool {
+    if shared.started.elapsed() >= timeout {
+        warn!(
+            ?timeout,
+            "ready by timeout: some cluster sessions never completed"
+        );
+        return true;
+    }
+    let Ok(snap) = shared.speaker.snapshot().await else {
+        return false;
+    };
+    peers
+        .values()
+        .filter(|p| p.kind != PeerKind::External)
+        .all(|p| {
+            snap.iter().any(|s| {
+                s.address == p.address && s.state == State::Established && s.end_of_rib_received
+            })
+        })
+}
+
+/// Ask a running agent over its control socket; `None` when none answers there.
+pub async fn ask(socket: &Path, what: &str) -> Option<Status> {
+    let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
+    s.write_all(format!("{what}\n").as_bytes()).await.ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).await.ok()?;
+    serde_json::from_str(&line).ok()
+}

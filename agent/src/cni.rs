@@ -1,0 +1,206 @@
+//! The CNI plugin (type `twill`, spec 1.0.0): flannel's model. ADD, DEL and CHECK delegate to
+//! the reference `bridge` plugin (pods on `cni0`, one veth each) with `host-local` IPAM over
+//! this node's pod CIDRs and the MTU the agent wrote; VERSION answers directly. Errors are CNI
+//! error JSON on stdout.
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+struct CniError {
+    code: u32,
+    msg: String,
+    details: String,
+}
+
+fn err(code: u32, msg: impl Into<String>, details: impl Into<String>) -> CniError {
+    CniError {
+        code,
+        msg: msg.into(),
+        details: details.into(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cmd = std::env::var("CNI_COMMAND").unwrap_or_default();
+    match run(&cmd) {
+        Ok(out) => {
+            let mut o = std::io::stdout();
+            let _ = o.write_all(&out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let body =
+                json!({"cniVersion": "1.0.0", "code": e.code, "msg": e.msg, "details": e.details});
+            println!("{body}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: &str) -> Result<Vec<u8>, CniError> {
+    if cmd == "VERSION" {
+        let v = json!({"cniVersion": "1.0.0", "supportedVersions": VERSIONS});
+        return Ok(v.to_string().into_bytes());
+    }
+    if !matches!(cmd, "ADD" | "DEL" | "CHECK") {
+        return Err(err(
+            4,
+            format!("unknown CNI_COMMAND {cmd:?}"),
+            "expected ADD, DEL, CHECK or VERSION",
+        ));
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| err(6, "cannot read the network configuration", e.to_string()))?;
+    let conf: Value = serde_json::from_str(&input)
+        .map_err(|e| err(6, "network configuration is not JSON", e.to_string()))?;
+    let version = conf["cniVersion"].as_str().unwrap_or("");
+    if !VERSIONS.contains(&version) {
+        return Err(err(
+            1,
+            format!("cniVersion {version:?} is not supported"),
+            format!("supported: {}", VERSIONS.join(", ")),
+        ));
+    }
+    let state_dir = PathBuf::from(conf["stateDir"].as_str().unwrap_or("/run/twill"));
+    let node = read_node(&state_dir, cmd)?;
+    let delegate = delegate_conf(&conf, &node);
+    call_bridge(&delegate)
+}
+
+struct NodeInfo {
+    cidrs: Vec<String>,
+    mtu: u64,
+}
+
+fn read_node(dir: &Path, cmd: &str) -> Result<NodeInfo, CniError> {
+    let path = dir.join("node.json");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let v: Value = serde_json::from_str(&s).map_err(|e| {
+                err(
+                    999,
+                    format!("{} is not valid JSON", path.display()),
+                    e.to_string(),
+                )
+            })?;
+            let cidrs: Vec<String> = v["podCIDRs"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if cidrs.is_empty() {
+                return Err(err(
+                    11,
+                    "this node has no pod CIDR yet",
+                    path.display().to_string(),
+                ));
+            }
+            Ok(NodeInfo {
+                cidrs,
+                mtu: v["mtu"].as_u64().unwrap_or(1450),
+            })
+        }
+        // DEL must succeed even while the agent is down: host-local releases by container ID.
+        Err(_) if cmd == "DEL" => Ok(NodeInfo {
+            cidrs: vec!["0.0.0.0/0".into()],
+            mtu: 1450,
+        }),
+        Err(e) => Err(err(
+            11,
+            "the twill agent has not written this node's pod CIDR yet; try again",
+            format!("{}: {e}", path.display()),
+        )),
+    }
+}
+
+fn delegate_conf(conf: &Value, node: &NodeInfo) -> Value {
+    let ranges: Vec<Value> = node
+        .cidrs
+        .iter()
+        .map(|c| json!([{ "subnet": c }]))
+        .collect();
+    let mut routes = Vec::new();
+    if node.cidrs.iter().any(|c| !c.contains(':')) {
+        routes.push(json!({"dst": "0.0.0.0/0"}));
+    }
+    if node.cidrs.iter().any(|c| c.contains(':')) {
+        routes.push(json!({"dst": "::/0"}));
+    }
+    let mut ipam = json!({"type": "host-local", "ranges": ranges, "routes": routes});
+    if let Some(d) = conf.get("dataDir") {
+        ipam["dataDir"] = d.clone();
+    }
+    let mut d = json!({
+        "cniVersion": conf["cniVersion"],
+        "name": conf["name"],
+        "type": "bridge",
+        "bridge": conf.get("bridge").cloned().unwrap_or(json!("cni0")),
+        "isGateway": true,
+        "ipMasq": false,
+        "hairpinMode": true,
+        "mtu": node.mtu,
+        "ipam": ipam,
+    });
+    if let Some(prev) = conf.get("prevResult") {
+        d["prevResult"] = prev.clone();
+    }
+    d
+}
+
+fn find_plugin(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var("CNI_PATH").unwrap_or_else(|_| "/opt/cni/bin".into());
+    paths
+        .split(':')
+        .map(|p| Path::new(p).join(name))
+        .find(|p| p.is_file())
+}
+
+fn call_bridge(conf: &Value) -> Result<Vec<u8>, CniError> {
+    let bridge = find_plugin("bridge").ok_or_else(|| {
+        err(
+            999,
+            "the reference bridge plugin is not in CNI_PATH",
+            std::env::var("CNI_PATH").unwrap_or_default(),
+        )
+    })?;
+    let mut child = Command::new(&bridge)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            err(
+                999,
+                format!("cannot run {}", bridge.display()),
+                e.to_string(),
+            )
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(conf.to_string().as_bytes())
+        .map_err(|e| err(999, "cannot write to the bridge plugin", e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(999, "bridge plugin failed", e.to_string()))?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    // Pass the delegate's own CNI error through, naming where it came from.
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    Err(err(
+        v["code"].as_u64().unwrap_or(999) as u32,
+        format!("bridge plugin: {}", v["msg"].as_str().unwrap_or("failed")),
+        v["details"].as_str().unwrap_or_default().to_string(),
+    ))
+}

@@ -1,0 +1,212 @@
+//! Which BGP peers a node has, derived from the cluster view: the node-to-node mesh, route
+//! reflectors and their clients, and external peers (ToRs) whose node selector matches.
+
+use crate::view::{ClusterView, Node};
+use speaker::{ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerKind {
+    Mesh,
+    /// The peer is a route reflector (seen from a client or another reflector).
+    Reflector,
+    /// The peer is this reflector's client.
+    ReflectorClient,
+    External,
+}
+
+impl PeerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Mesh => "mesh",
+            PeerKind::Reflector => "reflector",
+            PeerKind::ReflectorClient => "reflector-client",
+            PeerKind::External => "external",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DerivedPeer {
+    pub address: IpAddr,
+    pub as_number: u32,
+    pub kind: PeerKind,
+    pub import: ImportFilter,
+    pub password_file: Option<PathBuf>,
+}
+
+/// Everything the node `me` peers with.
+pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
+    let mut out = Vec::new();
+    let same_as = view
+        .nodes
+        .iter()
+        .filter(|n| n.name != me.name && n.as_number == me.as_number);
+    let cluster = |n: &Node, kind| DerivedPeer {
+        address: n.address,
+        as_number: n.as_number,
+        kind,
+        // A cluster node may only announce the pod CIDR it owns.
+        import: ImportFilter::exact([n.pod_cidr]),
+        password_file: None,
+    };
+    if view.has_reflectors() {
+        let i_reflect = me.route_reflector_cluster_id.is_some();
+        for n in same_as {
+            match (i_reflect, n.route_reflector_cluster_id.is_some()) {
+                (_, true) => {
+                    // A reflector passes on every node's pod CIDR.
+                    let mut p = cluster(n, PeerKind::Reflector);
+                    p.import = ImportFilter::exact(
+                        view.nodes
+                            .iter()
+                            .filter(|o| o.name != me.name)
+                            .map(|o| o.pod_cidr),
+                    );
+                    out.push(p);
+                }
+                (true, false) => out.push(cluster(n, PeerKind::ReflectorClient)),
+                (false, false) => {}
+            }
+        }
+    } else if view.node_to_node_mesh {
+        out.extend(same_as.map(|n| cluster(n, PeerKind::Mesh)));
+    }
+    for p in &view.peers {
+        if p.node_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&me.labels))
+        {
+            let max = if view.pod_network.addr().is_ipv4() {
+                32
+            } else {
+                128
+            };
+            out.push(DerivedPeer {
+                address: p.address,
+                as_number: p.as_number,
+                kind: PeerKind::External,
+                // From outside the cluster, only pod routes are taken.
+                import: ImportFilter::Prefixes(vec![PrefixRule {
+                    prefix: view.pod_network,
+                    max_len: max,
+                }]),
+                password_file: p.password_file.clone(),
+            });
+        }
+    }
+    out.sort_by_key(|p| (p.kind, p.address));
+    out
+}
+
+/// A BGP identifier: the node's IPv4 address, or for an IPv6-only node a stable value hashed
+/// from its name (FNV-1a), kept out of 0.0.0.0.
+pub fn router_id(me: &Node) -> Ipv4Addr {
+    match me.address {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => {
+            let mut h: u32 = 0x811c9dc5;
+            for b in me.name.bytes() {
+                h = (h ^ b as u32).wrapping_mul(0x01000193);
+            }
+            Ipv4Addr::from(h | 1)
+        }
+    }
+}
+
+pub fn speaker_config(view: &ClusterView, me: &Node) -> SpeakerConfig {
+    let mut c = SpeakerConfig::new(me.as_number, router_id(me));
+    c.listen_port = view.listen_port;
+    c.originate = vec![me.pod_cidr];
+    c
+}
+
+pub fn peer_config(view: &ClusterView, me: &Node, d: &DerivedPeer) -> PeerConfig {
+    let mut p = PeerConfig::new(d.address, d.as_number);
+    // Cluster nodes listen on the cluster's port; routers outside it on BGP's own.
+    if d.kind != PeerKind::External {
+        p.port = view.listen_port;
+    }
+    p.local_address = Some(me.address);
+    p.hold_time = view.timers.hold;
+    p.keepalive = view.timers.keepalive;
+    p.connect_retry = Duration::from_secs(view.timers.connect_retry.into());
+    p.import = d.import.clone();
+    p.kind = d.kind.as_str().to_string();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(extra: &str) -> ClusterView {
+        ClusterView::parse(&format!(
+            "podNetwork: 10.244.0.0/16\nnodes:\n  - {{name: a1, address: 10.1.0.11, podCIDR: 10.244.1.0/24, labels: {{rack: a}}}}\n  - {{name: a2, address: 10.1.0.12, podCIDR: 10.244.2.0/24, labels: {{rack: a}}}}\n  - {{name: b1, address: 10.2.0.11, podCIDR: 10.244.3.0/24, labels: {{rack: b}}}}\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn kinds(v: &ClusterView, node: &str) -> Vec<(String, &'static str)> {
+        peers_for(v, v.node(node).unwrap())
+            .into_iter()
+            .map(|p| (p.address.to_string(), p.kind.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn full_mesh_by_default_each_peer_limited_to_its_own_cidr() {
+        let v = view("");
+        assert_eq!(
+            kinds(&v, "a1"),
+            vec![("10.1.0.12".into(), "mesh"), ("10.2.0.11".into(), "mesh")]
+        );
+        let p = &peers_for(&v, v.node("a1").unwrap())[0];
+        assert_eq!(
+            p.import,
+            ImportFilter::exact(["10.244.2.0/24".parse().unwrap()])
+        );
+    }
+
+    #[test]
+    fn reflectors_replace_the_mesh() {
+        let v = view("");
+        let mut v2 = v.clone();
+        v2.nodes[2].route_reflector_cluster_id = Some("10.255.0.1".parse().unwrap());
+        assert_eq!(kinds(&v2, "a1"), vec![("10.2.0.11".into(), "reflector")]);
+        assert_eq!(
+            kinds(&v2, "b1"),
+            vec![
+                ("10.1.0.11".into(), "reflector-client"),
+                ("10.1.0.12".into(), "reflector-client")
+            ]
+        );
+    }
+
+    #[test]
+    fn external_peers_follow_their_selector_and_take_only_pod_routes() {
+        let v = view("nodeToNodeMesh: false\npeers:\n  - {address: 10.1.0.1, asNumber: 65000, nodeSelector: {matchLabels: {rack: a}}}\n  - {address: 10.2.0.1, asNumber: 65000, nodeSelector: {matchLabels: {rack: b}}}\n");
+        assert_eq!(kinds(&v, "a1"), vec![("10.1.0.1".into(), "external")]);
+        assert_eq!(kinds(&v, "b1"), vec![("10.2.0.1".into(), "external")]);
+        let p = &peers_for(&v, v.node("a1").unwrap())[0];
+        assert_eq!(
+            p.import,
+            ImportFilter::Prefixes(vec![PrefixRule {
+                prefix: "10.244.0.0/16".parse().unwrap(),
+                max_len: 32
+            }])
+        );
+        let cfg = peer_config(&v, v.node("a1").unwrap(), p);
+        assert_eq!(cfg.port, 179);
+        assert_eq!(cfg.local_address, Some("10.1.0.11".parse().unwrap()));
+    }
+
+    #[test]
+    fn nodes_of_another_as_are_not_meshed() {
+        let mut v = view("");
+        v.nodes[2].as_number = 65002;
+        assert_eq!(kinds(&v, "a1"), vec![("10.1.0.12".into(), "mesh")]);
+    }
+}

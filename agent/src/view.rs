@@ -1,0 +1,563 @@
+//! The cluster view file: what every node knows about the cluster, in Calico's words.
+//!
+//! Parsing happens in two steps: serde reads the YAML into `Raw*` structs of strings and
+//! numbers, then [`ClusterView::from_raw`] validates each value and names the field and the bad
+//! value when one is wrong (`nodes[2].podCIDR: 10.244.1.0/33 is not a CIDR`).
+
+use ipip::{Encap, EncapMode, EncapType, VxlanConfig};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+/// A bad value in the cluster view, with the path of the field that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewError {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ViewError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.field, self.reason)
+        } else {
+            write!(f, "{}: {} {}", self.field, self.value, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ViewError {}
+
+fn bad(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> ViewError {
+    ViewError {
+        field: field.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawView {
+    as_number: Option<u64>,
+    pod_network: Option<String>,
+    node_to_node_mesh: Option<bool>,
+    encapsulation: Option<RawEncap>,
+    vxlan: Option<RawVxlan>,
+    listen_port: Option<u64>,
+    timers: Option<RawTimers>,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEncap {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVxlan {
+    vni: Option<u64>,
+    port: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawTimers {
+    hold_time: Option<u64>,
+    keepalive_time: Option<u64>,
+    connect_retry_time: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawNode {
+    name: Option<String>,
+    address: Option<String>,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+    as_number: Option<u64>,
+    #[serde(rename = "routeReflectorClusterID")]
+    route_reflector_cluster_id: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPeer {
+    address: Option<String>,
+    as_number: Option<u64>,
+    node_selector: Option<LabelSelector>,
+    password: Option<RawPassword>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    file: String,
+}
+
+/// A Kubernetes LabelSelector: `matchLabels` and `matchExpressions` (In, NotIn, Exists,
+/// DoesNotExist), all of which must hold.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelRequirement>,
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let have = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => have.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => !have.is_some_and(|v| r.values.contains(v)),
+                    "Exists" => have.is_some(),
+                    "DoesNotExist" => have.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// BGP timers in seconds, BIRD / Calico defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub hold: u16,
+    pub keepalive: u16,
+    pub connect_retry: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub address: IpAddr,
+    pub pod_cidr: IpNet,
+    pub as_number: u32,
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPeer {
+    pub address: IpAddr,
+    pub as_number: u32,
+    pub node_selector: Option<LabelSelector>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// The validated cluster view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub as_number: u32,
+    pub pod_network: IpNet,
+    pub node_to_node_mesh: bool,
+    pub encapsulation: Encap,
+    pub vxlan: VxlanConfig,
+    pub listen_port: u16,
+    pub timers: Timers,
+    pub nodes: Vec<Node>,
+    pub peers: Vec<ExternalPeer>,
+}
+
+fn cidr(field: &str, s: &str) -> Result<IpNet, ViewError> {
+    let net: IpNet = s.parse().map_err(|_| bad(field, s, "is not a CIDR"))?;
+    if net.trunc() != net {
+        return Err(bad(
+            field,
+            s,
+            format!("has host bits set (the network is {})", net.trunc()),
+        ));
+    }
+    Ok(net)
+}
+
+fn ip(field: &str, s: &str) -> Result<IpAddr, ViewError> {
+    s.parse()
+        .map_err(|_| bad(field, s, "is not an IPv4 or IPv6 address"))
+}
+
+fn asn(field: &str, v: u64) -> Result<u32, ViewError> {
+    // 0 and 65535 / 4294967295 are reserved (RFC 7300), 23456 is AS_TRANS (RFC 6793).
+    match v {
+        0 | 23456 | 65535 | 4294967295 => Err(bad(field, v, "is a reserved AS number")),
+        1..=4294967294 => Ok(v as u32),
+        _ => Err(bad(field, v, "is not a 4-byte AS number (1-4294967294)")),
+    }
+}
+
+fn required<'a, T>(field: &str, v: &'a Option<T>) -> Result<&'a T, ViewError> {
+    v.as_ref().ok_or_else(|| bad(field, "", "is required"))
+}
+
+impl ClusterView {
+    /// Read and validate a cluster view file.
+    pub fn load(path: &Path) -> Result<ClusterView, ViewError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad("file", path.display(), format!("cannot be read: {e}")))?;
+        ClusterView::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<ClusterView, ViewError> {
+        let raw: RawView = serde_yaml_ng::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "document".into());
+            bad(at, "", format!("{e}"))
+        })?;
+        ClusterView::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawView) -> Result<ClusterView, ViewError> {
+        let as_number = asn("asNumber", raw.as_number.unwrap_or(64512))?;
+        let pod_network = cidr("podNetwork", required("podNetwork", &raw.pod_network)?)?;
+        let enc = raw.encapsulation.unwrap_or_default();
+        let kind: EncapType = match &enc.kind {
+            Some(s) => s.parse().map_err(|e: ipip::encap::BadName| {
+                bad(
+                    "encapsulation.type",
+                    s,
+                    format!("is not one of {}", e.expected),
+                )
+            })?,
+            None => EncapType::default(),
+        };
+        let mode: EncapMode = match &enc.mode {
+            Some(s) => s.parse().map_err(|e: ipip::encap::BadName| {
+                bad(
+                    "encapsulation.mode",
+                    s,
+                    format!("is not one of {}", e.expected),
+                )
+            })?,
+            None => EncapMode::default(),
+        };
+        let vx = raw.vxlan.unwrap_or_default();
+        let mut vxlan = VxlanConfig::default();
+        if let Some(v) = vx.vni {
+            if !(1..=16_777_215).contains(&v) {
+                return Err(bad(
+                    "vxlan.vni",
+                    v,
+                    "is not a VXLAN network identifier (1-16777215)",
+                ));
+            }
+            vxlan.vni = v as u32;
+        }
+        if let Some(p) = vx.port {
+            vxlan.port = port("vxlan.port", p)?;
+        }
+        let listen_port = port("listenPort", raw.listen_port.unwrap_or(179))?;
+        let t = raw.timers.unwrap_or_default();
+        let hold = t.hold_time.unwrap_or(90);
+        if hold != 0 && !(3..=65535).contains(&hold) {
+            return Err(bad(
+                "timers.holdTime",
+                hold,
+                "must be 0 or 3-65535 seconds (RFC 4271)",
+            ));
+        }
+        let keepalive = t.keepalive_time.unwrap_or(hold / 3);
+        if keepalive > hold.max(1) || keepalive > 65535 {
+            return Err(bad(
+                "timers.keepaliveTime",
+                keepalive,
+                format!("must not exceed holdTime ({hold})"),
+            ));
+        }
+        let retry = t.connect_retry_time.unwrap_or(5);
+        if !(1..=65535).contains(&retry) {
+            return Err(bad(
+                "timers.connectRetryTime",
+                retry,
+                "must be 1-65535 seconds",
+            ));
+        }
+        let timers = Timers {
+            hold: hold as u16,
+            keepalive: keepalive as u16,
+            connect_retry: retry as u16,
+        };
+
+        let mut nodes: Vec<Node> = Vec::with_capacity(raw.nodes.len());
+        for (i, n) in raw.nodes.into_iter().enumerate() {
+            let f = |name: &str| format!("nodes[{i}].{name}");
+            let name = required(&f("name"), &n.name)?.clone();
+            if name.is_empty() {
+                return Err(bad(f("name"), "\"\"", "must not be empty"));
+            }
+            let address = ip(&f("address"), required(&f("address"), &n.address)?)?;
+            let pod_cidr = cidr(&f("podCIDR"), required(&f("podCIDR"), &n.pod_cidr)?)?;
+            if !pod_network.contains(&pod_cidr) {
+                return Err(bad(
+                    f("podCIDR"),
+                    pod_cidr,
+                    format!("is outside podNetwork {pod_network}"),
+                ));
+            }
+            let as_number = match n.as_number {
+                Some(v) => asn(&f("asNumber"), v)?,
+                None => as_number,
+            };
+            let route_reflector_cluster_id = match &n.route_reflector_cluster_id {
+                Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                    bad(
+                        f("routeReflectorClusterID"),
+                        s,
+                        "is not an IPv4-formatted cluster ID",
+                    )
+                })?),
+                None => None,
+            };
+            for (j, other) in nodes.iter().enumerate() {
+                if other.name == name {
+                    return Err(bad(f("name"), &name, format!("is also nodes[{j}].name")));
+                }
+                if other.address == address {
+                    return Err(bad(
+                        f("address"),
+                        address,
+                        format!("is also nodes[{j}].address ({})", other.name),
+                    ));
+                }
+                if other.pod_cidr.contains(&pod_cidr.network())
+                    || pod_cidr.contains(&other.pod_cidr.network())
+                {
+                    return Err(bad(
+                        f("podCIDR"),
+                        pod_cidr,
+                        format!(
+                            "overlaps nodes[{j}].podCIDR {} ({})",
+                            other.pod_cidr, other.name
+                        ),
+                    ));
+                }
+            }
+            nodes.push(Node {
+                name,
+                address,
+                pod_cidr,
+                as_number,
+                route_reflector_cluster_id,
+                labels: n.labels,
+            });
+        }
+
+        let mut peers = Vec::with_capacity(raw.peers.len());
+        for (i, p) in raw.peers.into_iter().enumerate() {
+            let f = |name: &str| format!("peers[{i}].{name}");
+            let address = ip(&f("address"), required(&f("address"), &p.address)?)?;
+            let as_number = asn(&f("asNumber"), *required(&f("asNumber"), &p.as_number)?)?;
+            if let Some(sel) = &p.node_selector {
+                for (k, r) in sel.match_expressions.iter().enumerate() {
+                    if !matches!(
+                        r.operator.as_str(),
+                        "In" | "NotIn" | "Exists" | "DoesNotExist"
+                    ) {
+                        return Err(bad(
+                            f(&format!("nodeSelector.matchExpressions[{k}].operator")),
+                            &r.operator,
+                            "is not one of In, NotIn, Exists, DoesNotExist",
+                        ));
+                    }
+                }
+            }
+            if let Some(n) = nodes.iter().find(|n| n.address == address) {
+                return Err(bad(
+                    f("address"),
+                    address,
+                    format!(
+                        "is node {}'s address; cluster nodes peer through the mesh or reflectors",
+                        n.name
+                    ),
+                ));
+            }
+            peers.push(ExternalPeer {
+                address,
+                as_number,
+                node_selector: p.node_selector,
+                password_file: p.password.map(|p| PathBuf::from(p.file)),
+            });
+        }
+        Ok(ClusterView {
+            as_number,
+            pod_network,
+            node_to_node_mesh: raw.node_to_node_mesh.unwrap_or(true),
+            encapsulation: Encap { kind, mode },
+            vxlan,
+            listen_port,
+            timers,
+            nodes,
+            peers,
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn node_by_address(&self, address: IpAddr) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.address == address)
+    }
+
+    pub fn has_reflectors(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.route_reflector_cluster_id.is_some())
+    }
+}
+
+fn port(field: &str, v: u64) -> Result<u16, ViewError> {
+    match v {
+        1..=65535 => Ok(v as u16),
+        _ => Err(bad(field, v, "is not a port (1-65535)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+asNumber: 64512
+podNetwork: 10.244.0.0/16
+encapsulation: {type: VXLAN, mode: CrossSubnet}
+nodes:
+  - {name: a1, address: 10.1.0.11, podCIDR: 10.244.11.0/24, labels: {rack: a}}
+  - {name: a2, address: 10.1.0.12, podCIDR: 10.244.12.0/24, asNumber: 65001}
+  - {name: b1, address: "fd00:2::11", podCIDR: 10.244.21.0/24, routeReflectorClusterID: 10.255.0.1}
+peers:
+  - address: 10.1.0.1
+    asNumber: 65000
+    nodeSelector: {matchLabels: {rack: a}}
+    password: {file: /etc/twill/tor.secret}
+"#;
+
+    #[test]
+    fn a_full_view_parses_with_defaults() {
+        let v = ClusterView::parse(GOOD).unwrap();
+        assert_eq!(v.as_number, 64512);
+        assert!(v.node_to_node_mesh);
+        assert_eq!(v.listen_port, 179);
+        assert_eq!(v.vxlan, VxlanConfig::default());
+        assert_eq!(
+            (v.timers.hold, v.timers.keepalive, v.timers.connect_retry),
+            (90, 30, 5)
+        );
+        assert_eq!(v.nodes[1].as_number, 65001);
+        assert_eq!(v.nodes[0].as_number, 64512);
+        assert!(v.nodes[2].address.is_ipv6());
+        assert!(v.has_reflectors());
+        assert_eq!(
+            v.peers[0].password_file.as_deref(),
+            Some(Path::new("/etc/twill/tor.secret"))
+        );
+    }
+
+    fn err(yaml: &str) -> String {
+        ClusterView::parse(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_error_names_the_field_and_the_value() {
+        let base = "podNetwork: 10.244.0.0/16\nnodes:\n  - {name: a1, address: 10.1.0.11, podCIDR: 10.244.11.0/24}\n  - {name: a2, address: 10.1.0.12, podCIDR: 10.244.12.0/24}\n";
+        let with = |extra: &str| format!("{base}{extra}");
+        assert_eq!(
+            err(&with(
+                "  - {name: a3, address: 10.1.0.13, podCIDR: 10.244.1.0/33}\n"
+            )),
+            "nodes[2].podCIDR: 10.244.1.0/33 is not a CIDR"
+        );
+        assert_eq!(
+            err(&with(
+                "  - {name: a1, address: 10.1.0.13, podCIDR: 10.244.13.0/24}\n"
+            )),
+            "nodes[2].name: a1 is also nodes[0].name"
+        );
+        assert_eq!(
+            err(&with(
+                "  - {name: a3, address: 10.1.0.12, podCIDR: 10.244.13.0/24}\n"
+            )),
+            "nodes[2].address: 10.1.0.12 is also nodes[1].address (a2)"
+        );
+        assert_eq!(
+            err(&with(
+                "  - {name: a3, address: 10.1.0.13, podCIDR: 10.244.12.128/25}\n"
+            )),
+            "nodes[2].podCIDR: 10.244.12.128/25 overlaps nodes[1].podCIDR 10.244.12.0/24 (a2)"
+        );
+        assert_eq!(
+            err(&with(
+                "  - {name: a3, address: 10.1.0.13, podCIDR: 10.99.0.0/24}\n"
+            )),
+            "nodes[2].podCIDR: 10.99.0.0/24 is outside podNetwork 10.244.0.0/16"
+        );
+        assert_eq!(
+            err(&with(
+                "  - {name: a3, address: 10.1.0.300, podCIDR: 10.244.13.0/24}\n"
+            )),
+            "nodes[2].address: 10.1.0.300 is not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            err(&with("encapsulation: {mode: crossSubnet}\n")),
+            "encapsulation.mode: crossSubnet is not one of Always, CrossSubnet, Never"
+        );
+        assert_eq!(
+            err(&with("peers:\n  - {address: 10.1.0.1, asNumber: 0}\n")),
+            "peers[0].asNumber: 0 is a reserved AS number"
+        );
+        assert_eq!(
+            err(&with("timers: {holdTime: 2}\n")),
+            "timers.holdTime: 2 must be 0 or 3-65535 seconds (RFC 4271)"
+        );
+        assert_eq!(err("nodes: []\n"), "podNetwork: is required");
+        assert!(err(&with("podNetwrok: 1\n")).contains("unknown field `podNetwrok`"));
+        assert_eq!(
+            err("podNetwork: 10.244.0.1/16\n"),
+            "podNetwork: 10.244.0.1/16 has host bits set (the network is 10.244.0.0/16)"
+        );
+    }
+
+    #[test]
+    fn label_selectors() {
+        let labels: BTreeMap<String, String> = [("rack".to_string(), "a".to_string())].into();
+        let sel = |yaml: &str| serde_yaml_ng::from_str::<LabelSelector>(yaml).unwrap();
+        assert!(sel("matchLabels: {rack: a}").matches(&labels));
+        assert!(!sel("matchLabels: {rack: b}").matches(&labels));
+        assert!(
+            sel("matchExpressions: [{key: rack, operator: In, values: [a, b]}]").matches(&labels)
+        );
+        assert!(
+            !sel("matchExpressions: [{key: rack, operator: NotIn, values: [a]}]").matches(&labels)
+        );
+        assert!(sel("matchExpressions: [{key: zone, operator: DoesNotExist}]").matches(&labels));
+        assert!(sel("{}").matches(&labels));
+    }
+}
