@@ -1,0 +1,407 @@
+//! `twill agent` processes in network namespaces, two racks behind a router that knows nothing
+//! of pods; pods attached through `twill` as a CNI plugin; the agents' CLI, metrics, readiness,
+//! SIGHUP reload and SIGTERM.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use twill_lab::{wait_for, Netns, Switch, TempDir};
+
+const TWILL: &str = env!("CARGO_BIN_EXE_twill");
+
+const VIEW: &str = r#"
+asNumber: 64512
+podNetwork: 10.244.0.0/16
+encapsulation: {type: VXLAN, mode: CrossSubnet}
+timers: {holdTime: 9, keepaliveTime: 3, connectRetryTime: 1}
+nodes:
+  - {name: a1, address: 10.1.0.11, podCIDR: 10.244.1.0/24, labels: {rack: a}}
+  - {name: a2, address: 10.1.0.12, podCIDR: 10.244.2.0/24, labels: {rack: a}}
+  - {name: b1, address: 10.2.0.11, podCIDR: 10.244.3.0/24, labels: {rack: b}}
+"#;
+
+/// A running `twill agent` inside a node's namespace; SIGTERM then SIGKILL on drop.
+struct Agent {
+    child: Option<Child>,
+    socket: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(ns: &Netns, dir: &Path, config: &Path, node: &str) -> Agent {
+        let socket = dir.join(format!("{node}.sock"));
+        let state = dir.join(format!("{node}-state"));
+        let log = dir.join(format!("{node}.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, TWILL, "agent", "--config"])
+            .arg(config)
+            .args(["--node", node, "--socket"])
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--ready-timeout", "60"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("twill agent");
+        Agent {
+            child: Some(child),
+            socket,
+            state,
+            log,
+        }
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = Command::new(TWILL)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// SIGTERM and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let mut c = self.child.take().expect("running");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A pod attached by running `twill` as the CNI plugin (ADD), as a container runtime would.
+struct CniPod {
+    ns: Netns,
+    ip: String,
+}
+
+fn cni(node: &Netns, pod: &Netns, cmd: &str, state: &Path, ipam: &Path) -> (bool, Value) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
+        "stateDir": state, "dataDir": ipam,
+    });
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &node.name, TWILL])
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", &pod.name)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("twill as CNI plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v)
+}
+
+struct Node {
+    ns: Netns,
+    underlay: String,
+    agent: Option<Agent>,
+    pod: Option<CniPod>,
+}
+
+fn ping(from: &Netns, ip: &str) -> bool {
+    from.try_exec(&["ping", "-c", "1", "-W", "1", ip])
+        .status
+        .success()
+}
+
+fn http(ns: &Netns, path: &str) -> u16 {
+    let out = ns.try_exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:9099{path}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[test]
+fn three_agents_two_racks_vxlan_cross_subnet() {
+    let dir = TempDir::new("ag");
+    let config = dir.join("view.yaml");
+    std::fs::write(&config, VIEW).unwrap();
+    let ipam = dir.join("ipam");
+    let a = Switch::new("swa");
+    let b = Switch::new("swb");
+    let router = Netns::new("rtr");
+    a.attach(&router, &["10.1.0.1/24"], 1500);
+    b.attach(&router, &["10.2.0.1/24"], 1500);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let spec = [
+        ("a1", "10.1.0.11", &a, "10.1.0.1"),
+        ("a2", "10.1.0.12", &a, "10.1.0.1"),
+        ("b1", "10.2.0.11", &b, "10.2.0.1"),
+    ];
+    let mut nodes: Vec<Node> = spec
+        .iter()
+        .map(|(name, addr, sw, gw)| {
+            let ns = Netns::new("n");
+            let underlay = sw.attach(&ns, &[&format!("{addr}/24")], 1500);
+            ns.exec(&["ip", "route", "add", "default", "via", gw]);
+            ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            let agent = Agent::start(&ns, &dir.path, &config, name);
+            Node {
+                ns,
+                underlay,
+                agent: Some(agent),
+                pod: None,
+            }
+        })
+        .collect();
+
+    // Sessions up: every node sees both others Established, as mesh peers.
+    for n in &nodes {
+        let agent = n.agent.as_ref().unwrap();
+        wait_for(
+            "two Established mesh sessions",
+            Duration::from_secs(30),
+            || {
+                let s = agent.status()?;
+                let peers = s["peers"].as_array()?;
+                (peers.len() == 2
+                    && peers
+                        .iter()
+                        .all(|p| p["state"] == "Established" && p["kind"] == "mesh"))
+                .then_some(())
+            },
+        );
+    }
+    // Ready once the mesh has exchanged End-of-RIB; healthy throughout.
+    for n in &nodes {
+        wait_for("/readyz 200", Duration::from_secs(20), || {
+            (http(&n.ns, "/readyz") == 200).then_some(())
+        });
+        assert_eq!(http(&n.ns, "/healthz"), 200);
+    }
+    let metrics = nodes[0]
+        .ns
+        .exec(&["curl", "-s", "http://127.0.0.1:9099/metrics"]);
+    assert!(
+        metrics.contains("twill_bgp_sessions{state=\"Established\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("twill_routes_programmed 2"), "{metrics}");
+
+    // Routes: direct within rack A, VXLAN across.
+    let s = nodes[0].agent.as_ref().unwrap().status().unwrap();
+    let via = |p: &str| {
+        s["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["prefix"] == p)
+            .map(|r| r["via"].as_str().unwrap().to_string())
+    };
+    assert_eq!(via("10.244.2.0/24").as_deref(), Some("direct"));
+    assert_eq!(via("10.244.3.0/24").as_deref(), Some("vxlan"));
+    for k in [
+        "address",
+        "asNumber",
+        "kind",
+        "state",
+        "since",
+        "prefixesReceived",
+        "prefixesAccepted",
+        "prefixesAdvertised",
+        "lastError",
+    ] {
+        assert!(
+            s["peers"][0].get(k).is_some(),
+            "status --json lacks peers[].{k}"
+        );
+    }
+    let kernel = nodes[0].ns.exec(&["ip", "route", "show", "10.244.3.0/24"]);
+    assert!(
+        kernel.contains("dev twill.vxlan") && kernel.contains("onlink"),
+        "{kernel}"
+    );
+    let kernel = nodes[0].ns.exec(&["ip", "route", "show", "10.244.2.0/24"]);
+    assert!(
+        kernel.contains(&format!("via 10.1.0.12 dev {}", nodes[0].underlay)),
+        "{kernel}"
+    );
+
+    // Pods through the CNI plugin, then every pod pings every other.
+    for n in nodes.iter_mut() {
+        let pod = Netns::new("pod");
+        let state = n.agent.as_ref().unwrap().state.clone();
+        let (ok, v) = cni(&n.ns, &pod, "ADD", &state, &ipam);
+        assert!(ok, "CNI ADD failed: {v}");
+        let ip = v["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mtu = pod.exec(&["cat", "/sys/class/net/eth0/mtu"]);
+        assert_eq!(mtu.trim(), "1450", "pod MTU from the agent's file");
+        n.pod = Some(CniPod { ns: pod, ip });
+    }
+    for from in &nodes {
+        for to in &nodes {
+            let (f, t) = (from.pod.as_ref().unwrap(), to.pod.as_ref().unwrap());
+            if f.ip != t.ip {
+                assert!(ping(&f.ns, &t.ip), "pod {} cannot reach pod {}", f.ip, t.ip);
+            }
+        }
+    }
+
+    // SIGHUP with b1 gone: a1 drops the session and the route, keeps the rest.
+    std::fs::write(
+        &config,
+        VIEW.lines()
+            .filter(|l| !l.contains("b1"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let a1 = nodes[0].agent.as_ref().unwrap();
+    a1.signal("-HUP");
+    wait_for("b1 gone from a1", Duration::from_secs(10), || {
+        let s = a1.status()?;
+        let peers = s["peers"].as_array()?;
+        let routes = s["routes"].as_array()?;
+        (peers.len() == 1 && routes.len() == 1).then_some(())
+    });
+    wait_for(
+        "b1's route gone from the kernel",
+        Duration::from_secs(5),
+        || {
+            nodes[0]
+                .ns
+                .exec(&["ip", "route", "show", "10.244.3.0/24"])
+                .is_empty()
+                .then_some(())
+        },
+    );
+    assert!(
+        a1.status().unwrap()["peers"][0]["state"] == "Established",
+        "a2's session flapped"
+    );
+    assert_eq!(
+        http(&nodes[0].ns, "/readyz"),
+        200,
+        "readiness must not flip back"
+    );
+    assert!(a1.log().contains("cluster view reloaded"), "{}", a1.log());
+
+    // CNI CHECK passes, DEL leaves nothing behind.
+    let n = &nodes[1];
+    let pod = n.pod.as_ref().unwrap();
+    let state = n.agent.as_ref().unwrap().state.clone();
+    let (ok, v) = cni(&n.ns, &pod.ns, "DEL", &state, &ipam);
+    assert!(ok, "CNI DEL failed: {v}");
+    let veths = n.ns.exec(&["ip", "-o", "link", "show", "type", "veth"]);
+    assert!(
+        !veths.contains("master cni0"),
+        "a pod veth is left: {veths}"
+    );
+    let leases = std::fs::read_dir(ipam.join("twill"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    // host-local keeps `last_reserved_ip` and a lock file; the pods' IP files must be gone for
+    // this pod (the other two pods still hold theirs).
+    let held: Vec<String> = std::fs::read_dir(ipam.join("twill"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("10.244."))
+        .collect();
+    assert!(
+        !held.contains(&pod.ip),
+        "{} still leased ({leases} files)",
+        pod.ip
+    );
+
+    // SIGTERM stops cleanly and leaves the routes for a restart to adopt.
+    let agent = nodes[0].agent.take().unwrap();
+    let socket = agent.socket.clone();
+    assert!(agent.stop().success());
+    let kept = nodes[0].ns.exec(&["ip", "route", "show", "proto", "77"]);
+    assert!(kept.contains("10.244.2.0/24"), "{kept}");
+    let out = Command::new(TWILL)
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(msg.contains("no agent is running"), "{msg}");
+}
+
+#[test]
+fn a_bad_view_or_node_stops_the_agent_with_the_field_named() {
+    let dir = TempDir::new("bad");
+    let config = dir.join("view.yaml");
+    std::fs::write(&config, VIEW.replace("10.244.3.0/24", "10.244.3.0/33")).unwrap();
+    let run = |node: &str| {
+        Command::new(TWILL)
+            .args(["agent", "--config"])
+            .arg(&config)
+            .args(["--node", node, "--socket"])
+            .arg(dir.join("s"))
+            .output()
+            .unwrap()
+    };
+    let out = run("a1");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nodes[2].podCIDR: 10.244.3.0/33 is not a CIDR"),
+        "{err}"
+    );
+    std::fs::write(&config, VIEW).unwrap();
+    let out = run("zz");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node zz is not in the cluster view"));
+}
