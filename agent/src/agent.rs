@@ -5,7 +5,7 @@ use crate::dataplane::{Dataplane, RouteTable};
 use crate::peers::{peer_config, peers_for, speaker_config, DerivedPeer, PeerKind};
 use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
 use crate::view::{ClusterView, Node, ViewError};
-use felix_lite::{install_protocol_name, Programmer, RT_PROTOS_DIR};
+use felix_lite::{install_protocol_name, Programmer};
 use ipip::{Fabric, FabricConfig};
 use speaker::{Speaker, State};
 use std::collections::BTreeMap;
@@ -27,6 +27,8 @@ pub struct Options {
     pub metrics: SocketAddr,
     /// Ready anyway after this long, even if some cluster session never completed.
     pub ready_timeout: Duration,
+    /// iproute2's protocol-name directory (`/etc/iproute2/rt_protos.d`).
+    pub rt_protos_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,15 +184,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         .node(&opts.node)
         .cloned()
         .ok_or_else(|| AgentError::UnknownNode(opts.node.clone()))?;
-    match install_protocol_name(Path::new(RT_PROTOS_DIR)) {
-        Ok(true) => info!(
-            dir = RT_PROTOS_DIR,
-            "named route protocol 77 `twill` for iproute2"
-        ),
+    let names = opts.rt_protos_dir.display();
+    match install_protocol_name(&opts.rt_protos_dir) {
+        Ok(true) => info!(dir = %names, "named route protocol 77 `twill` for iproute2"),
         Ok(false) => {}
-        Err(e) => {
-            warn!(dir = RT_PROTOS_DIR, error = %e, "cannot name route protocol 77 for iproute2")
-        }
+        Err(e) => warn!(dir = %names, error = %e, "cannot name route protocol 77 for iproute2"),
     }
     let fabric = Fabric::start(FabricConfig {
         encap: view.encapsulation,

@@ -51,6 +51,9 @@ enum Command {
         /// completed its first exchange.
         #[arg(long, default_value_t = 120)]
         ready_timeout: u64,
+        /// Where to name route protocol 77 `twill` for iproute2 (`twill.conf`).
+        #[arg(long, default_value = felix_lite::RT_PROTOS_DIR)]
+        rt_protos_dir: PathBuf,
     },
     /// One line per BGP peer of the running agent.
     Status {
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             state_dir,
             metrics,
             ready_timeout,
+            rt_protos_dir,
         } => {
             let opts = agent::Options {
                 config,
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
                 state_dir,
                 metrics,
                 ready_timeout: Duration::from_secs(ready_timeout),
+                rt_protos_dir,
             };
             match runtime().block_on(agent::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

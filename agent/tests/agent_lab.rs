@@ -43,6 +43,9 @@ impl Agent {
             .arg("--state-dir")
             .arg(&state)
             .args(["--ready-timeout", "60"])
+            // Keep the host's /etc untouched: the name file goes into the test's directory.
+            .arg("--rt-protos-dir")
+            .arg(dir.join("iproute2/rt_protos.d"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -169,6 +172,7 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
     let dir = TempDir::new("ag");
     let config = dir.join("view.yaml");
     std::fs::write(&config, VIEW).unwrap();
+    std::fs::create_dir_all(dir.join("iproute2")).unwrap();
     let ipam = dir.join("ipam");
     let a = Switch::new("swa");
     let b = Switch::new("swb");
@@ -215,6 +219,11 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
             },
         );
     }
+    let names = std::fs::read_to_string(dir.join("iproute2/rt_protos.d/twill.conf")).unwrap();
+    assert_eq!(
+        names.split_whitespace().collect::<Vec<_>>(),
+        ["77", "twill"]
+    );
     // Ready once the mesh has exchanged End-of-RIB; healthy throughout.
     for n in &nodes {
         wait_for("/readyz 200", Duration::from_secs(20), || {
