@@ -113,11 +113,21 @@ struct CniPod {
     ip: String,
 }
 
-fn cni(node: &Netns, pod: &Netns, cmd: &str, state: &Path, ipam: &Path) -> (bool, Value) {
-    let conf = serde_json::json!({
+fn cni(
+    node: &Netns,
+    pod: &Netns,
+    cmd: &str,
+    state: &Path,
+    ipam: &Path,
+    prev: Option<&Value>,
+) -> (bool, Value) {
+    let mut conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "twill", "type": "twill",
         "stateDir": state, "dataDir": ipam,
     });
+    if let Some(p) = prev {
+        conf["prevResult"] = p.clone();
+    }
     let mut child = Command::new("ip")
         .args(["netns", "exec", &node.name, TWILL])
         .env("CNI_COMMAND", cmd)
@@ -283,8 +293,10 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
     for n in nodes.iter_mut() {
         let pod = Netns::new("pod");
         let state = n.agent.as_ref().unwrap().state.clone();
-        let (ok, v) = cni(&n.ns, &pod, "ADD", &state, &ipam);
+        let (ok, v) = cni(&n.ns, &pod, "ADD", &state, &ipam, None);
         assert!(ok, "CNI ADD failed: {v}");
+        let (ok, c) = cni(&n.ns, &pod, "CHECK", &state, &ipam, Some(&v));
+        assert!(ok, "CNI CHECK failed: {c}");
         let ip = v["ips"][0]["address"]
             .as_str()
             .unwrap()
@@ -348,7 +360,7 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
     let n = &nodes[1];
     let pod = n.pod.as_ref().unwrap();
     let state = n.agent.as_ref().unwrap().state.clone();
-    let (ok, v) = cni(&n.ns, &pod.ns, "DEL", &state, &ipam);
+    let (ok, v) = cni(&n.ns, &pod.ns, "DEL", &state, &ipam, None);
     assert!(ok, "CNI DEL failed: {v}");
     let veths = n.ns.exec(&["ip", "-o", "link", "show", "type", "veth"]);
     assert!(
