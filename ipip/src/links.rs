@@ -286,6 +286,20 @@ fn ignore_missing(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Erro
     }
 }
 
+/// A neighbour or FDB entry's destination address and MAC.
+fn dst_and_mac(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
+    let mut dst = None;
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(d) => dst = ip_of(d),
+            NeighbourAttribute::LinkLayerAddress(l) => mac = <Mac>::try_from(l.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    (dst, mac)
+}
+
 /// The permanent neighbour + FDB pairs on the device: what a previous run left.
 pub async fn peers_on(h: &Handle, ifindex: u32) -> Result<Vec<TunnelPeer>, Error> {
     let mut vteps: Vec<(IpAddr, Mac)> = Vec::new();
@@ -295,19 +309,7 @@ pub async fn peers_on(h: &Handle, ifindex: u32) -> Result<Vec<TunnelPeer>, Error
         if m.header.ifindex != ifindex {
             continue;
         }
-        let mut dst = None;
-        let mut mac = None;
-        for a in &m.attributes {
-            match a {
-                NeighbourAttribute::Destination(d) => dst = ip_of(d),
-                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                    let mut x = [0u8; 6];
-                    x.copy_from_slice(l);
-                    mac = Some(x);
-                }
-                _ => {}
-            }
-        }
+        let (dst, mac) = dst_and_mac(&m);
         if let (Some(d), Some(m)) = (dst, mac) {
             vteps.push((d, m));
         }
@@ -321,19 +323,7 @@ pub async fn peers_on(h: &Handle, ifindex: u32) -> Result<Vec<TunnelPeer>, Error
         if m.header.ifindex != ifindex {
             continue;
         }
-        let mut dst = None;
-        let mut mac = None;
-        for a in &m.attributes {
-            match a {
-                NeighbourAttribute::Destination(d) => dst = ip_of(d),
-                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                    let mut x = [0u8; 6];
-                    x.copy_from_slice(l);
-                    mac = Some(x);
-                }
-                _ => {}
-            }
-        }
+        let (dst, mac) = dst_and_mac(&m);
         if let (Some(d), Some(m)) = (dst, mac) {
             dst_of.insert(m, d);
         }
