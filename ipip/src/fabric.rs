@@ -113,7 +113,12 @@ impl Fabric {
             }
             _ => BTreeSet::new(),
         };
-        let local = links::local_nets(&handle, tunnel.as_slice()).await?;
+        // The start-up dump serves the planner too: only the tunnel's own addresses (the VTEPs
+        // just added) are not subnets a next hop can be on.
+        let local = nets
+            .into_iter()
+            .filter(|l| Some(l.ifindex) != tunnel)
+            .collect();
         let planner = Planner {
             encap: config.encap,
             local,
