@@ -3,7 +3,7 @@
 
 use crate::view::ClusterView;
 use felix_lite::{Change, Programmer, Route};
-use ipip::{Fabric, NextHop, Reach, TunnelPeer};
+use ipip::{tunnel_peers, Fabric, NextHop, Reach};
 use ipnet::IpNet;
 use speaker::RouteEvent;
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,14 +130,7 @@ impl Dataplane {
     }
 
     async fn sync_tunnels(&mut self, table: &BTreeMap<IpNet, RouteView>) {
-        let peers: BTreeSet<TunnelPeer> = table
-            .values()
-            .flat_map(|v| v.reach.iter())
-            .filter_map(|r| match r {
-                Reach::Vxlan(p) => Some(*p),
-                _ => None,
-            })
-            .collect();
+        let peers = tunnel_peers(table.values().flat_map(|v| v.reach.iter()));
         if let Err(e) = self.fabric.set_tunnel_peers(peers).await {
             warn!(error = %e, "cannot update VXLAN neighbour/FDB entries");
         }

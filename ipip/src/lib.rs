@@ -17,4 +17,4 @@ pub mod vtep;
 pub use encap::{Encap, EncapMode, EncapType, VxlanConfig};
 pub use error::Error;
 pub use fabric::{ipip_available, Fabric, FabricConfig, IPIP_DEVICE};
-pub use reach::{LocalNet, NextHop, Planner, Reach, TunnelPeer};
+pub use reach::{tunnel_peers, LocalNet, NextHop, Planner, Reach, TunnelPeer};

@@ -5,6 +5,7 @@ use crate::encap::{Encap, EncapMode, EncapType};
 use crate::vtep::{vtep_address, vtep_mac, Mac};
 use felix_lite::{Hop, Route};
 use ipnet::IpNet;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -65,6 +66,17 @@ impl TunnelPeer {
             mac: vtep_mac(node),
         }
     }
+}
+
+/// The VXLAN peers a set of reaches needs (what [`crate::Fabric::set_tunnel_peers`] takes).
+pub fn tunnel_peers<'a>(reaches: impl IntoIterator<Item = &'a Reach>) -> BTreeSet<TunnelPeer> {
+    reaches
+        .into_iter()
+        .filter_map(|r| match r {
+            Reach::Vxlan(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A next hop the speaker chose, and whether it is a cluster node's address.

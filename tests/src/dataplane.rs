@@ -4,9 +4,8 @@
 use crate::netns::{Netns, TempDir};
 use crate::runtime::NsRuntime;
 use felix_lite::{Config, Programmer, Report, Route};
-use ipip::{Encap, Fabric, FabricConfig, NextHop, Reach, TunnelPeer, VxlanConfig};
+use ipip::{tunnel_peers, Encap, Fabric, FabricConfig, NextHop, Reach, VxlanConfig};
 use ipnet::IpNet;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -62,7 +61,6 @@ impl Dataplane {
         self.rt.run(async move {
             let mut f = fabric.lock().await;
             let mut routes: Vec<Route> = Vec::new();
-            let mut peers: BTreeSet<TunnelPeer> = BTreeSet::new();
             let mut reaches = Vec::new();
             for r in &remotes {
                 let nh = NextHop {
@@ -70,14 +68,10 @@ impl Dataplane {
                     is_node: true,
                 };
                 let (route, reach) = f.planner().route(r.pod_cidr, &[nh]).expect("one hop");
-                for x in &reach {
-                    if let Reach::Vxlan(p) = x {
-                        peers.insert(*p);
-                    }
-                    reaches.push((r.pod_cidr, x.clone()));
-                }
+                reaches.extend(reach.into_iter().map(|x| (r.pod_cidr, x)));
                 routes.push(route);
             }
+            let peers = tunnel_peers(reaches.iter().map(|(_, x)| x));
             f.set_tunnel_peers(peers).await.expect("tunnel peers");
             let report = programmer.replace_all(routes).await.expect("programmer");
             (report, reaches)
