@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use twill_lab::{wait_for, Netns, Switch, TempDir};
+use twill_lab::{wait_for, Netns, TempDir, TwoRacks};
 
 const TWILL: &str = env!("CARGO_BIN_EXE_twill");
 
@@ -184,16 +184,13 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
     std::fs::write(&config, VIEW).unwrap();
     std::fs::create_dir_all(dir.join("iproute2")).unwrap();
     let ipam = dir.join("ipam");
-    let a = Switch::new("swa");
-    let b = Switch::new("swb");
-    let router = Netns::new("rtr");
-    a.attach(&router, &["10.1.0.1/24"], 1500);
-    b.attach(&router, &["10.2.0.1/24"], 1500);
-    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let racks = TwoRacks::new();
+    let (a, b) = (&racks.a, &racks.b);
+    let (ga, gb) = (TwoRacks::GATEWAY_A, TwoRacks::GATEWAY_B);
     let spec = [
-        ("a1", "10.1.0.11", &a, "10.1.0.1"),
-        ("a2", "10.1.0.12", &a, "10.1.0.1"),
-        ("b1", "10.2.0.11", &b, "10.2.0.1"),
+        ("a1", "10.1.0.11", a, ga),
+        ("a2", "10.1.0.12", a, ga),
+        ("b1", "10.2.0.11", b, gb),
     ];
     let mut nodes: Vec<Node> = spec
         .iter()

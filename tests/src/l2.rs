@@ -53,3 +53,33 @@ impl Switch {
         inner
     }
 }
+
+/// Two racks' segments joined by a router namespace that forwards between them and knows no
+/// routes but its two connected subnets: rack A 10.1.0.0/24 and rack B 10.2.0.0/24, the router
+/// at .1 on each.
+pub struct TwoRacks {
+    pub a: Switch,
+    pub b: Switch,
+    pub router: Netns,
+}
+
+impl TwoRacks {
+    pub const GATEWAY_A: &'static str = "10.1.0.1";
+    pub const GATEWAY_B: &'static str = "10.2.0.1";
+
+    pub fn new() -> TwoRacks {
+        let a = Switch::new("swa");
+        let b = Switch::new("swb");
+        let router = Netns::new("rtr");
+        a.attach(&router, &["10.1.0.1/24"], 1500);
+        b.attach(&router, &["10.2.0.1/24"], 1500);
+        router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        TwoRacks { a, b, router }
+    }
+}
+
+impl Default for TwoRacks {
+    fn default() -> TwoRacks {
+        TwoRacks::new()
+    }
+}

@@ -14,7 +14,7 @@ pub mod runtime;
 
 pub use capture::{Capture, RouteMonitor};
 pub use dataplane::{Dataplane, Remote};
-pub use l2::Switch;
+pub use l2::{Switch, TwoRacks};
 pub use netns::{unique, wait_for, Link, Netns, SpeakerInNs, TempDir};
 pub use pod::Pod;
 pub use runtime::NsRuntime;

@@ -3,7 +3,7 @@
 
 use ipip::{Encap, EncapMode, EncapType};
 use std::time::Duration;
-use twill_lab::{wait_for, Capture, Dataplane, Netns, Pod, Remote, Switch};
+use twill_lab::{wait_for, Capture, Dataplane, Netns, Pod, Remote, Switch, TwoRacks};
 
 struct Node {
     ns: Netns,
@@ -105,29 +105,21 @@ fn one_subnet_gets_direct_routes_and_no_encapsulation() {
 
 /// Rack A (a1, a2 on 10.1.0.0/24) and rack B (b1 on 10.2.0.0/24), joined by a router namespace
 /// that knows nothing of pods.
-struct TwoRacks {
-    _a: Switch,
-    _b: Switch,
-    _router: Netns,
+struct Lab {
+    _underlay: TwoRacks,
     a1: Node,
     a2: Node,
     b1: Node,
 }
 
-fn two_racks() -> TwoRacks {
-    let a = Switch::new("swa");
-    let b = Switch::new("swb");
-    let router = Netns::new("rtr");
-    a.attach(&router, &["10.1.0.1/24"], 1500);
-    b.attach(&router, &["10.2.0.1/24"], 1500);
-    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let a1 = Node::new(&a, "10.1.0.11", 24, Some("10.1.0.1"), "10.244.1.0/24");
-    let a2 = Node::new(&a, "10.1.0.12", 24, Some("10.1.0.1"), "10.244.2.0/24");
-    let b1 = Node::new(&b, "10.2.0.11", 24, Some("10.2.0.1"), "10.244.3.0/24");
-    TwoRacks {
-        _a: a,
-        _b: b,
-        _router: router,
+fn two_racks() -> Lab {
+    let u = TwoRacks::new();
+    let (ga, gb) = (Some(TwoRacks::GATEWAY_A), Some(TwoRacks::GATEWAY_B));
+    let a1 = Node::new(&u.a, "10.1.0.11", 24, ga, "10.244.1.0/24");
+    let a2 = Node::new(&u.a, "10.1.0.12", 24, ga, "10.244.2.0/24");
+    let b1 = Node::new(&u.b, "10.2.0.11", 24, gb, "10.244.3.0/24");
+    Lab {
+        _underlay: u,
         a1,
         a2,
         b1,
