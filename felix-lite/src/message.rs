@@ -32,7 +32,7 @@ fn ip(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 fn header(prefix: &IpNet) -> RouteHeader {
-    let mut h = RouteHeader {
+    RouteHeader {
         address_family: family(prefix),
         destination_prefix_length: prefix.prefix_len(),
         table: RouteHeader::RT_TABLE_MAIN,
@@ -40,9 +40,7 @@ fn header(prefix: &IpNet) -> RouteHeader {
         scope: RouteScope::Universe,
         kind: RouteType::Unicast,
         ..Default::default()
-    };
-    h.source_prefix_length = 0;
-    h
+    }
 }
 
 /// The message that installs `route` (every hop resolved) with Twill's protocol number.

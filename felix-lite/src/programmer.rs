@@ -396,7 +396,7 @@ impl Task {
                         self.record(op, cause);
                     }
                     Err(e) => {
-                        if e.errno() == Some(libc_eexist()) {
+                        if e.errno() == Some(EEXIST) {
                             warn!(%prefix, op = %op, "prefix taken by another protocol meanwhile; leaving it alone");
                         } else {
                             warn!(%prefix, op = %op, error = %e, "kernel refused route operation");
@@ -445,9 +445,7 @@ impl Task {
 }
 
 /// EEXIST, without pulling libc in for one constant.
-const fn libc_eexist() -> i32 {
-    17
-}
+const EEXIST: i32 = 17;
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
