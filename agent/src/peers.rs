@@ -2,7 +2,7 @@
 //! reflectors and their clients, and external peers (ToRs) whose node selector matches.
 
 use crate::view::{ClusterView, Node};
-use speaker::{ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
+use speaker::{ExportFilter, ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -134,6 +134,9 @@ pub fn peer_config(view: &ClusterView, me: &Node, d: &DerivedPeer) -> PeerConfig
     p.keepalive = view.timers.keepalive;
     p.connect_retry = Duration::from_secs(view.timers.connect_retry.into());
     p.import = d.import.clone();
+    // A node announces the pod CIDR it owns and nothing it learned. (Reflectors passing routes
+    // to their clients will relax this for reflector-client peers when reflection lands.)
+    p.export = ExportFilter::Originated;
     p.kind = d.kind.as_str().to_string();
     p
 }
@@ -200,6 +203,7 @@ mod tests {
         );
         let cfg = peer_config(&v, v.node("a1").unwrap(), p);
         assert_eq!(cfg.port, 179);
+        assert_eq!(cfg.export, ExportFilter::Originated);
         assert_eq!(cfg.local_address, Some("10.1.0.11".parse().unwrap()));
     }
 

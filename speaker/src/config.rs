@@ -1,6 +1,6 @@
 //! Speaker and peer configuration, validated with errors that name the field and the value.
 
-use crate::policy::ImportFilter;
+use crate::policy::{ExportFilter, ImportFilter};
 use crate::wire::Family;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -78,6 +78,7 @@ pub struct PeerConfig {
     pub idle_hold: Duration,
     pub families: Vec<Family>,
     pub import: ImportFilter,
+    pub export: ExportFilter,
     /// Close the session with Cease / Maximum Number of Prefixes Reached above this count.
     pub max_prefixes: Option<usize>,
     /// Next hop to advertise for IPv4 prefixes on an IPv6 session, and the reverse.
@@ -103,6 +104,7 @@ impl PeerConfig {
             idle_hold: Duration::from_secs(1),
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             import: ImportFilter::Any,
+            export: ExportFilter::All,
             max_prefixes: None,
             next_hop_v4: None,
             next_hop_v6: None,

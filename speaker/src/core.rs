@@ -7,6 +7,7 @@
 use crate::config::{ConfigError, PeerConfig, SpeakerConfig};
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Send, SessionInfo, State, Timer};
 use crate::notification::{cease, code, Notification};
+use crate::policy::ExportFilter;
 use crate::rib::{AdjRibIn, AdjRibOut, Best, LocRib, Path, Source};
 use crate::wire::{self, Family, Message, Negotiated, PathAttrs};
 use ipnet::IpNet;
@@ -323,6 +324,7 @@ impl Core {
             let reset = p.needs_reset(&old.cfg);
             let import_changed =
                 p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
+            let export_changed = p.export != old.cfg.export;
             if reset {
                 info!(peer = %addr, "peer configuration changed: resetting the session");
                 self.event(
@@ -340,6 +342,15 @@ impl Core {
                 self.peers.get_mut(&addr).expect("peer exists").cfg = p;
                 if import_changed {
                     self.reimport(addr);
+                }
+                if export_changed {
+                    // What the peer holds plus everything it may now get.
+                    let peer = &self.peers[&addr];
+                    let mut prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
+                    prefixes.extend(peer.adj_out.routes.keys().copied());
+                    prefixes.sort_unstable();
+                    prefixes.dedup();
+                    self.advertise(addr, &prefixes);
                 }
             }
             return;
@@ -908,6 +919,9 @@ impl Core {
             return None;
         }
         if source.peer_addr() == Some(peer.cfg.address) {
+            return None;
+        }
+        if peer.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             return None;
         }
         let to_ebgp = info.negotiated.ebgp;

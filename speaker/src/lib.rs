@@ -19,5 +19,5 @@ pub use api::{Speaker, SpeakerError};
 pub use config::{ConfigError, PeerConfig, SpeakerConfig};
 pub use core::{BestRoute, NextHop, PeerSnapshot, RouteEvent};
 pub use fsm::State;
-pub use policy::{ImportFilter, PrefixRule};
+pub use policy::{ExportFilter, ImportFilter, PrefixRule};
 pub use wire::Family;

@@ -1,4 +1,4 @@
-//! Import policy: which prefixes a peer may announce to us.
+//! Peer policy: which prefixes a peer may announce to us, and which we pass on to it.
 
 use ipnet::IpNet;
 
@@ -44,6 +44,19 @@ impl ImportFilter {
                 .any(|r| r.prefix.contains(p) && p.prefix_len() <= r.max_len),
         }
     }
+}
+
+/// Which routes go out to a peer, on top of the RFC 4271 rules (no iBGP to iBGP, nothing back
+/// to its source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportFilter {
+    /// Every best route the BGP rules allow: a router's behaviour.
+    #[default]
+    All,
+    /// Only the prefixes this speaker originates. A cluster node is a leaf, not a transit: it
+    /// announces the pod CIDR it owns and never passes on what it learned (a node re-announcing
+    /// its rack neighbours' routes to the ToR would make itself a path to them).
+    Originated,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use speaker::core::{ConnId, Core, Input, Output, RouteEvent};
-use speaker::{Family, PeerConfig, SpeakerConfig};
+use speaker::{ExportFilter, Family, PeerConfig, SpeakerConfig};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -109,9 +109,18 @@ impl Wire {
     }
 
     fn peer(&mut self, c: usize, other: usize, asn: u32) {
+        self.peer_with(c, other, asn, ExportFilter::All);
+    }
+
+    fn peer_with(&mut self, c: usize, other: usize, asn: u32, export: ExportFilter) {
         let mut p = PeerConfig::new(self.addrs[other], asn);
         p.families = vec![Family::Ipv4Unicast];
+        p.export = export;
         self.push(c, Input::AddPeer(p));
+    }
+
+    fn best_of(&self, c: usize, prefix: &str) -> bool {
+        self.last_event(c, prefix).is_some_and(|r| r.best.is_some())
     }
 
     /// The latest route event core `c` emitted for `prefix`.
@@ -202,6 +211,46 @@ fn ebgp_advertisement_rules() {
     for p in snap {
         assert_eq!(p.prefixes_advertised, 2, "{p:?}");
     }
+}
+
+#[test]
+fn export_originated_only_keeps_a_node_from_being_transit() {
+    // 1 (AS 65100, a ToR) -- eBGP -- 2 (AS 65001) -- iBGP -- 3 (AS 65001): nodes 2 and 3
+    // export only what they originate, as the agent configures cluster nodes.
+    let mut w = Wire::new(&[
+        (65100, "10.0.0.1"),
+        (65001, "10.0.0.2"),
+        (65001, "10.0.0.3"),
+    ]);
+    w.peer(0, 1, 65001);
+    w.peer_with(1, 0, 65100, ExportFilter::Originated);
+    w.peer_with(1, 2, 65001, ExportFilter::Originated);
+    w.peer_with(2, 1, 65001, ExportFilter::Originated);
+    w.run();
+    assert!(w.best_of(0, "10.244.2.0/24"), "the ToR gets node 2's own CIDR");
+    assert!(
+        !w.best_of(0, "10.244.3.0/24"),
+        "node 2 does not pass node 3's iBGP route to the ToR"
+    );
+    assert!(w.best_of(1, "10.244.1.0/24"), "node 2 learns the ToR's");
+    assert!(
+        !w.best_of(2, "10.244.1.0/24"),
+        "node 2 does not pass the ToR's eBGP route to node 3"
+    );
+    for p in w.cores[1].snapshot(Instant::now()) {
+        assert_eq!(p.prefixes_advertised, 1, "{p:?}");
+    }
+    // Relaxing the filter at run time re-advertises without a reset.
+    let before = w.sent_notifications.len();
+    w.peer_with(1, 0, 65100, ExportFilter::All);
+    w.run();
+    assert!(w.best_of(0, "10.244.3.0/24"));
+    // And tightening it withdraws again.
+    w.peer_with(1, 0, 65100, ExportFilter::Originated);
+    w.run();
+    assert!(!w.best_of(0, "10.244.3.0/24"));
+    assert!(w.best_of(0, "10.244.2.0/24"));
+    assert_eq!(w.sent_notifications.len(), before, "no session was reset");
 }
 
 #[test]
