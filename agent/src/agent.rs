@@ -177,6 +177,39 @@ fn apply_peers(
     *current = want;
 }
 
+/// How long the node's address may take to appear. Under containerlab (and at boot) the agent
+/// starts before its interfaces are wired and addressed.
+const ADDRESS_WAIT: Duration = Duration::from_secs(60);
+
+async fn start_fabric(
+    view: &ClusterView,
+    me: &Node,
+    state_dir: &Path,
+) -> Result<Fabric, AgentError> {
+    let deadline = Instant::now() + ADDRESS_WAIT;
+    let mut logged = false;
+    loop {
+        let r = Fabric::start(FabricConfig {
+            encap: view.encapsulation,
+            vxlan: view.vxlan.clone(),
+            node_address: me.address,
+            pod_cidrs: vec![me.pod_cidr],
+            state_dir: Some(state_dir.to_path_buf()),
+        })
+        .await;
+        match r {
+            Err(ipip::Error::NoUnderlay(a)) if Instant::now() < deadline => {
+                if !logged {
+                    info!(address = %a, "waiting for the node address to appear on an interface");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
 /// Run until SIGTERM / SIGINT.
 pub async fn run(opts: Options) -> Result<(), AgentError> {
     let view = Arc::new(load(&opts.config)?);
@@ -190,14 +223,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         Ok(false) => {}
         Err(e) => warn!(dir = %names, error = %e, "cannot name route protocol 77 for iproute2"),
     }
-    let fabric = Fabric::start(FabricConfig {
-        encap: view.encapsulation,
-        vxlan: view.vxlan.clone(),
-        node_address: me.address,
-        pod_cidrs: vec![me.pod_cidr],
-        state_dir: Some(opts.state_dir.clone()),
-    })
-    .await?;
+    let fabric = start_fabric(&view, &me, &opts.state_dir).await?;
     write_node_file(&opts.state_dir, &me, fabric.mtu())?;
     let programmer = Programmer::start(felix_lite::Config::default()).await?;
     let speaker = Speaker::start(speaker_config(&view, &me)).await?;

@@ -1,13 +1,13 @@
-//! `twill`: the node agent (`twill agent`), its CLI (`twill status`, `twill routes`), and the
-//! demo. Run with `CNI_COMMAND` set (as a CNI runtime runs `/opt/cni/bin/twill`) it is the CNI
+//! `twill`: the node agent (`twill agent`), its CLI (`twill status`, `twill routes`), and
+//! `twill lab` (a whole fabric in network namespaces from a containerlab file). Run with `CNI_COMMAND` set (as a CNI runtime runs `/opt/cni/bin/twill`) it is the CNI
 //! plugin.
 
 mod agent;
 mod cni;
 mod control;
 mod dataplane;
-mod demo;
 mod http;
+mod lab;
 mod peers;
 mod status;
 mod view;
@@ -70,13 +70,73 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Two Twill speakers in two network namespaces peer over iBGP, exchange their pod
-    /// prefixes (IPv4 and IPv6), and print what each learned. Needs root.
-    Demo {
-        /// Seconds to wait for the routes before giving up.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+    /// A whole fabric on this machine in network namespaces, from a containerlab file.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build a topology: a file, or a name in deploy/containerlab/ (default two-racks-vxlan).
+    Up {
+        topology: Option<String>,
+        /// Where lab state and logs go.
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Namespace name prefix, instead of the file's `prefix` (containerlab's default `clab`).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Every pod pings every other; prints the matrix and each node's status. Fails if any
+    /// pair is unreachable.
+    Test {
+        /// The lab's name (needed only when several are up).
+        name: Option<String>,
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Stop the lab's processes and delete its namespaces and state.
+    Down {
+        name: Option<String>,
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
+fn lab_main(command: LabCommand) -> ExitCode {
+    let r = match command {
+        LabCommand::Up {
+            topology,
+            dir,
+            prefix,
+        } => lab::resolve_topology(topology.as_deref())
+            .and_then(|topology| {
+                lab::up(&lab::UpOptions {
+                    topology,
+                    dir,
+                    prefix,
+                })
+            })
+            .map(|s| (s, true)),
+        LabCommand::Test { name, dir } => lab::test(&dir, name.as_deref()),
+        LabCommand::Down { name, dir } => lab::down(&dir, name.as_deref()).map(|s| (s, true)),
+    };
+    match r {
+        Ok((out, ok)) => {
+            print!("{out}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("twill lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -146,12 +206,6 @@ fn main() -> ExitCode {
         }
         Command::Status { socket, json } => show(socket, json, false),
         Command::Routes { socket, json } => show(socket, json, true),
-        Command::Demo { timeout } => match demo::run(Duration::from_secs(timeout)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("twill demo: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Lab { command } => lab_main(command),
     }
 }

@@ -19,15 +19,19 @@ pub struct LocalNet {
 /// One way to a remote pod CIDR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reach {
-    /// The next hop is on a local subnet: flannel host-gw's `via NEXT_HOP dev IF`.
+    /// The next hop is another node on a local subnet: flannel host-gw's `via NODE dev IF`.
     Direct { gateway: IpAddr, ifindex: u32 },
     /// Another node off-link: through the VXLAN device to its VTEP.
     Vxlan(TunnelPeer),
     /// Another node off-link: through `tunl0` straight to its address.
     Ipip { node: IpAddr },
-    /// A router's next hop (a ToR), or a node with encapsulation off: resolved through the
-    /// kernel's own routes.
-    ViaRouter { gateway: IpAddr },
+    /// Through a router: the next hop is not a node (a ToR), or is an off-link node with
+    /// encapsulation off. On a local subnet (`ifindex`) the route is `via GATEWAY dev IF`;
+    /// otherwise it is resolved through the kernel's own routes.
+    ViaRouter {
+        gateway: IpAddr,
+        ifindex: Option<u32>,
+    },
 }
 
 impl Reach {
@@ -118,12 +122,13 @@ impl Planner {
                 EncapType::Vxlan => Reach::Vxlan(TunnelPeer::new(nh.address, prefix)),
                 EncapType::Ipip => Reach::Ipip { node: nh.address },
             },
-            (false, Some(ifindex)) => Reach::Direct {
+            (false, Some(ifindex)) if nh.is_node => Reach::Direct {
                 gateway: nh.address,
                 ifindex,
             },
-            (false, None) => Reach::ViaRouter {
+            (false, ifindex) => Reach::ViaRouter {
                 gateway: nh.address,
+                ifindex,
             },
         }
     }
@@ -148,7 +153,14 @@ impl Planner {
             Reach::Direct { gateway, ifindex } => Hop::direct(*gateway, *ifindex),
             Reach::Vxlan(p) => Hop::onlink(p.vtep, tunnel),
             Reach::Ipip { node } => Hop::onlink(*node, tunnel),
-            Reach::ViaRouter { gateway } => Hop::recursive(*gateway),
+            Reach::ViaRouter {
+                gateway,
+                ifindex: Some(i),
+            } => Hop::direct(*gateway, *i),
+            Reach::ViaRouter {
+                gateway,
+                ifindex: None,
+            } => Hop::recursive(*gateway),
         }
     }
 }
@@ -189,10 +201,17 @@ mod tests {
         assert_eq!(cs.reach(&p, same).name(), "direct");
         assert_eq!(cs.reach(&p, far).name(), "vxlan");
         assert_eq!(cs.reach(&p, tor_far).name(), "via router");
-        assert_eq!(cs.reach(&p, tor_near).name(), "direct");
+        // A ToR on the node's subnet is a router all the same, reached straight over the link.
+        assert_eq!(
+            cs.reach(&p, tor_near),
+            Reach::ViaRouter {
+                gateway: "10.1.0.1".parse().unwrap(),
+                ifindex: Some(2)
+            }
+        );
         let always = planner(EncapMode::Always, true);
         assert_eq!(always.reach(&p, same).name(), "vxlan");
-        assert_eq!(always.reach(&p, tor_near).name(), "direct");
+        assert_eq!(always.reach(&p, tor_near).name(), "via router");
         let never = planner(EncapMode::Never, false);
         assert_eq!(never.reach(&p, same).name(), "direct");
         assert_eq!(never.reach(&p, far).name(), "via router");

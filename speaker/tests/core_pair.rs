@@ -227,7 +227,10 @@ fn export_originated_only_keeps_a_node_from_being_transit() {
     w.peer_with(1, 2, 65001, ExportFilter::Originated);
     w.peer_with(2, 1, 65001, ExportFilter::Originated);
     w.run();
-    assert!(w.best_of(0, "10.244.2.0/24"), "the ToR gets node 2's own CIDR");
+    assert!(
+        w.best_of(0, "10.244.2.0/24"),
+        "the ToR gets node 2's own CIDR"
+    );
     assert!(
         !w.best_of(0, "10.244.3.0/24"),
         "node 2 does not pass node 3's iBGP route to the ToR"
