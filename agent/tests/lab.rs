@@ -1,0 +1,314 @@
+//! `twill lab` end to end, as the README's main command runs it: each shipped containerlab
+//! topology is brought up in namespaces, every pod pings every other, routes are what the
+//! topology promises, and `lab down` leaves nothing behind.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use twill_lab::{unique, TempDir};
+
+const TWILL: &str = env!("CARGO_BIN_EXE_twill");
+
+fn topology(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/containerlab")
+        .join(format!("{name}.clab.yml"))
+}
+
+fn twill(args: &[&str]) -> Output {
+    Command::new(TWILL).args(args).output().expect("twill")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn namespaces_with(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A lab under a unique namespace prefix and state directory. Dropping it runs `lab down`,
+/// then removes by hand whatever a failed `up` or `down` may have left.
+struct Lab {
+    dir: TempDir,
+    prefix: String,
+    name: &'static str,
+}
+
+impl Lab {
+    fn up(name: &'static str) -> Lab {
+        let lab = Lab {
+            dir: TempDir::new("lab"),
+            prefix: unique("l"),
+            name,
+        };
+        let o = lab.twill(
+            &["lab", "up", "--prefix", &lab.prefix.clone()],
+            Some(&topology(name)),
+        );
+        assert!(o.status.success(), "lab up {name} failed:\n{}", text(&o));
+        assert!(text(&o).contains("8 pods"), "{}", text(&o));
+        lab
+    }
+
+    fn dir(&self) -> String {
+        self.dir.path.display().to_string()
+    }
+
+    fn twill(&self, args: &[&str], extra: Option<&Path>) -> Output {
+        let mut c = Command::new(TWILL);
+        c.args(args).args(["--dir", &self.dir()]);
+        if let Some(e) = extra {
+            c.arg(e);
+        }
+        c.output().expect("twill")
+    }
+
+    fn ns(&self, node: &str) -> String {
+        format!("{}-{}-{node}", self.prefix, self.name)
+    }
+
+    fn socket(&self, node: &str) -> String {
+        self.dir
+            .join(self.name)
+            .join(node)
+            .join("twill.sock")
+            .display()
+            .to_string()
+    }
+
+    fn json(&self, what: &str, node: &str) -> Value {
+        let o = twill(&[what, "--json", "--socket", &self.socket(node)]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).expect("json")
+    }
+
+    /// `(next hops, via)` of the route to `prefix` on `node`.
+    fn route(&self, node: &str, prefix: &str) -> (Vec<String>, String) {
+        let v = self.json("routes", node);
+        let r = v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["prefix"] == prefix)
+            .unwrap_or_else(|| panic!("{node} has no route to {prefix}: {v}"));
+        let hops = r["nextHops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().to_string())
+            .collect();
+        (hops, r["via"].as_str().unwrap().to_string())
+    }
+
+    fn kernel_route(&self, node: &str, prefix: &str) -> String {
+        let o = Command::new("ip")
+            .args(["-n", &self.ns(node), "route", "show", prefix])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn test(&self) -> Output {
+        self.twill(&["lab", "test"], None)
+    }
+
+    fn down(&self) -> Output {
+        self.twill(&["lab", "down"], None)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.down();
+        let left = namespaces_with(&self.prefix);
+        for ns in &left {
+            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+            if let Ok(p) = pids {
+                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn two_racks_vxlan_end_to_end() {
+    let lab = Lab::up("two-racks-vxlan");
+    let o = lab.test();
+    let out = text(&o);
+    assert!(o.status.success(), "lab test failed:\n{out}");
+    assert!(out.contains("all 56 pod pairs reachable"), "{out}");
+    for node in ["a1", "a2", "b1", "b2"] {
+        assert!(
+            out.contains(&format!("== {node} ==")),
+            "status of {node}:\n{out}"
+        );
+    }
+    // Within a rack straight to the node, across racks through the tunnel.
+    assert_eq!(
+        lab.route("a1", "10.244.2.0/24"),
+        (vec!["10.1.0.12".into()], "direct".into())
+    );
+    assert_eq!(
+        lab.route("a1", "10.244.3.0/24"),
+        (vec!["10.244.3.0".into()], "vxlan".into())
+    );
+    assert_eq!(lab.route("b2", "10.244.1.0/24").1, "vxlan");
+    assert_eq!(lab.route("b2", "10.244.3.0/24").1, "direct");
+    let k = lab.kernel_route("a1", "10.244.4.0/24");
+    assert!(
+        k.contains("via 10.244.4.0 dev twill.vxlan") && k.contains("onlink"),
+        "{k}"
+    );
+    let k = lab.kernel_route("a1", "10.244.2.0/24");
+    assert!(k.contains("via 10.1.0.12 dev eth1"), "{k}");
+
+    // `lab test` can fail: the router stops forwarding, pods across racks are cut off.
+    let router = lab.ns("router");
+    let sysctl = |v: &str| {
+        let s = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &router,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.ip_forward={v}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    };
+    sysctl("0");
+    let o = lab.test();
+    let out = text(&o);
+    sysctl("1");
+    assert!(
+        !o.status.success(),
+        "lab test passed with the router cut:\n{out}"
+    );
+    assert!(
+        out.contains("FAILED: 32 of 56 pod pairs unreachable"),
+        "{out}"
+    );
+    assert!(out.contains("a1-pod1 → b1-pod1"), "{out}");
+
+    // A second `up` of the same lab is refused with a way out.
+    let o = lab.twill(
+        &["lab", "up", "--prefix", &lab.prefix.clone()],
+        Some(&topology(lab.name)),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is already up"), "{}", text(&o));
+
+    let o = lab.down();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("15 namespaces"), "{}", text(&o));
+    assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
+    assert!(!lab.dir.join(lab.name).exists(), "state left");
+    let o = lab.test();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no lab is up in"), "{}", text(&o));
+}
+
+#[test]
+fn two_racks_tor_end_to_end() {
+    let lab = Lab::up("two-racks-tor");
+    let o = lab.test();
+    let out = text(&o);
+    assert!(o.status.success(), "lab test failed:\n{out}");
+    assert!(out.contains("all 56 pod pairs reachable"), "{out}");
+    // Within a rack straight to the node (the rack's iBGP mesh), across racks via the ToR.
+    assert_eq!(
+        lab.route("a1", "10.244.2.0/24"),
+        (vec!["10.1.0.12".into()], "direct".into())
+    );
+    assert_eq!(
+        lab.route("a1", "10.244.3.0/24"),
+        (vec!["10.1.0.1".into()], "via router".into())
+    );
+    assert_eq!(
+        lab.route("b1", "10.244.1.0/24"),
+        (vec!["10.2.0.1".into()], "via router".into())
+    );
+    let k = lab.kernel_route("a1", "10.244.4.0/24");
+    assert!(k.contains("via 10.1.0.1 dev eth1"), "{k}");
+    assert!(!k.contains("vxlan"), "{k}");
+    // Each node gives its ToR exactly its own pod CIDR, nothing it learned.
+    let s = lab.json("status", "a1");
+    let tor = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == "10.1.0.1")
+        .unwrap_or_else(|| panic!("no ToR peer: {s}"));
+    assert_eq!(tor["kind"], "external");
+    assert_eq!(tor["state"], "Established");
+    assert_eq!(tor["asNumber"], 65101);
+    assert_eq!(tor["prefixesAdvertised"], 1);
+    // The ToR (FRR) learned each node's CIDR from that node.
+    let k = lab.kernel_route("tor-a", "10.244.2.0/24");
+    assert!(
+        k.contains("via 10.1.0.12") && k.contains("proto bgp"),
+        "{k}"
+    );
+    let k = lab.kernel_route("tor-a", "10.244.3.0/24");
+    assert!(k.contains("via 10.0.0.1") && k.contains("proto bgp"), "{k}");
+    let o = lab.down();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
+}
+
+#[test]
+fn a_bad_topology_names_the_field_and_builds_nothing() {
+    let dir = TempDir::new("badtopo");
+    let f = dir.join("bad.clab.yml");
+    std::fs::write(
+        &f,
+        "name: bad\ntopology:\n  nodes:\n    a: {kind: linux, image: alpine}\n  links:\n    - endpoints: [a:eth1, b:eth1]\n",
+    )
+    .unwrap();
+    let prefix = unique("b");
+    let o = twill(&[
+        "lab",
+        "up",
+        "--dir",
+        &dir.path.display().to_string(),
+        "--prefix",
+        &prefix,
+        f.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "twill lab: topology topology.links[0].endpoints[1]: b:eth1 names no node (b is not in topology.nodes)"
+    );
+    assert!(namespaces_with(&prefix).is_empty());
+    let o = twill(&[
+        "lab",
+        "up",
+        "no-such-topology",
+        "--dir",
+        &dir.path.display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no topology no-such-topology: looked for"),
+        "{}",
+        text(&o)
+    );
+}
