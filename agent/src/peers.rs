@@ -79,20 +79,24 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
             .as_ref()
             .is_none_or(|s| s.matches(&me.labels))
         {
-            let max = if view.pod_network.addr().is_ipv4() {
-                32
-            } else {
-                128
-            };
+            // From outside the cluster, only pod routes are taken unless the peer says which.
+            let accept = p
+                .accept_prefixes
+                .clone()
+                .unwrap_or_else(|| vec![view.pod_network]);
             out.push(DerivedPeer {
                 address: p.address,
                 as_number: p.as_number,
                 kind: PeerKind::External,
-                // From outside the cluster, only pod routes are taken.
-                import: ImportFilter::Prefixes(vec![PrefixRule {
-                    prefix: view.pod_network,
-                    max_len: max,
-                }]),
+                import: ImportFilter::Prefixes(
+                    accept
+                        .into_iter()
+                        .map(|prefix| PrefixRule {
+                            prefix,
+                            max_len: if prefix.addr().is_ipv4() { 32 } else { 128 },
+                        })
+                        .collect(),
+                ),
                 password_file: p.password_file.clone(),
             });
         }
@@ -202,6 +206,17 @@ mod tests {
             }])
         );
         let cfg = peer_config(&v, v.node("a1").unwrap(), p);
+        let v2 = view("peers:\n  - {address: 10.1.0.1, asNumber: 65000, acceptPrefixes: [0.0.0.0/0, 10.244.0.0/16]}\n");
+        let p2 = &peers_for(&v2, v2.node("a1").unwrap())[2];
+        assert!(
+            p2.import.allows(&"0.0.0.0/0".parse().unwrap()),
+            "configured otherwise"
+        );
+        assert!(p2.import.allows(&"10.244.9.0/24".parse().unwrap()));
+        assert!(
+            !p.import.allows(&"0.0.0.0/0".parse().unwrap()),
+            "default: pod network only"
+        );
         assert_eq!(cfg.port, 179);
         assert_eq!(cfg.export, ExportFilter::Originated);
         assert_eq!(cfg.local_address, Some("10.1.0.11".parse().unwrap()));

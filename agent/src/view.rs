@@ -100,6 +100,7 @@ struct RawPeer {
     as_number: Option<u64>,
     node_selector: Option<LabelSelector>,
     password: Option<RawPassword>,
+    accept_prefixes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +171,8 @@ pub struct ExternalPeer {
     pub as_number: u32,
     pub node_selector: Option<LabelSelector>,
     pub password_file: Option<PathBuf>,
+    /// Prefixes taken from this peer: anything inside one of these. `None`: the pod network.
+    pub accept_prefixes: Option<Vec<IpNet>>,
 }
 
 /// The validated cluster view.
@@ -399,11 +402,21 @@ impl ClusterView {
                     ),
                 ));
             }
+            let accept_prefixes = match &p.accept_prefixes {
+                None => None,
+                Some(list) => Some(
+                    list.iter()
+                        .enumerate()
+                        .map(|(k, c)| cidr(&f(&format!("acceptPrefixes[{k}]")), c))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
             peers.push(ExternalPeer {
                 address,
                 as_number,
                 node_selector: p.node_selector,
                 password_file: p.password.map(|p| PathBuf::from(p.file)),
+                accept_prefixes,
             });
         }
         Ok(ClusterView {
@@ -532,6 +545,12 @@ peers:
         assert_eq!(
             err(&with("peers:\n  - {address: 10.1.0.1, asNumber: 0}\n")),
             "peers[0].asNumber: 0 is a reserved AS number"
+        );
+        assert_eq!(
+            err(&with(
+                "peers:\n  - {address: 10.1.0.1, asNumber: 65000, acceptPrefixes: [10.0.0.0/8, 0.0.0.0/33]}\n"
+            )),
+            "peers[0].acceptPrefixes[1]: 0.0.0.0/33 is not a CIDR"
         );
         assert_eq!(
             err(&with("timers: {holdTime: 2}\n")),
