@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use twill_lab::{wait_for, Netns, TempDir, TwoRacks};
+use twill_lab::{wait_for, Netns, Switch, TempDir, TwoRacks};
 
 const TWILL: &str = env!("CARGO_BIN_EXE_twill");
 
@@ -32,6 +32,10 @@ struct Agent {
 
 impl Agent {
     fn start(ns: &Netns, dir: &Path, config: &Path, node: &str) -> Agent {
+        Agent::start_with(ns, dir, config, node, 60)
+    }
+
+    fn start_with(ns: &Netns, dir: &Path, config: &Path, node: &str, ready_timeout: u64) -> Agent {
         let socket = dir.join(format!("{node}.sock"));
         let state = dir.join(format!("{node}-state"));
         let log = dir.join(format!("{node}.log"));
@@ -42,7 +46,7 @@ impl Agent {
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
-            .args(["--ready-timeout", "60"])
+            .args(["--ready-timeout", &ready_timeout.to_string()])
             // Keep the host's /etc untouched: the name file goes into the test's directory.
             .arg("--rt-protos-dir")
             .arg(dir.join("iproute2/rt_protos.d"))
@@ -395,6 +399,62 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(msg.lines().count(), 1, "{msg}");
     assert!(msg.contains("no agent is running"), "{msg}");
+}
+
+#[test]
+fn readyz_waits_for_the_mesh_then_stays_ready() {
+    let dir = TempDir::new("rdy");
+    let config = dir.join("view.yaml");
+    std::fs::write(&config, VIEW).unwrap();
+    let sw = Switch::new("swr");
+    // One /8 on one switch: every node on-link, the simplest underlay that reaches them all.
+    let nodes: Vec<Netns> = ["10.1.0.11/8", "10.1.0.12/8", "10.2.0.11/8"]
+        .iter()
+        .map(|a| {
+            let ns = Netns::new("r");
+            sw.attach(&ns, &[a], 1500);
+            ns
+        })
+        .collect();
+    // a1 alone: alive, not ready (its mesh peers a2 and b1 are not running).
+    let a1 = Agent::start(&nodes[0], &dir.path, &config, "a1");
+    wait_for("a1's listener", Duration::from_secs(20), || {
+        (http(&nodes[0], "/healthz") == 200).then_some(())
+    });
+    assert_eq!(http(&nodes[0], "/readyz"), 503, "ready without its mesh");
+    // a2 and b1 come: a1 becomes ready once both sessions have exchanged End-of-RIB.
+    let a2 = Agent::start(&nodes[1], &dir.path, &config, "a2");
+    assert_eq!(
+        http(&nodes[0], "/readyz"),
+        503,
+        "ready with b1 still missing"
+    );
+    let _b1 = Agent::start(&nodes[2], &dir.path, &config, "b1");
+    wait_for("a1 ready", Duration::from_secs(30), || {
+        (http(&nodes[0], "/readyz") == 200).then_some(())
+    });
+    // a2 dies: its session goes down, a1 stays ready.
+    drop(a2);
+    wait_for("a1 sees a2 down", Duration::from_secs(20), || {
+        let s = a1.status()?;
+        s["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["address"] == "10.1.0.12" && p["state"] != "Established")
+            .then_some(())
+    });
+    assert_eq!(http(&nodes[0], "/readyz"), 200, "readiness flipped back");
+    assert!(a1.log().contains("ready"), "{}", a1.log());
+    // With no peer ever up, the timeout makes a node ready anyway (and says so).
+    let alone = Switch::new("swl");
+    let lonely = Netns::new("r");
+    alone.attach(&lonely, &["10.1.0.12/8"], 1500);
+    let dir2 = TempDir::new("rdy2");
+    let solo = Agent::start_with(&lonely, &dir2.path, &config, "a2", 2);
+    wait_for("ready by timeout", Duration::from_secs(20), || {
+        (http(&lonely, "/readyz") == 200).then_some(())
+    });
+    assert!(solo.log().contains("ready by timeout"), "{}", solo.log());
 }
 
 #[test]
