@@ -44,21 +44,30 @@ struct Lab {
     dir: TempDir,
     prefix: String,
     name: &'static str,
+    up_output: String,
 }
 
 impl Lab {
     fn up(name: &'static str) -> Lab {
-        let lab = Lab {
+        let lab = Lab::up_file(name, &topology(name));
+        assert!(lab.up_output.contains("8 pods"), "{}", lab.up_output);
+        lab
+    }
+
+    fn up_file(name: &'static str, file: &Path) -> Lab {
+        let mut lab = Lab {
             dir: TempDir::new("lab"),
             prefix: unique("l"),
             name,
+            up_output: String::new(),
         };
-        let o = lab.twill(
-            &["lab", "up", "--prefix", &lab.prefix.clone()],
-            Some(&topology(name)),
+        let o = lab.twill(&["lab", "up", "--prefix", &lab.prefix.clone()], Some(file));
+        lab.up_output = text(&o);
+        assert!(
+            o.status.success(),
+            "lab up {name} failed:\n{}",
+            lab.up_output
         );
-        assert!(o.status.success(), "lab up {name} failed:\n{}", text(&o));
-        assert!(text(&o).contains("8 pods"), "{}", text(&o));
         lab
     }
 
@@ -270,6 +279,68 @@ fn two_racks_tor_end_to_end() {
     assert!(k.contains("via 10.0.0.1") && k.contains("proto bgp"), "{k}");
     let o = lab.down();
     assert!(o.status.success(), "{}", text(&o));
+    assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
+}
+
+#[test]
+fn bird_and_gobgp_images_run_the_local_daemons() {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/daemons-lab/daemons.clab.yml");
+    // `up` returns once every Twill node has all its sessions Established: the BIRD and GoBGP
+    // peers included.
+    let lab = Lab::up_file("daemons", &file);
+    let o = lab.test();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("all 2 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
+    let s = lab.json("status", "a1");
+    for (addr, asn) in [("10.9.0.2", 65010), ("10.9.0.3", 65020)] {
+        let p = s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == addr)
+            .unwrap_or_else(|| panic!("no peer {addr}: {s}"));
+        assert_eq!(
+            (p["state"].as_str(), p["asNumber"].as_u64()),
+            (Some("Established"), Some(asn))
+        );
+    }
+    // Each daemon runs with the bound configuration and learned both nodes' pod CIDRs.
+    let ctl = lab.dir.join("daemons/bird/bird.ctl");
+    let o = Command::new("birdc")
+        .arg("-s")
+        .arg(&ctl)
+        .args(["show", "route"])
+        .output()
+        .unwrap();
+    let bird = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        bird.contains("10.244.1.0/24") && bird.contains("10.244.2.0/24"),
+        "{bird}"
+    );
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("gobgp"),
+            "gobgp",
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+        ])
+        .output()
+        .unwrap();
+    let gobgp = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        gobgp.contains("10.244.1.0/24") && gobgp.contains("10.244.2.0/24"),
+        "{gobgp}"
+    );
+    assert!(lab.down().status.success());
     assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
 }
 
