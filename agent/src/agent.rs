@@ -2,6 +2,7 @@
 //! and the route programmer, and serves the control socket and the metrics endpoint.
 
 use crate::dataplane::{Dataplane, RouteTable};
+use crate::node_file::NodeFile;
 use crate::peers::{peer_config, peers_for, speaker_config, DerivedPeer, PeerKind};
 use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
 use crate::view::{ClusterView, Node, ViewError};
@@ -43,6 +44,8 @@ pub enum AgentError {
     Programmer(#[from] felix_lite::Error),
     #[error("speaker: {0}")]
     Speaker(#[from] speaker::SpeakerError),
+    #[error("cannot write the node file: {0}")]
+    NodeFile(crate::node_file::NodeFileError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -125,20 +128,13 @@ fn load(path: &Path) -> Result<ClusterView, AgentError> {
 
 /// What the CNI plugin reads: `<state dir>/node.json`.
 fn write_node_file(dir: &Path, me: &Node, mtu: u32) -> Result<(), AgentError> {
-    let io = |source| AgentError::Io {
-        what: "cannot write",
-        path: dir.join("node.json").display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let body = serde_json::json!({
-        "name": me.name,
-        "podCIDRs": [me.pod_cidr.to_string()],
-        "mtu": mtu,
-    });
-    let tmp = dir.join(".node.json.tmp");
-    std::fs::write(&tmp, body.to_string()).map_err(io)?;
-    std::fs::rename(tmp, dir.join("node.json")).map_err(io)
+    NodeFile {
+        name: me.name.clone(),
+        pod_cidrs: vec![me.pod_cidr.to_string()],
+        mtu,
+    }
+    .write(dir)
+    .map_err(AgentError::NodeFile)
 }
 
 fn apply_peers(

@@ -3,6 +3,7 @@
 //! this node's pod CIDRs and the MTU the agent wrote; VERSION answers directly. Errors are CNI
 //! error JSON on stdout.
 
+use crate::node_file::{self, NodeFile, NodeFileError};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -73,66 +74,43 @@ fn run(cmd: &str) -> Result<Vec<u8>, CniError> {
     call_bridge(&delegate)
 }
 
-struct NodeInfo {
-    cidrs: Vec<String>,
-    mtu: u64,
-}
-
-fn read_node(dir: &Path, cmd: &str) -> Result<NodeInfo, CniError> {
-    let path = dir.join("node.json");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let v: Value = serde_json::from_str(&s).map_err(|e| {
-                err(
-                    999,
-                    format!("{} is not valid JSON", path.display()),
-                    e.to_string(),
-                )
-            })?;
-            let cidrs: Vec<String> = v["podCIDRs"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if cidrs.is_empty() {
-                return Err(err(
-                    11,
-                    "this node has no pod CIDR yet",
-                    path.display().to_string(),
-                ));
-            }
-            Ok(NodeInfo {
-                cidrs,
-                mtu: v["mtu"].as_u64().unwrap_or(1450),
-            })
-        }
+/// The node's pod CIDRs and MTU from the agent's node file.
+fn read_node(dir: &Path, cmd: &str) -> Result<NodeFile, CniError> {
+    match NodeFile::read(dir) {
+        Ok(n) if n.pod_cidrs.is_empty() => Err(err(
+            11,
+            "this node has no pod CIDR yet",
+            node_file::path(dir).display().to_string(),
+        )),
+        Ok(n) => Ok(n),
         // DEL must succeed even while the agent is down: host-local releases by container ID.
-        Err(_) if cmd == "DEL" => Ok(NodeInfo {
-            cidrs: vec!["0.0.0.0/0".into()],
+        Err(_) if cmd == "DEL" => Ok(NodeFile {
+            name: String::new(),
+            pod_cidrs: vec!["0.0.0.0/0".into()],
             mtu: 1450,
         }),
+        Err(e @ NodeFileError::Json { .. }) => {
+            Err(err(999, "the node file is damaged", e.to_string()))
+        }
         Err(e) => Err(err(
             11,
             "the twill agent has not written this node's pod CIDR yet; try again",
-            format!("{}: {e}", path.display()),
+            e.to_string(),
         )),
     }
 }
 
-fn delegate_conf(conf: &Value, node: &NodeInfo) -> Value {
+fn delegate_conf(conf: &Value, node: &NodeFile) -> Value {
     let ranges: Vec<Value> = node
-        .cidrs
+        .pod_cidrs
         .iter()
         .map(|c| json!([{ "subnet": c }]))
         .collect();
     let mut routes = Vec::new();
-    if node.cidrs.iter().any(|c| !c.contains(':')) {
+    if node.pod_cidrs.iter().any(|c| !c.contains(':')) {
         routes.push(json!({"dst": "0.0.0.0/0"}));
     }
-    if node.cidrs.iter().any(|c| c.contains(':')) {
+    if node.pod_cidrs.iter().any(|c| c.contains(':')) {
         routes.push(json!({"dst": "::/0"}));
     }
     let mut ipam = json!({"type": "host-local", "ranges": ranges, "routes": routes});

@@ -8,6 +8,7 @@ mod control;
 mod dataplane;
 mod http;
 mod lab;
+mod node_file;
 mod peers;
 mod status;
 mod view;

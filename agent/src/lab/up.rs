@@ -7,6 +7,7 @@ use super::needs;
 use super::state::{LabState, NodeState, PodState};
 use super::topology::{Node, Role, Topology};
 use super::{must_be_root, LabError};
+use crate::node_file::NodeFile;
 use crate::status::Status;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -305,17 +306,8 @@ pub fn statuses(st: &LabState) -> Vec<(String, Option<Status>)> {
 fn pod_cidrs(st: &LabState) -> Vec<(String, Vec<String>)> {
     st.twill_nodes()
         .map(|n| {
-            let v: serde_json::Value = std::fs::read_to_string(n.run_dir().join("node.json"))
-                .ok()
-                .and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or_default();
-            let cidrs = v["podCIDRs"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(String::from))
-                        .collect()
-                })
+            let cidrs = NodeFile::read(&n.run_dir())
+                .map(|f| f.pod_cidrs)
                 .unwrap_or_default();
             (n.name.clone(), cidrs)
         })
