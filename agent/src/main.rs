@@ -7,6 +7,7 @@ mod cni;
 mod control;
 mod dataplane;
 mod http;
+mod k8s;
 mod lab;
 mod node_file;
 mod peers;

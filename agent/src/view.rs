@@ -6,7 +6,8 @@
 
 use ipip::{Encap, EncapMode, EncapType, VxlanConfig};
 use ipnet::IpNet;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -40,78 +41,78 @@ fn bad(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<Str
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawView {
-    as_number: Option<u64>,
-    pod_network: Option<String>,
-    node_to_node_mesh: Option<bool>,
-    encapsulation: Option<RawEncap>,
-    vxlan: Option<RawVxlan>,
-    listen_port: Option<u64>,
-    timers: Option<RawTimers>,
+pub(crate) struct RawView {
+    pub(crate) as_number: Option<u64>,
+    pub(crate) pod_network: Option<String>,
+    pub(crate) node_to_node_mesh: Option<bool>,
+    pub(crate) encapsulation: Option<RawEncap>,
+    pub(crate) vxlan: Option<RawVxlan>,
+    pub(crate) listen_port: Option<u64>,
+    pub(crate) timers: Option<RawTimers>,
     #[serde(default)]
-    nodes: Vec<RawNode>,
+    pub(crate) nodes: Vec<RawNode>,
     #[serde(default)]
-    peers: Vec<RawPeer>,
+    pub(crate) peers: Vec<RawPeer>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-struct RawEncap {
+pub(crate) struct RawEncap {
     #[serde(rename = "type")]
-    kind: Option<String>,
-    mode: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) mode: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-struct RawVxlan {
-    vni: Option<u64>,
-    port: Option<u64>,
+pub(crate) struct RawVxlan {
+    pub(crate) vni: Option<u64>,
+    pub(crate) port: Option<u64>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawTimers {
-    hold_time: Option<u64>,
-    keepalive_time: Option<u64>,
-    connect_retry_time: Option<u64>,
+pub(crate) struct RawTimers {
+    pub(crate) hold_time: Option<u64>,
+    pub(crate) keepalive_time: Option<u64>,
+    pub(crate) connect_retry_time: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawNode {
-    name: Option<String>,
-    address: Option<String>,
+pub(crate) struct RawNode {
+    pub(crate) name: Option<String>,
+    pub(crate) address: Option<String>,
     #[serde(rename = "podCIDR")]
-    pod_cidr: Option<String>,
-    as_number: Option<u64>,
+    pub(crate) pod_cidr: Option<String>,
+    pub(crate) as_number: Option<u64>,
     #[serde(rename = "routeReflectorClusterID")]
-    route_reflector_cluster_id: Option<String>,
+    pub(crate) route_reflector_cluster_id: Option<String>,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawPeer {
-    address: Option<String>,
-    as_number: Option<u64>,
-    node_selector: Option<LabelSelector>,
-    password: Option<RawPassword>,
-    accept_prefixes: Option<Vec<String>>,
+pub(crate) struct RawPeer {
+    pub(crate) address: Option<String>,
+    pub(crate) as_number: Option<u64>,
+    pub(crate) node_selector: Option<LabelSelector>,
+    pub(crate) password: Option<RawPassword>,
+    pub(crate) accept_prefixes: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-struct RawPassword {
-    file: String,
+pub(crate) struct RawPassword {
+    pub(crate) file: String,
 }
 
 /// A Kubernetes LabelSelector: `matchLabels` and `matchExpressions` (In, NotIn, Exists,
 /// DoesNotExist), all of which must hold.
-#[derive(Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Deserialize, Serialize, JsonSchema, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(default)]
@@ -120,10 +121,11 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelRequirement>,
 }
 
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Deserialize, Serialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LabelRequirement {
     pub key: String,
+    #[schemars(extend("enum" = ["In", "NotIn", "Exists", "DoesNotExist"]))]
     pub operator: String,
     #[serde(default)]
     pub values: Vec<String>,
@@ -238,7 +240,7 @@ impl ClusterView {
         ClusterView::from_raw(raw)
     }
 
-    fn from_raw(raw: RawView) -> Result<ClusterView, ViewError> {
+    pub(crate) fn from_raw(raw: RawView) -> Result<ClusterView, ViewError> {
         let as_number = asn("asNumber", raw.as_number.unwrap_or(64512))?;
         let pod_network = cidr("podNetwork", required("podNetwork", &raw.pod_network)?)?;
         let enc = raw.encapsulation.unwrap_or_default();

@@ -1,0 +1,109 @@
+//! Twill's custom resources, group `twill.io`, version `v1`, cluster-scoped, shaped like
+//! Calico's `BGPConfiguration` and `BGPPeer` so a Calico user reads them without docs. Every
+//! field is optional where the file format has a default; the defaults are the file's.
+
+use crate::view::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The cluster-wide settings; the agent reads the one named `default`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "twill.io",
+    version = "v1",
+    kind = "BGPConfiguration",
+    plural = "bgpconfigurations",
+    shortname = "bgpconfig"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPConfigurationSpec {
+    /// The cluster's AS number (default 64512); a node may override it with the annotation
+    /// `twill.io/as-number`.
+    #[schemars(range(min = 1, max = 4294967294u64))]
+    pub as_number: Option<u64>,
+    /// Every pod CIDR lies inside this network (e.g. the cluster's --cluster-cidr).
+    #[schemars(extend("format" = "cidr"))]
+    pub pod_network: Option<String>,
+    /// iBGP between every pair of nodes of the same AS (default true).
+    pub node_to_node_mesh_enabled: Option<bool>,
+    /// Port the nodes' speakers listen on (default 179).
+    #[schemars(range(min = 1, max = 65535))]
+    pub listen_port: Option<u64>,
+    pub encapsulation: Option<EncapsulationSpec>,
+    pub vxlan: Option<VxlanSpec>,
+    pub timers: Option<TimersSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct EncapsulationSpec {
+    /// VXLAN (default) or IPIP.
+    #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["VXLAN", "IPIP"]))]
+    pub kind: Option<String>,
+    /// Always, CrossSubnet (default) or Never.
+    #[schemars(extend("enum" = ["Always", "CrossSubnet", "Never"]))]
+    pub mode: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct VxlanSpec {
+    /// VXLAN network identifier (default 4096).
+    #[schemars(range(min = 1, max = 16777215))]
+    pub vni: Option<u64>,
+    /// UDP port (default 4789).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimersSpec {
+    /// Seconds (default 90; 0 = no keepalives, else 3–65535).
+    #[schemars(range(max = 65535))]
+    pub hold_time: Option<u64>,
+    /// Seconds (default holdTime / 3).
+    #[schemars(range(max = 65535))]
+    pub keepalive_time: Option<u64>,
+    /// Seconds (default 5).
+    #[schemars(range(min = 1, max = 65535))]
+    pub connect_retry_time: Option<u64>,
+}
+
+/// A BGP peer outside the cluster (a ToR, an external reflector), for the nodes its selector
+/// matches.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "twill.io",
+    version = "v1",
+    kind = "BGPPeer",
+    plural = "bgppeers",
+    printcolumn = r#"{"name":"Peer IP","type":"string","jsonPath":".spec.peerIP"}"#,
+    printcolumn = r#"{"name":"AS","type":"integer","jsonPath":".spec.asNumber"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPPeerSpec {
+    #[serde(rename = "peerIP")]
+    #[schemars(extend("format" = "ip"))]
+    pub peer_ip: String,
+    #[schemars(range(min = 1, max = 4294967294u64))]
+    pub as_number: u64,
+    /// Which nodes peer with it; absent = every node.
+    pub node_selector: Option<LabelSelector>,
+    /// TCP MD5 password, from a Secret in the agent's own namespace.
+    pub password: Option<PasswordSpec>,
+    /// Prefixes taken from this peer: anything inside one of these (default: podNetwork).
+    pub accept_prefixes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSpec {
+    pub secret_key_ref: SecretKeyRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
