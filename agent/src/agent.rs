@@ -19,9 +19,21 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+/// Where the cluster view comes from.
+#[derive(Clone, Debug)]
+pub enum ViewSource {
+    /// A YAML file, reloaded on SIGHUP.
+    File(PathBuf),
+    /// The Kubernetes API (watched); `None` = in-cluster or the usual kubeconfig.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        namespace: Option<String>,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub config: PathBuf,
+    pub source: ViewSource,
     pub node: String,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
@@ -40,6 +52,10 @@ pub enum AgentError {
     UnknownNode(String),
     #[error("fabric: {0}")]
     Fabric(#[from] ipip::Error),
+    #[error("{0}")]
+    Kubernetes(#[from] crate::k8s::watch::K8sError),
+    #[error("the cluster view source ended before this node appeared in it")]
+    NoView,
     #[error("route programmer: {0}")]
     Programmer(#[from] felix_lite::Error),
     #[error("speaker: {0}")]
@@ -208,7 +224,24 @@ async fn start_fabric(
 
 /// Run until SIGTERM / SIGINT.
 pub async fn run(opts: Options) -> Result<(), AgentError> {
-    let view = Arc::new(load(&opts.config)?);
+    let (view, mut updates) = match &opts.source {
+        ViewSource::File(path) => (Arc::new(load(path)?), None),
+        ViewSource::Kubernetes {
+            kubeconfig,
+            namespace,
+        } => {
+            let client = crate::k8s::watch::client(kubeconfig.as_deref()).await?;
+            let ns = namespace
+                .clone()
+                .unwrap_or_else(|| crate::k8s::watch::default_namespace(&client));
+            info!(namespace = %ns, node = %opts.node, "watching the Kubernetes API for the cluster view");
+            let mut rx = crate::k8s::watch::start(client, ns, opts.state_dir.join("secrets"));
+            let v = crate::k8s::watch::first_view(&mut rx, &opts.node)
+                .await
+                .ok_or(AgentError::NoView)?;
+            (v, Some(rx))
+        }
+    };
     let me = view
         .node(&opts.node)
         .cloned()
@@ -268,26 +301,24 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
-                match load(&opts.config) {
+                let ViewSource::File(path) = &opts.source else {
+                    info!("SIGHUP: the cluster view comes from the Kubernetes API; nothing to reload");
+                    continue;
+                };
+                match load(path) {
                     Err(e) => error!(error = %e, "SIGHUP: cluster view rejected; keeping the running one"),
-                    Ok(new) => match new.node(&me.name).cloned() {
-                        None => error!(node = %me.name, "SIGHUP: this node is no longer in the cluster view; keeping the running one"),
-                        Some(new_me) => {
-                            if new.encapsulation != view.encapsulation || new.vxlan != view.vxlan || new_me.address != me.address {
-                                warn!("SIGHUP: encapsulation or node address changed; restart the agent to apply that part");
-                            }
-                            if new_me.pod_cidr != me.pod_cidr {
-                                let _ = speaker.set_originated(vec![new_me.pod_cidr]);
-                            }
-                            let new = Arc::new(new);
-                            apply_peers(&speaker, &new, &new_me, &mut peers);
-                            *shared.peers.lock().expect("peers") = peers.clone();
-                            dp.set_view(new.clone()).await;
-                            info!(peers = peers.len(), nodes = new.nodes.len(), "SIGHUP: cluster view reloaded");
-                            view = new;
-                            me = new_me;
+                    Ok(new) => {
+                        if let Some((v, m)) = apply_view(&speaker, &shared, &mut dp, &mut peers, &view, &me, Arc::new(new)).await {
+                            (view, me) = (v, m);
+                            info!(peers = peers.len(), nodes = view.nodes.len(), "SIGHUP: cluster view reloaded");
                         }
-                    },
+                    }
+                }
+            }
+            Some(new) = next_view(&mut updates) => {
+                if let Some((v, m)) = apply_view(&speaker, &shared, &mut dp, &mut peers, &view, &me, new).await {
+                    (view, me) = (v, m);
+                    info!(peers = peers.len(), nodes = view.nodes.len(), "cluster view updated from the API");
                 }
             }
             _ = tick.tick() => {
@@ -308,6 +339,54 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // their connectivity across an upgrade.
     shared.programmer.shutdown().await;
     Ok(())
+}
+
+/// The next view from the API watchers; never resolves for a file source.
+async fn next_view(
+    updates: &mut Option<tokio::sync::watch::Receiver<Option<Arc<ClusterView>>>>,
+) -> Option<Arc<ClusterView>> {
+    match updates {
+        None => std::future::pending().await,
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            Err(_) => {
+                error!("the Kubernetes watchers stopped; keeping the last cluster view");
+                *updates = None;
+                None
+            }
+        },
+    }
+}
+
+/// Apply a new cluster view: only the peers that changed, the originated CIDR if it changed,
+/// and the data plane's idea of who is a node. None (and nothing changed) when this node is
+/// not in it.
+async fn apply_view(
+    speaker: &Speaker,
+    shared: &Shared,
+    dp: &mut Dataplane,
+    peers: &mut BTreeMap<IpAddr, DerivedPeer>,
+    view: &ClusterView,
+    me: &Node,
+    new: Arc<ClusterView>,
+) -> Option<(Arc<ClusterView>, Node)> {
+    let Some(new_me) = new.node(&me.name).cloned() else {
+        error!(node = %me.name, "this node is no longer in the cluster view; keeping the running one");
+        return None;
+    };
+    if new.encapsulation != view.encapsulation
+        || new.vxlan != view.vxlan
+        || new_me.address != me.address
+    {
+        warn!("encapsulation or node address changed; restart the agent to apply that part");
+    }
+    if new_me.pod_cidr != me.pod_cidr {
+        let _ = speaker.set_originated(vec![new_me.pod_cidr]);
+    }
+    apply_peers(speaker, &new, &new_me, peers);
+    *shared.peers.lock().expect("peers") = peers.clone();
+    dp.set_view(new.clone()).await;
+    Some((new, new_me))
 }
 
 /// Ready once every mesh / reflector session has completed an initial exchange (Established and

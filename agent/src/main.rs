@@ -34,9 +34,22 @@ struct Cli {
 enum Command {
     /// Run the node agent: BGP speaker, tunnel fabric and route programmer for one node.
     Agent {
-        /// The cluster view file (YAML).
+        /// The cluster view file (YAML). Or use --kubernetes.
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        config: Option<PathBuf>,
+        /// Read the cluster view from the Kubernetes API (Nodes, BGPConfiguration, BGPPeer):
+        /// in-cluster, or the kubeconfig given with --kubeconfig.
         #[arg(long)]
-        config: PathBuf,
+        kubernetes: bool,
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// The namespace holding BGPPeer password Secrets (default: the agent's own).
+        #[arg(long, requires = "kubernetes")]
+        namespace: Option<String>,
         /// This node's name in the cluster view.
         #[arg(long, env = "NODE_NAME")]
         node: String,
@@ -182,6 +195,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Agent {
             config,
+            kubernetes: _,
+            kubeconfig,
+            namespace,
             node,
             socket,
             state_dir,
@@ -189,8 +205,15 @@ fn main() -> ExitCode {
             ready_timeout,
             rt_protos_dir,
         } => {
+            let source = match config {
+                Some(path) => agent::ViewSource::File(path),
+                None => agent::ViewSource::Kubernetes {
+                    kubeconfig,
+                    namespace,
+                },
+            };
             let opts = agent::Options {
-                config,
+                source,
                 node,
                 socket,
                 state_dir,

@@ -2,3 +2,4 @@
 
 pub mod crd;
 pub mod view;
+pub mod watch;

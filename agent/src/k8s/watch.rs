@@ -1,0 +1,231 @@
+//! The watchers: Node objects and Twill's CRDs through kube-runtime reflectors (list, then
+//! watch with bookmarks; a watch that ends or expires — 410 Gone — is resumed or relisted by
+//! kube-runtime). After each burst of changes the view is rebuilt from the stores and
+//! published only if it differs, so a resumed watch changes nothing downstream.
+
+use super::crd::{BGPConfiguration, BGPPeer};
+use super::view::{build, Objects, CONFIG_NAME};
+use crate::view::ClusterView;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig { path: String, reason: String },
+    #[error("Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// A client from `kubeconfig`, or the in-cluster service account (falling back to
+/// `$KUBECONFIG` / `~/.kube/config`) when none is given.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
+    let config = match kubeconfig {
+        Some(p) => {
+            let bad = |reason: String| K8sError::Kubeconfig {
+                path: p.display().to_string(),
+                reason,
+            };
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| bad(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| K8sError::Client(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+}
+
+/// The namespace the agent runs in: where its Secrets are.
+pub fn default_namespace(client: &Client) -> String {
+    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string())
+}
+
+/// Start the watchers; the receiver sees each new view (None until the first usable one).
+pub fn start(
+    client: Client,
+    namespace: String,
+    secrets_dir: PathBuf,
+) -> watch::Receiver<Option<Arc<ClusterView>>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(run(client, namespace, secrets_dir, tx));
+    rx
+}
+
+async fn run(
+    client: Client,
+    namespace: String,
+    secrets_dir: PathBuf,
+    tx: watch::Sender<Option<Arc<ClusterView>>>,
+) {
+    let (nodes, nodes_w) = reflector::store::<Node>();
+    let (configs, configs_w) = reflector::store::<BGPConfiguration>();
+    let (peers, peers_w) = reflector::store::<BGPPeer>();
+    let wc = watcher::Config::default();
+    let events = futures::stream::select_all([
+        reflector(
+            nodes_w,
+            watcher(Api::<Node>::all(client.clone()), wc.clone()),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| format!("nodes: {e}")))
+        .boxed(),
+        reflector(
+            configs_w,
+            watcher(Api::<BGPConfiguration>::all(client.clone()), wc.clone()),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| format!("bgpconfigurations: {e}")))
+        .boxed(),
+        reflector(peers_w, watcher(Api::<BGPPeer>::all(client.clone()), wc))
+            .default_backoff()
+            .map(|r| r.map(|_| ()).map_err(|e| format!("bgppeers: {e}")))
+            .boxed(),
+    ]);
+    let secrets: Api<Secret> = Api::namespaced(client, &namespace);
+    let mut events = events;
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut last: Option<Arc<ClusterView>> = None;
+    let mut ready = false;
+    while let Some(ev) = events.next().await {
+        if let Err(e) = ev {
+            warn!(error = %e, "watch interrupted; resuming");
+            continue;
+        }
+        // Take the rest of a burst before rebuilding once.
+        while let Some(Some(_)) = events.next().now_or_never() {}
+        // Until every kind has been listed once, a view would be missing objects.
+        if !ready {
+            ready = listed(&nodes) && listed(&configs) && listed(&peers);
+            if !ready {
+                continue;
+            }
+        }
+        let peer_list: Vec<BGPPeer> = peers.state().iter().map(|p| (**p).clone()).collect();
+        let passwords = write_passwords(&secrets, &peer_list, &secrets_dir, &mut reported).await;
+        let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let config = configs.get(&ObjectRef::new(CONFIG_NAME));
+        let built = build(&Objects {
+            config: config.as_deref(),
+            nodes: &node_list,
+            peers: &peer_list,
+            passwords: &passwords,
+        });
+        // Say each problem once, not on every rebuild.
+        let now: BTreeSet<String> = built
+            .problems
+            .iter()
+            .chain(&built.waiting)
+            .cloned()
+            .collect();
+        for p in built.problems.iter().filter(|p| !reported.contains(*p)) {
+            warn!(problem = %p, "object left out of the cluster view");
+        }
+        for w in built.waiting.iter().filter(|w| !reported.contains(*w)) {
+            info!(waiting = %w, "not in the cluster view yet");
+        }
+        reported.retain(|r| r.starts_with("secret:"));
+        reported.extend(now);
+        if let Some(v) = built.view {
+            if last.as_deref() != Some(&v) {
+                let v = Arc::new(v);
+                last = Some(v.clone());
+                let _ = tx.send(Some(v));
+            }
+        }
+    }
+}
+
+/// Whether the store has seen its first complete list.
+fn listed<K>(s: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(s.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+/// Each BGPPeer's password Secret (in the agent's namespace) written to a 0600 file, by peer.
+async fn write_passwords(
+    secrets: &Api<Secret>,
+    peers: &[BGPPeer],
+    dir: &Path,
+    reported: &mut BTreeSet<String>,
+) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    for p in peers {
+        let (Some(name), Some(pw)) = (p.metadata.name.as_ref(), p.spec.password.as_ref()) else {
+            continue;
+        };
+        let r = &pw.secret_key_ref;
+        let value = match secrets.get(&r.name).await {
+            Ok(s) => s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|b| b.0.clone())
+                .ok_or_else(|| format!("has no key {}", r.key)),
+            Err(e) => Err(e.to_string()),
+        };
+        match value {
+            Ok(bytes) => {
+                let path = dir.join(name);
+                if let Err(e) = write_private(&path, &bytes) {
+                    warn!(peer = %name, error = %e, "cannot write the password file");
+                    continue;
+                }
+                out.insert(name.clone(), path);
+            }
+            Err(e) => {
+                let msg = format!(
+                    "secret:BGPPeer {name}: spec.password.secretKeyRef: Secret {} {e}",
+                    r.name
+                );
+                if reported.insert(msg.clone()) {
+                    warn!(problem = %msg.trim_start_matches("secret:"), "password not read");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Wait for the first view that holds `node`.
+pub async fn first_view(
+    rx: &mut watch::Receiver<Option<Arc<ClusterView>>>,
+    node: &str,
+) -> Option<Arc<ClusterView>> {
+    loop {
+        if let Some(v) = rx.borrow_and_update().clone() {
+            if v.node(node).is_some() {
+                return Some(v);
+            }
+        }
+        rx.changed().await.ok()?;
+    }
+}
