@@ -28,6 +28,7 @@ pub enum ViewSource {
     Kubernetes {
         kubeconfig: Option<PathBuf>,
         namespace: Option<String>,
+        pod_network: Option<String>,
     },
 }
 
@@ -229,13 +230,19 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         ViewSource::Kubernetes {
             kubeconfig,
             namespace,
+            pod_network,
         } => {
             let client = crate::k8s::watch::client(kubeconfig.as_deref()).await?;
             let ns = namespace
                 .clone()
                 .unwrap_or_else(|| crate::k8s::watch::default_namespace(&client));
             info!(namespace = %ns, node = %opts.node, "watching the Kubernetes API for the cluster view");
-            let mut rx = crate::k8s::watch::start(client, ns, opts.state_dir.join("secrets"));
+            let mut rx = crate::k8s::watch::start(
+                client,
+                ns,
+                opts.state_dir.join("secrets"),
+                pod_network.clone(),
+            );
             let v = crate::k8s::watch::first_view(&mut rx, &opts.node)
                 .await
                 .ok_or(AgentError::NoView)?;

@@ -50,6 +50,9 @@ enum Command {
         /// The namespace holding BGPPeer password Secrets (default: the agent's own).
         #[arg(long, requires = "kubernetes")]
         namespace: Option<String>,
+        /// podNetwork when the BGPConfiguration `default` gives none.
+        #[arg(long, env = "TWILL_POD_NETWORK", requires = "kubernetes")]
+        pod_network: Option<String>,
         /// This node's name in the cluster view.
         #[arg(long, env = "NODE_NAME")]
         node: String,
@@ -85,6 +88,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print Twill's CustomResourceDefinitions (the ones in deploy/twill.yaml) as YAML.
+    Crds,
     /// A whole fabric on this machine in network namespaces, from a containerlab file.
     Lab {
         #[command(subcommand)]
@@ -198,6 +203,7 @@ fn main() -> ExitCode {
             kubernetes: _,
             kubeconfig,
             namespace,
+            pod_network,
             node,
             socket,
             state_dir,
@@ -210,6 +216,7 @@ fn main() -> ExitCode {
                 None => agent::ViewSource::Kubernetes {
                     kubeconfig,
                     namespace,
+                    pod_network,
                 },
             };
             let opts = agent::Options {
@@ -232,5 +239,9 @@ fn main() -> ExitCode {
         Command::Status { socket, json } => show(socket, json, false),
         Command::Routes { socket, json } => show(socket, json, true),
         Command::Lab { command } => lab_main(command),
+        Command::Crds => {
+            print!("{}", k8s::crd::manifests());
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -20,18 +20,26 @@ use serde::{Deserialize, Serialize};
 pub struct BGPConfigurationSpec {
     /// The cluster's AS number (default 64512); a node may override it with the annotation
     /// `twill.io/as-number`.
-    #[schemars(range(min = 1, max = 4294967294u64))]
+    #[schemars(range(min = 1, max = 4294967294u64), extend("default" = 64512))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub as_number: Option<u64>,
     /// Every pod CIDR lies inside this network (e.g. the cluster's --cluster-cidr).
     #[schemars(extend("format" = "cidr"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_network: Option<String>,
     /// iBGP between every pair of nodes of the same AS (default true).
+    #[schemars(extend("default" = true))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_to_node_mesh_enabled: Option<bool>,
     /// Port the nodes' speakers listen on (default 179).
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = 65535), extend("default" = 179))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_port: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encapsulation: Option<EncapsulationSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<VxlanSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timers: Option<TimersSpec>,
 }
 
@@ -39,20 +47,24 @@ pub struct BGPConfigurationSpec {
 pub struct EncapsulationSpec {
     /// VXLAN (default) or IPIP.
     #[serde(rename = "type")]
-    #[schemars(extend("enum" = ["VXLAN", "IPIP"]))]
+    #[schemars(extend("enum" = ["VXLAN", "IPIP"], "default" = "VXLAN"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Always, CrossSubnet (default) or Never.
-    #[schemars(extend("enum" = ["Always", "CrossSubnet", "Never"]))]
+    #[schemars(extend("enum" = ["Always", "CrossSubnet", "Never"], "default" = "CrossSubnet"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct VxlanSpec {
     /// VXLAN network identifier (default 4096).
-    #[schemars(range(min = 1, max = 16777215))]
+    #[schemars(range(min = 1, max = 16777215), extend("default" = 4096))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vni: Option<u64>,
     /// UDP port (default 4789).
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = 65535), extend("default" = 4789))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u64>,
 }
 
@@ -60,13 +72,16 @@ pub struct VxlanSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TimersSpec {
     /// Seconds (default 90; 0 = no keepalives, else 3–65535).
-    #[schemars(range(max = 65535))]
+    #[schemars(range(max = 65535), extend("default" = 90))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_time: Option<u64>,
     /// Seconds (default holdTime / 3).
     #[schemars(range(max = 65535))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<u64>,
     /// Seconds (default 5).
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = 65535), extend("default" = 5))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_retry_time: Option<u64>,
 }
 
@@ -89,10 +104,13 @@ pub struct BGPPeerSpec {
     #[schemars(range(min = 1, max = 4294967294u64))]
     pub as_number: u64,
     /// Which nodes peer with it; absent = every node.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
     /// TCP MD5 password, from a Secret in the agent's own namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<PasswordSpec>,
     /// Prefixes taken from this peer: anything inside one of these (default: podNetwork).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_prefixes: Option<Vec<String>>,
 }
 
@@ -106,4 +124,13 @@ pub struct PasswordSpec {
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
+}
+
+/// Both CRDs as a multi-document YAML stream.
+pub fn manifests() -> String {
+    use kube::CustomResourceExt;
+    [BGPConfiguration::crd(), BGPPeer::crd()]
+        .iter()
+        .map(|c| format!("---\n{}", serde_yaml_ng::to_string(c).expect("crd yaml")))
+        .collect()
 }

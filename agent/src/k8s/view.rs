@@ -23,6 +23,9 @@ pub struct Objects<'a> {
     pub peers: &'a [BGPPeer],
     /// Password files already written for peers, by BGPPeer name.
     pub passwords: &'a BTreeMap<String, PathBuf>,
+    /// podNetwork when the BGPConfiguration gives none (the DaemonSet's `TWILL_POD_NETWORK`,
+    /// as Calico's `CALICO_IPV4POOL_CIDR`).
+    pub default_pod_network: Option<&'a str>,
 }
 
 /// The view (None until a usable BGPConfiguration exists), objects left out because their
@@ -174,13 +177,16 @@ fn raw_top(c: &BGPConfiguration) -> RawView {
 
 pub fn build(o: &Objects) -> Built {
     let mut built = Built::default();
-    let Some(config) = o.config else {
+    let mut raw = o.config.map(raw_top).unwrap_or_default();
+    if raw.pod_network.is_none() {
+        raw.pod_network = o.default_pod_network.map(String::from);
+    }
+    if raw.pod_network.is_none() {
         built.waiting.push(format!(
-            "BGPConfiguration {CONFIG_NAME}: not found (it holds spec.podNetwork)"
+            "BGPConfiguration {CONFIG_NAME}: no spec.podNetwork (and no --pod-network / TWILL_POD_NETWORK)"
         ));
         return built;
-    };
-    let mut raw = raw_top(config);
+    }
     // Per raw entry: its object's name, and for nodes whether the address is annotated.
     let mut node_src: Vec<(String, bool)> = Vec::new();
     for n in o.nodes {
@@ -275,6 +281,7 @@ mod tests {
             nodes,
             peers,
             passwords: &BTreeMap::new(),
+            default_pod_network: None,
         })
     }
 
@@ -362,6 +369,16 @@ mod tests {
         let b = build_with(None, &nodes, &[]);
         assert!(b.view.is_none());
         assert_eq!(b.waiting.len(), 1);
+        // Without a BGPConfiguration the defaults apply, with the DaemonSet's pod network.
+        let b = build(&Objects {
+            config: None,
+            nodes: &nodes,
+            peers: &[],
+            passwords: &BTreeMap::new(),
+            default_pod_network: Some("10.244.0.0/16"),
+        });
+        let v = b.view.expect("a view from defaults");
+        assert_eq!((v.as_number, v.node_to_node_mesh), (64512, true));
         let c = config(
             json!({"podNetwork": "10.244.0.0/16", "nodeToNodeMeshEnabled": false, "encapsulation": {"mode": "Sometimes"}}),
         );

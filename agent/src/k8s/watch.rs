@@ -56,9 +56,10 @@ pub fn start(
     client: Client,
     namespace: String,
     secrets_dir: PathBuf,
+    default_pod_network: Option<String>,
 ) -> watch::Receiver<Option<Arc<ClusterView>>> {
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(run(client, namespace, secrets_dir, tx));
+    tokio::spawn(run(client, namespace, secrets_dir, default_pod_network, tx));
     rx
 }
 
@@ -66,6 +67,7 @@ async fn run(
     client: Client,
     namespace: String,
     secrets_dir: PathBuf,
+    default_pod_network: Option<String>,
     tx: watch::Sender<Option<Arc<ClusterView>>>,
 ) {
     let (nodes, nodes_w) = reflector::store::<Node>();
@@ -120,6 +122,7 @@ async fn run(
             nodes: &node_list,
             peers: &peer_list,
             passwords: &passwords,
+            default_pod_network: default_pod_network.as_deref(),
         });
         // Say each problem once, not on every rebuild.
         let now: BTreeSet<String> = built
