@@ -14,5 +14,6 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/twill /usr/local/bin/twill
 ENV CNI_PATH=/usr/lib/cni
-ENTRYPOINT ["/usr/local/bin/twill"]
-CMD ["agent", "--kubernetes"]
+# No ENTRYPOINT: containerlab's `cmd: twill agent --config …` and the DaemonSet's command both
+# name the program themselves.
+CMD ["twill", "agent", "--kubernetes"]
