@@ -164,6 +164,8 @@ struct State {
     oldest: u64,
     requests: Vec<String>,
     denied: Vec<String>,
+    /// Watches answered 410 Gone.
+    expired: usize,
 }
 
 /// The fake server; dropping it stops serving (open watches end).
@@ -193,6 +195,7 @@ impl FakeApi {
             oldest: 100,
             requests: Vec::new(),
             denied: Vec::new(),
+            expired: 0,
         }));
         let (events, _) = broadcast::channel(1024);
         let (cut, _) = tokio::sync::watch::channel(0u64);
@@ -280,16 +283,23 @@ impl FakeApi {
         self.cut.send_modify(|n| *n += 1);
     }
 
-    /// Forget the event log: a watch resuming from an older resourceVersion gets 410 Gone.
+    /// Forget the event log, as etcd compaction does while other writes move the revision on:
+    /// a watch resuming from any resourceVersion it has seen gets 410 Gone and must relist.
     pub fn compact(&self) {
         let mut s = self.state.lock().expect("state");
         s.log.clear();
+        s.rv += 1;
         s.oldest = s.rv;
     }
 
     /// Every request line served so far (`GET /api/v1/nodes?…`).
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().expect("state").requests.clone()
+    }
+
+    /// How many watches were answered 410 Gone.
+    pub fn expired(&self) -> usize {
+        self.state.lock().expect("state").expired
     }
 
     /// Requests refused by RBAC.
@@ -578,6 +588,7 @@ async fn connection(
                     (expired, backlog, s.rv)
                 };
                 if expired {
+                    state.lock().expect("state").expired += 1;
                     let msg = format!("too old resource version: {from} ({last})");
                     chunk(
                         &mut w,

@@ -1,0 +1,308 @@
+//! `twill agent --kubernetes`, unmodified, against the fake API server (`twill_lab::fakeapi`)
+//! inside a namespace lab. The fake enforces the RBAC of `deploy/twill.yaml`: the agent must
+//! get by with what the manifest grants, and any request beyond it is recorded and fails the
+//! test.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use twill_lab::daemons::Daemon;
+use twill_lab::fakeapi::{self, FakeApi, BGP_CONFIGURATIONS, BGP_PEERS, NODES, SECRETS};
+use twill_lab::netns::enter;
+use twill_lab::{wait_for, Netns, Switch, TempDir};
+
+const TWILL: &str = env!("CARGO_BIN_EXE_twill");
+const NS: &str = "twill-system";
+
+fn manifest_rules() -> Vec<fakeapi::Rule> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"))
+            .unwrap();
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let rules = fakeapi::rules_for(&docs, NS, "twill");
+    assert!(
+        !rules.is_empty(),
+        "the manifest binds no rules to twill-system/twill"
+    );
+    rules
+}
+
+/// The fake API server listening inside `ns` (the socket stays in the namespace it was made in).
+fn serve_in(ns: &Netns, addr: &str) -> FakeApi {
+    let path = ns.path();
+    let addr = addr.to_string();
+    let listener = std::thread::spawn(move || {
+        enter(&path).expect("setns");
+        std::net::TcpListener::bind(addr).expect("bind")
+    })
+    .join()
+    .unwrap();
+    FakeApi::serve(listener, manifest_rules())
+}
+
+fn node(name: &str, ip: &str, cidr: Option<&str>) -> Value {
+    let mut n = json!({
+        "metadata": {"name": name, "labels": {"rack": "a", "kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}
+    });
+    if let Some(c) = cidr {
+        n["spec"]["podCIDR"] = json!(c);
+        n["spec"]["podCIDRs"] = json!([c]);
+    }
+    n
+}
+
+struct Agent {
+    child: Option<Child>,
+    socket: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(ns: &Netns, dir: &Path, kubeconfig: &Path, name: &str) -> Agent {
+        let socket = dir.join(format!("{name}.sock"));
+        let state = dir.join(format!("{name}-state"));
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                TWILL,
+                "agent",
+                "--kubernetes",
+                "--kubeconfig",
+            ])
+            .arg(kubeconfig)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--rt-protos-dir")
+            .arg(dir.join("iproute2"))
+            .args(["--ready-timeout", "60"])
+            .env("NODE_NAME", name)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            socket,
+            state,
+            log,
+        }
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = Command::new(TWILL)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn peer(&self, addr: &str) -> Option<Value> {
+        self.status()?["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["address"] == addr)
+            .cloned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How often the session with `peer` reached, and left, Established (from the log, colour
+    /// codes stripped).
+    fn transitions(&self, peer: &str) -> (usize, usize) {
+        let mut plain = String::new();
+        let mut esc = false;
+        for c in self.log().chars() {
+            match (esc, c) {
+                (false, '\x1b') => esc = true,
+                (true, 'm') => esc = false,
+                (true, _) => {}
+                (false, c) => plain.push(c),
+            }
+        }
+        let lines: Vec<&str> = plain
+            .lines()
+            .filter(|l| l.contains("session state") && l.contains(&format!("peer={peer} ")))
+            .collect();
+        (
+            lines
+                .iter()
+                .filter(|l| l.contains("to=Established"))
+                .count(),
+            lines
+                .iter()
+                .filter(|l| l.contains("from=Established"))
+                .count(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn established(a: &Agent, addr: &str) -> Option<String> {
+    let p = a.peer(addr)?;
+    (p["state"] == "Established").then(|| p["since"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn the_agent_follows_the_api() {
+    let dir = TempDir::new("k8s");
+    let sw = Switch::new("swk");
+    let api_ns = Netns::new("api");
+    sw.attach(&api_ns, &["10.1.0.100/24"], 1500);
+    let tor_ns = Netns::new("tor");
+    sw.attach(&tor_ns, &["10.1.0.1/24"], 1500);
+    let nodes: Vec<Netns> = ["10.1.0.11/24", "10.1.0.12/24"]
+        .iter()
+        .map(|a| {
+            let ns = Netns::new("k");
+            sw.attach(&ns, &[a], 1500);
+            ns
+        })
+        .collect();
+    let api = serve_in(&api_ns, "10.1.0.100:6443");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig(NS)).unwrap();
+
+    api.apply(
+        BGP_CONFIGURATIONS,
+        json!({"metadata": {"name": "default"}, "spec": {
+            "podNetwork": "10.244.0.0/16",
+            "timers": {"holdTime": 9, "keepaliveTime": 3, "connectRetryTime": 1}}}),
+    );
+    api.apply(NODES, node("a1", "10.1.0.11", Some("10.244.1.0/24")));
+    // a2 exists but has no pod CIDR yet.
+    api.apply(NODES, node("a2", "10.1.0.12", None));
+
+    let a1 = Agent::start(&nodes[0], &dir.path, &kubeconfig, "a1");
+    let a2 = Agent::start(&nodes[1], &dir.path, &kubeconfig, "a2");
+    wait_for("a1 running", Duration::from_secs(30), || a1.status());
+    assert!(
+        a1.peer("10.1.0.12").is_none(),
+        "a2 has no pod CIDR: not a peer yet"
+    );
+    assert!(a2.status().is_none(), "a2 waits for its own pod CIDR");
+
+    // The pod CIDR arrives late: a2 starts, a1 meshes with it, routes go in both ways.
+    api.apply(NODES, node("a2", "10.1.0.12", Some("10.244.2.0/24")));
+    wait_for("a1-a2 Established", Duration::from_secs(30), || {
+        established(&a1, "10.1.0.12")
+    });
+    wait_for("a1's route to a2's pods", Duration::from_secs(10), || {
+        let r = nodes[0].exec(&["ip", "route", "show", "10.244.2.0/24"]);
+        r.contains("via 10.1.0.12").then_some(())
+    });
+    wait_for("a2's route to a1's pods", Duration::from_secs(10), || {
+        let r = nodes[1].exec(&["ip", "route", "show", "10.244.1.0/24"]);
+        r.contains("via 10.1.0.11").then_some(())
+    });
+
+    // The watch is cut, and later the event log expires (410 Gone on resume): the agents
+    // resume or relist, and the session stays up throughout.
+    let lists_before = api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch=true"))
+        .count();
+    api.cut_watches();
+    api.apply(NODES, node("a1", "10.1.0.11", Some("10.244.1.0/24")));
+    api.compact();
+    api.cut_watches();
+    wait_for("a relist after 410 Gone", Duration::from_secs(30), || {
+        (api.requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch=true"))
+            .count()
+            > lists_before)
+            .then_some(())
+    });
+
+    assert!(api.expired() > 0, "no watch was answered 410 Gone");
+
+    // A BGPPeer for an FRR ToR, with its password in a Secret of the agent's namespace.
+    let frr = Daemon::frr(
+        &tor_ns,
+        "frr defaults traditional\nrouter bgp 65100\n bgp router-id 10.1.0.1\n no bgp ebgp-requires-policy\n neighbor RACK peer-group\n neighbor RACK remote-as 64512\n bgp listen range 10.1.0.0/24 peer-group RACK\n address-family ipv4 unicast\n  neighbor RACK activate\n exit-address-family\n",
+    );
+    api.apply(
+        SECRETS,
+        json!({"metadata": {"name": "tor-bgp", "namespace": NS}, "type": "Opaque",
+               "data": {"password": "czNjcjN0"}}),
+    );
+    api.apply(
+        BGP_PEERS,
+        json!({"metadata": {"name": "tor-a"}, "spec": {
+            "peerIP": "10.1.0.1", "asNumber": 65100,
+            "nodeSelector": {"matchLabels": {"rack": "a"}},
+            "password": {"secretKeyRef": {"name": "tor-bgp", "key": "password"}}}}),
+    );
+    wait_for("a1-ToR Established", Duration::from_secs(30), || {
+        established(&a1, "10.1.0.1")
+    });
+    let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).unwrap();
+    assert_eq!(pw, "s3cr3t", "the password Secret was read");
+    let bgp = frr.vtysh("show bgp ipv4 unicast");
+    assert!(bgp.contains("10.244.1.0/24"), "{bgp}");
+    api.delete(BGP_PEERS, "", "tor-a");
+    wait_for("the ToR peer removed", Duration::from_secs(10), || {
+        a1.peer("10.1.0.1").is_none().then_some(())
+    });
+
+    // Through all of it the mesh session never flapped.
+    assert!(established(&a1, "10.1.0.12").is_some());
+    assert_eq!(
+        a1.transitions("10.1.0.12"),
+        (1, 0),
+        "a1-a2 session flapped:\n{}",
+        a1.log()
+    );
+
+    // a2 is deleted: its session and its route go from a1.
+    api.delete(NODES, "", "a2");
+    wait_for("a2's route gone", Duration::from_secs(10), || {
+        nodes[0]
+            .exec(&["ip", "route", "show", "10.244.2.0/24"])
+            .is_empty()
+            .then_some(())
+    });
+    assert!(a1.peer("10.1.0.12").is_none());
+
+    // Everything the agents did was within the manifest's RBAC.
+    assert!(
+        api.denied().is_empty(),
+        "denied: {:?}\n{}",
+        api.denied(),
+        a1.log()
+    );
+    let reqs = api.requests();
+    assert!(reqs
+        .iter()
+        .any(|r| r.contains("/apis/twill.io/v1/bgppeers?") && r.contains("watch=true")));
+    assert!(reqs
+        .iter()
+        .any(|r| r.contains(&format!("/api/v1/namespaces/{NS}/secrets/tor-bgp"))));
+}
