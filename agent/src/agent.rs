@@ -225,6 +225,8 @@ async fn start_fabric(
 
 /// Run until SIGTERM / SIGINT.
 pub async fn run(opts: Options) -> Result<(), AgentError> {
+    let endpoint: crate::http::Agent = Arc::default();
+    let metrics = crate::http::serve(opts.metrics, endpoint.clone()).await?;
     let (view, mut updates) = match &opts.source {
         ViewSource::File(path) => (Arc::new(load(path)?), None),
         ViewSource::Kubernetes {
@@ -278,7 +280,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         started: Instant::now(),
     });
     let control = crate::control::serve(&opts.socket, shared.clone()).await?;
-    let metrics = crate::http::serve(opts.metrics, shared.clone()).await?;
+    let _ = endpoint.set(shared.clone());
     info!(node = %me.name, address = %me.address, pod_cidr = %me.pod_cidr,
         peers = peers.len(), socket = %opts.socket.display(), metrics = %opts.metrics, "agent running");
 

@@ -8,7 +8,7 @@ use crate::agent::{AgentError, Shared};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -17,7 +17,11 @@ use tokio::task::JoinHandle;
 /// The main loop turns every 500 ms; three missed turns make the agent unhealthy.
 const STALE: Duration = Duration::from_millis(1500);
 
-pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<JoinHandle<()>, AgentError> {
+/// The agent's state once it runs; empty while it still waits for its node in the cluster view
+/// (the listener is up from the start so that a liveness probe does not kill a waiting agent).
+pub type Agent = Arc<OnceLock<Arc<Shared>>>;
+
+pub async fn serve(addr: SocketAddr, agent: Agent) -> Result<JoinHandle<()>, AgentError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Io {
@@ -30,7 +34,7 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<JoinHandle<(
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;
             };
-            let shared = shared.clone();
+            let agent = agent.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
                 let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
@@ -39,7 +43,10 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<JoinHandle<(
                 };
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
-                let (code, body) = respond(path, &shared).await;
+                let (code, body) = match agent.get() {
+                    Some(shared) => respond(path, shared).await,
+                    None => waiting(path),
+                };
                 let reply = format!(
                     "HTTP/1.1 {code}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -48,6 +55,21 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<JoinHandle<(
             });
         }
     }))
+}
+
+fn waiting(path: &str) -> (&'static str, String) {
+    match path {
+        "/healthz" => (
+            "200 OK",
+            "ok (waiting for this node in the cluster view)\n".into(),
+        ),
+        "/readyz" => (
+            "503 Service Unavailable",
+            "waiting for this node in the cluster view\n".into(),
+        ),
+        "/metrics" => ("200 OK", String::new()),
+        _ => ("404 Not Found", "not found\n".into()),
+    }
 }
 
 async fn respond(path: &str, shared: &Shared) -> (&'static str, String) {

@@ -206,6 +206,25 @@ fn the_agent_follows_the_api() {
         "a2 has no pod CIDR: not a peer yet"
     );
     assert!(a2.status().is_none(), "a2 waits for its own pod CIDR");
+    // Waiting, it is alive (a liveness probe must not kill it) but not ready.
+    let http = |ns: &Netns, path: &str| {
+        let o = ns.try_exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:9099{path}"),
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_for(
+        "a2's /healthz while waiting",
+        Duration::from_secs(10),
+        || (http(&nodes[1], "/healthz") == "200").then_some(()),
+    );
+    assert_eq!(http(&nodes[1], "/readyz"), "503");
 
     // The pod CIDR arrives late: a2 starts, a1 meshes with it, routes go in both ways.
     api.apply(NODES, node("a2", "10.1.0.12", Some("10.244.2.0/24")));
