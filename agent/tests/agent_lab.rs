@@ -2,14 +2,15 @@
 //! of pods; pods attached through `twill` as a CNI plugin; the agents' CLI, metrics, readiness,
 //! SIGHUP reload and SIGTERM.
 
+mod common;
+
+use common::{http, Agent, TWILL};
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use twill_lab::{wait_for, Netns, Switch, TempDir, TwoRacks};
-
-const TWILL: &str = env!("CARGO_BIN_EXE_twill");
 
 const VIEW: &str = r#"
 asNumber: 64512
@@ -22,93 +23,15 @@ nodes:
   - {name: b1, address: 10.2.0.11, podCIDR: 10.244.3.0/24, labels: {rack: b}}
 "#;
 
-/// A running `twill agent` inside a node's namespace; SIGTERM then SIGKILL on drop.
-struct Agent {
-    child: Option<Child>,
-    socket: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &Netns, dir: &Path, config: &Path, node: &str) -> Agent {
-        Agent::start_with(ns, dir, config, node, 60)
-    }
-
-    fn start_with(ns: &Netns, dir: &Path, config: &Path, node: &str, ready_timeout: u64) -> Agent {
-        let socket = dir.join(format!("{node}.sock"));
-        let state = dir.join(format!("{node}-state"));
-        let log = dir.join(format!("{node}.log"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, TWILL, "agent", "--config"])
-            .arg(config)
-            .args(["--node", node, "--socket"])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--ready-timeout", &ready_timeout.to_string()])
-            // Keep the host's /etc untouched: the name file goes into the test's directory.
-            .arg("--rt-protos-dir")
-            .arg(dir.join("iproute2/rt_protos.d"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("twill agent");
-        Agent {
-            child: Some(child),
-            socket,
-            state,
-            log,
-        }
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = Command::new(TWILL)
-            .args(["status", "--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill");
-    }
-
-    /// SIGTERM and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        let mut c = self.child.take().expect("running");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "agent ignored SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// An agent reading the cluster view from `config`.
+fn start(ns: &Netns, dir: &Path, config: &Path, node: &str, ready_timeout: u64) -> Agent {
+    let args = [
+        "--config".into(),
+        config.as_os_str().to_owned(),
+        "--node".into(),
+        node.into(),
+    ];
+    Agent::start(ns, dir, node, &args, ready_timeout)
 }
 
 /// A pod attached by running `twill` as the CNI plugin (ADD), as a container runtime would.
@@ -168,19 +91,6 @@ fn ping(from: &Netns, ip: &str) -> bool {
         .success()
 }
 
-fn http(ns: &Netns, path: &str) -> u16 {
-    let out = ns.try_exec(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://127.0.0.1:9099{path}"),
-    ]);
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
-}
-
 #[test]
 fn three_agents_two_racks_vxlan_cross_subnet() {
     let dir = TempDir::new("ag");
@@ -203,7 +113,7 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
             let underlay = sw.attach(&ns, &[&format!("{addr}/24")], 1500);
             ns.exec(&["ip", "route", "add", "default", "via", gw]);
             ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            let agent = Agent::start(&ns, &dir.path, &config, name);
+            let agent = start(&ns, &dir.path, &config, name, 60);
             Node {
                 ns,
                 underlay,
@@ -417,19 +327,19 @@ fn readyz_waits_for_the_mesh_then_stays_ready() {
         })
         .collect();
     // a1 alone: alive, not ready (its mesh peers a2 and b1 are not running).
-    let a1 = Agent::start(&nodes[0], &dir.path, &config, "a1");
+    let a1 = start(&nodes[0], &dir.path, &config, "a1", 60);
     wait_for("a1's listener", Duration::from_secs(20), || {
         (http(&nodes[0], "/healthz") == 200).then_some(())
     });
     assert_eq!(http(&nodes[0], "/readyz"), 503, "ready without its mesh");
     // a2 and b1 come: a1 becomes ready once both sessions have exchanged End-of-RIB.
-    let a2 = Agent::start(&nodes[1], &dir.path, &config, "a2");
+    let a2 = start(&nodes[1], &dir.path, &config, "a2", 60);
     assert_eq!(
         http(&nodes[0], "/readyz"),
         503,
         "ready with b1 still missing"
     );
-    let _b1 = Agent::start(&nodes[2], &dir.path, &config, "b1");
+    let _b1 = start(&nodes[2], &dir.path, &config, "b1", 60);
     wait_for("a1 ready", Duration::from_secs(30), || {
         (http(&nodes[0], "/readyz") == 200).then_some(())
     });
@@ -450,7 +360,7 @@ fn readyz_waits_for_the_mesh_then_stays_ready() {
     let lonely = Netns::new("r");
     alone.attach(&lonely, &["10.1.0.12/8"], 1500);
     let dir2 = TempDir::new("rdy2");
-    let solo = Agent::start_with(&lonely, &dir2.path, &config, "a2", 2);
+    let solo = start(&lonely, &dir2.path, &config, "a2", 2);
     wait_for("ready by timeout", Duration::from_secs(20), || {
         (http(&lonely, "/readyz") == 200).then_some(())
     });

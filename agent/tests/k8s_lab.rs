@@ -3,16 +3,17 @@
 //! get by with what the manifest grants, and any request beyond it is recorded and fails the
 //! test.
 
+mod common;
+
+use common::{http, Agent};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 use twill_lab::daemons::Daemon;
 use twill_lab::fakeapi::{self, FakeApi, BGP_CONFIGURATIONS, BGP_PEERS, NODES, SECRETS};
 use twill_lab::netns::enter;
 use twill_lab::{wait_for, Netns, Switch, TempDir};
 
-const TWILL: &str = env!("CARGO_BIN_EXE_twill");
 const NS: &str = "twill-system";
 
 fn manifest_rules() -> Vec<fakeapi::Rule> {
@@ -56,111 +57,14 @@ fn node(name: &str, ip: &str, cidr: Option<&str>) -> Value {
     n
 }
 
-struct Agent {
-    child: Option<Child>,
-    socket: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &Netns, dir: &Path, kubeconfig: &Path, name: &str) -> Agent {
-        let socket = dir.join(format!("{name}.sock"));
-        let state = dir.join(format!("{name}-state"));
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                TWILL,
-                "agent",
-                "--kubernetes",
-                "--kubeconfig",
-            ])
-            .arg(kubeconfig)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--rt-protos-dir")
-            .arg(dir.join("iproute2"))
-            .args(["--ready-timeout", "60"])
-            .env("NODE_NAME", name)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent {
-            child: Some(child),
-            socket,
-            state,
-            log,
-        }
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = Command::new(TWILL)
-            .args(["status", "--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn peer(&self, addr: &str) -> Option<Value> {
-        self.status()?["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["address"] == addr)
-            .cloned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// How often the session with `peer` reached, and left, Established (from the log, colour
-    /// codes stripped).
-    fn transitions(&self, peer: &str) -> (usize, usize) {
-        let mut plain = String::new();
-        let mut esc = false;
-        for c in self.log().chars() {
-            match (esc, c) {
-                (false, '\x1b') => esc = true,
-                (true, 'm') => esc = false,
-                (true, _) => {}
-                (false, c) => plain.push(c),
-            }
-        }
-        let lines: Vec<&str> = plain
-            .lines()
-            .filter(|l| l.contains("session state") && l.contains(&format!("peer={peer} ")))
-            .collect();
-        (
-            lines
-                .iter()
-                .filter(|l| l.contains("to=Established"))
-                .count(),
-            lines
-                .iter()
-                .filter(|l| l.contains("from=Established"))
-                .count(),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// An agent reading the cluster view from the API behind `kubeconfig`.
+fn start(ns: &Netns, dir: &Path, kubeconfig: &Path, node: &str) -> Agent {
+    let args = [
+        "--kubernetes".into(),
+        "--kubeconfig".into(),
+        kubeconfig.as_os_str().to_owned(),
+    ];
+    Agent::start(ns, dir, node, &args, 60)
 }
 
 fn established(a: &Agent, addr: &str) -> Option<String> {
@@ -198,8 +102,8 @@ fn the_agent_follows_the_api() {
     // a2 exists but has no pod CIDR yet.
     api.apply(NODES, node("a2", "10.1.0.12", None));
 
-    let a1 = Agent::start(&nodes[0], &dir.path, &kubeconfig, "a1");
-    let a2 = Agent::start(&nodes[1], &dir.path, &kubeconfig, "a2");
+    let a1 = start(&nodes[0], &dir.path, &kubeconfig, "a1");
+    let a2 = start(&nodes[1], &dir.path, &kubeconfig, "a2");
     wait_for("a1 running", Duration::from_secs(30), || a1.status());
     assert!(
         a1.peer("10.1.0.12").is_none(),
@@ -207,24 +111,12 @@ fn the_agent_follows_the_api() {
     );
     assert!(a2.status().is_none(), "a2 waits for its own pod CIDR");
     // Waiting, it is alive (a liveness probe must not kill it) but not ready.
-    let http = |ns: &Netns, path: &str| {
-        let o = ns.try_exec(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://127.0.0.1:9099{path}"),
-        ]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     wait_for(
         "a2's /healthz while waiting",
         Duration::from_secs(10),
-        || (http(&nodes[1], "/healthz") == "200").then_some(()),
+        || (http(&nodes[1], "/healthz") == 200).then_some(()),
     );
-    assert_eq!(http(&nodes[1], "/readyz"), "503");
+    assert_eq!(http(&nodes[1], "/readyz"), 503);
 
     // The pod CIDR arrives late: a2 starts, a1 meshes with it, routes go in both ways.
     api.apply(NODES, node("a2", "10.1.0.12", Some("10.244.2.0/24")));

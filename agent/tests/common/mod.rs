@@ -1,0 +1,162 @@
+//! What the agent's lab tests share: a `twill agent` process in a namespace, and the
+//! agent's HTTP endpoints seen from inside it.
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use twill_lab::Netns;
+
+pub const TWILL: &str = env!("CARGO_BIN_EXE_twill");
+
+/// A running `twill agent` inside a node's namespace; killed on drop, its log printed when the
+/// test is failing.
+pub struct Agent {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// `args`: where the view comes from (`--config FILE --node N`, or `--kubernetes
+    /// --kubeconfig F` with the node name from `NODE_NAME`, as a DaemonSet gives it).
+    pub fn start(
+        ns: &Netns,
+        dir: &Path,
+        node: &str,
+        args: &[OsString],
+        ready_timeout: u64,
+    ) -> Agent {
+        let socket = dir.join(format!("{node}.sock"));
+        let state = dir.join(format!("{node}-state"));
+        let log = dir.join(format!("{node}.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, TWILL, "agent"])
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--ready-timeout", &ready_timeout.to_string()])
+            // Keep the host's /etc untouched: the name file goes into the test's directory.
+            .arg("--rt-protos-dir")
+            .arg(dir.join("iproute2/rt_protos.d"))
+            .env("NODE_NAME", node)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("twill agent");
+        Agent {
+            child: Some(child),
+            socket,
+            state,
+            log,
+        }
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        let out = Command::new(TWILL)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn peer(&self, addr: &str) -> Option<Value> {
+        self.status()?["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["address"] == addr)
+            .cloned()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let mut c = self.child.take().expect("running");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How often the session with `peer` reached, and left, Established (from the log, colour
+    /// codes stripped).
+    pub fn transitions(&self, peer: &str) -> (usize, usize) {
+        let mut plain = String::new();
+        let mut esc = false;
+        for c in self.log().chars() {
+            match (esc, c) {
+                (false, '\x1b') => esc = true,
+                (true, 'm') => esc = false,
+                (true, _) => {}
+                (false, c) => plain.push(c),
+            }
+        }
+        let lines: Vec<&str> = plain
+            .lines()
+            .filter(|l| l.contains("session state") && l.contains(&format!("peer={peer} ")))
+            .collect();
+        (
+            lines
+                .iter()
+                .filter(|l| l.contains("to=Established"))
+                .count(),
+            lines
+                .iter()
+                .filter(|l| l.contains("from=Established"))
+                .count(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The HTTP status of `path` on the agent's listener, asked from inside `ns` (0 if none).
+pub fn http(ns: &Netns, path: &str) -> u16 {
+    let out = ns.try_exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:9099{path}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
