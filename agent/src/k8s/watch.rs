@@ -96,7 +96,9 @@ async fn run(
     ]);
     let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let mut events = events;
+    // What was already logged, so each problem is said once rather than on every rebuild.
     let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut secret_errors: BTreeSet<String> = BTreeSet::new();
     let mut last: Option<Arc<ClusterView>> = None;
     let mut ready = false;
     while let Some(ev) = events.next().await {
@@ -114,7 +116,8 @@ async fn run(
             }
         }
         let peer_list: Vec<BGPPeer> = peers.state().iter().map(|p| (**p).clone()).collect();
-        let passwords = write_passwords(&secrets, &peer_list, &secrets_dir, &mut reported).await;
+        let passwords =
+            write_passwords(&secrets, &peer_list, &secrets_dir, &mut secret_errors).await;
         let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let config = configs.get(&ObjectRef::new(CONFIG_NAME));
         let built = build(&Objects {
@@ -137,8 +140,7 @@ async fn run(
         for w in built.waiting.iter().filter(|w| !reported.contains(*w)) {
             info!(waiting = %w, "not in the cluster view yet");
         }
-        reported.retain(|r| r.starts_with("secret:"));
-        reported.extend(now);
+        reported = now;
         if let Some(v) = built.view {
             if last.as_deref() != Some(&v) {
                 let v = Arc::new(v);
@@ -191,11 +193,11 @@ async fn write_passwords(
             }
             Err(e) => {
                 let msg = format!(
-                    "secret:BGPPeer {name}: spec.password.secretKeyRef: Secret {} {e}",
+                    "BGPPeer {name}: spec.password.secretKeyRef: Secret {} {e}",
                     r.name
                 );
                 if reported.insert(msg.clone()) {
-                    warn!(problem = %msg.trim_start_matches("secret:"), "password not read");
+                    warn!(problem = %msg, "password not read");
                 }
             }
         }
