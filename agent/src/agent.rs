@@ -147,7 +147,7 @@ fn load(path: &Path) -> Result<ClusterView, AgentError> {
 fn write_node_file(dir: &Path, me: &Node, mtu: u32) -> Result<(), AgentError> {
     NodeFile {
         name: me.name.clone(),
-        pod_cidrs: vec![me.pod_cidr.to_string()],
+        pod_cidrs: me.pod_cidrs.iter().map(|c| c.to_string()).collect(),
         mtu,
     }
     .write(dir)
@@ -206,7 +206,7 @@ async fn start_fabric(
             encap: view.encapsulation,
             vxlan: view.vxlan.clone(),
             node_address: me.address,
-            pod_cidrs: vec![me.pod_cidr],
+            pod_cidrs: me.pod_cidrs.clone(),
             state_dir: Some(state_dir.to_path_buf()),
         })
         .await;
@@ -281,7 +281,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     });
     let control = crate::control::serve(&opts.socket, shared.clone()).await?;
     let _ = endpoint.set(shared.clone());
-    info!(node = %me.name, address = %me.address, pod_cidr = %me.pod_cidr,
+    info!(node = %me.name, address = %me.address, pod_cidrs = ?me.pod_cidrs,
         peers = peers.len(), socket = %opts.socket.display(), metrics = %opts.metrics, "agent running");
 
     let sig = |k| {
@@ -385,12 +385,16 @@ async fn apply_view(
     };
     if new.encapsulation != view.encapsulation
         || new.vxlan != view.vxlan
-        || new_me.address != me.address
+        || new_me.addresses != me.addresses
     {
         warn!("encapsulation or node address changed; restart the agent to apply that part");
     }
-    if new_me.pod_cidr != me.pod_cidr {
-        let _ = speaker.set_originated(vec![new_me.pod_cidr]);
+    if new_me.pod_cidrs != me.pod_cidrs {
+        // Kubernetes never changes a node's podCIDRs once set; from a file it is an edit, and
+        // pods already attached keep their addresses until the agent restarts.
+        warn!(old = ?me.pod_cidrs, new = ?new_me.pod_cidrs,
+            "pod CIDRs changed: announcing the new ones; restart the agent to move the tunnel address and CNI file");
+        let _ = speaker.set_originated(new_me.pod_cidrs.clone());
     }
     apply_peers(speaker, &new, &new_me, peers);
     *shared.peers.lock().expect("peers") = peers.clone();

@@ -45,9 +45,9 @@ impl Dataplane {
     fn plan(&self, prefix: IpNet, hops: &[IpAddr]) -> Option<RouteView> {
         let nhs: Vec<NextHop> = hops
             .iter()
-            .map(|a| NextHop {
-                address: *a,
-                is_node: self.view.node_by_address(*a).is_some(),
+            .map(|a| match self.view.node_by_address(*a) {
+                Some(n) => NextHop::node(*a, n.address),
+                None => NextHop::router(*a),
             })
             .collect();
         self.fabric

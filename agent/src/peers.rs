@@ -45,11 +45,13 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
         .iter()
         .filter(|n| n.name != me.name && n.as_number == me.as_number);
     let cluster = |n: &Node, kind| DerivedPeer {
-        address: n.address,
+        // Sessions between nodes use their first addresses; a node whose first address is of
+        // the other family is reached at its address of ours.
+        address: n.address_like(me.address).unwrap_or(n.address),
         as_number: n.as_number,
         kind,
-        // A cluster node may only announce the pod CIDR it owns.
-        import: ImportFilter::exact([n.pod_cidr]),
+        // A cluster node may only announce the pod CIDRs it owns.
+        import: ImportFilter::exact(n.pod_cidrs.iter().copied()),
         password_file: None,
     };
     if view.has_reflectors() {
@@ -63,7 +65,7 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
                         view.nodes
                             .iter()
                             .filter(|o| o.name != me.name)
-                            .map(|o| o.pod_cidr),
+                            .flat_map(|o| o.pod_cidrs.iter().copied()),
                     );
                     out.push(p);
                 }
@@ -83,7 +85,7 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
             let accept = p
                 .accept_prefixes
                 .clone()
-                .unwrap_or_else(|| vec![view.pod_network]);
+                .unwrap_or_else(|| view.pod_networks.clone());
             out.push(DerivedPeer {
                 address: p.address,
                 as_number: p.as_number,
@@ -123,7 +125,7 @@ pub fn router_id(me: &Node) -> Ipv4Addr {
 pub fn speaker_config(view: &ClusterView, me: &Node) -> SpeakerConfig {
     let mut c = SpeakerConfig::new(me.as_number, router_id(me));
     c.listen_port = view.listen_port;
-    c.originate = vec![me.pod_cidr];
+    c.originate = me.pod_cidrs.clone();
     c
 }
 
@@ -133,7 +135,16 @@ pub fn peer_config(view: &ClusterView, me: &Node, d: &DerivedPeer) -> PeerConfig
     if d.kind != PeerKind::External {
         p.port = view.listen_port;
     }
-    p.local_address = Some(me.address);
+    p.local_address = me.address_like(d.address);
+    // On a dual-stack node, the other family's pod CIDR goes out with this node's address of
+    // that family as its next hop (MP-BGP carries both families on one session).
+    for a in &me.addresses {
+        match a {
+            IpAddr::V4(v4) if d.address.is_ipv6() => p.next_hop_v4 = Some(*v4),
+            IpAddr::V6(v6) if d.address.is_ipv4() => p.next_hop_v6 = Some(*v6),
+            _ => {}
+        }
+    }
     p.hold_time = view.timers.hold;
     p.keepalive = view.timers.keepalive;
     p.connect_retry = Duration::from_secs(view.timers.connect_retry.into());
@@ -220,6 +231,26 @@ mod tests {
         assert_eq!(cfg.port, 179);
         assert_eq!(cfg.export, ExportFilter::Originated);
         assert_eq!(cfg.local_address, Some("10.1.0.11".parse().unwrap()));
+    }
+
+    #[test]
+    fn dual_stack_nodes_peer_once_and_announce_both_families() {
+        let v = ClusterView::parse(
+            "podNetwork: 10.244.0.0/16,fd00:244::/48\nnodes:\n  - {name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}\n  - {name: a2, address: \"fd00:1::12,10.1.0.12\", podCIDR: \"10.244.2.0/24,fd00:244:0:2::/64\"}\n",
+        )
+        .unwrap();
+        let a1 = v.node("a1").unwrap();
+        let peers = peers_for(&v, a1);
+        assert_eq!(peers.len(), 1, "one session carries both families");
+        assert_eq!(peers[0].address.to_string(), "10.1.0.12", "a1's family");
+        assert!(peers[0]
+            .import
+            .allows(&"fd00:244:0:2::/64".parse().unwrap()));
+        assert!(peers[0].import.allows(&"10.244.2.0/24".parse().unwrap()));
+        let cfg = peer_config(&v, a1, &peers[0]);
+        assert_eq!(cfg.local_address, Some("10.1.0.11".parse().unwrap()));
+        assert_eq!(cfg.next_hop_v6, Some("fd00:1::11".parse().unwrap()));
+        assert_eq!(speaker_config(&v, a1).originate.len(), 2);
     }
 
     #[test]

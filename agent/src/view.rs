@@ -160,11 +160,26 @@ pub struct Timers {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
+    /// The address BGP sessions and tunnels use: the first of `addresses`.
     pub address: IpAddr,
-    pub pod_cidr: IpNet,
+    /// One address, or one per family on a dual-stack node; next hops of a pod CIDR are the
+    /// address of its family.
+    pub addresses: Vec<IpAddr>,
+    /// One pod CIDR, or one per family.
+    pub pod_cidrs: Vec<IpNet>,
     pub as_number: u32,
     pub route_reflector_cluster_id: Option<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// The node's address in the family of `like` (for a session, or a next hop).
+    pub fn address_like(&self, like: IpAddr) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv6() == like.is_ipv6())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +196,8 @@ pub struct ExternalPeer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
     pub as_number: u32,
-    pub pod_network: IpNet,
+    /// One network, or one per family (dual-stack).
+    pub pod_networks: Vec<IpNet>,
     pub node_to_node_mesh: bool,
     pub encapsulation: Encap,
     pub vxlan: VxlanConfig,
@@ -201,6 +217,36 @@ fn cidr(field: &str, s: &str) -> Result<IpNet, ViewError> {
         ));
     }
     Ok(net)
+}
+
+/// One value, or an IPv4 and an IPv6 one separated by a comma: the form Kubernetes uses for
+/// dual-stack (`--cluster-cidr`, kubelet's `--node-ip`), so the same string works here.
+fn dual<T>(
+    field: &str,
+    s: &str,
+    one: impl Fn(&str, &str) -> Result<T, ViewError>,
+    is_v6: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, ViewError> {
+    let items = s
+        .split(',')
+        .map(|p| one(field, p.trim()))
+        .collect::<Result<Vec<T>, _>>()?;
+    if items.len() > 2 || (items.len() == 2 && is_v6(&items[0]) == is_v6(&items[1])) {
+        return Err(bad(
+            field,
+            s,
+            "must be one value, or an IPv4 and an IPv6 one separated by a comma",
+        ));
+    }
+    Ok(items)
+}
+
+fn family(v6: bool) -> &'static str {
+    if v6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
 }
 
 fn ip(field: &str, s: &str) -> Result<IpAddr, ViewError> {
@@ -242,7 +288,12 @@ impl ClusterView {
 
     pub(crate) fn from_raw(raw: RawView) -> Result<ClusterView, ViewError> {
         let as_number = asn("asNumber", raw.as_number.unwrap_or(64512))?;
-        let pod_network = cidr("podNetwork", required("podNetwork", &raw.pod_network)?)?;
+        let pod_networks = dual(
+            "podNetwork",
+            required("podNetwork", &raw.pod_network)?,
+            cidr,
+            |n: &IpNet| n.addr().is_ipv6(),
+        )?;
         let enc = raw.encapsulation.unwrap_or_default();
         let kind: EncapType = match &enc.kind {
             Some(s) => s.parse().map_err(|e: ipip::encap::BadName| {
@@ -318,14 +369,49 @@ impl ClusterView {
             if name.is_empty() {
                 return Err(bad(f("name"), "\"\"", "must not be empty"));
             }
-            let address = ip(&f("address"), required(&f("address"), &n.address)?)?;
-            let pod_cidr = cidr(&f("podCIDR"), required(&f("podCIDR"), &n.pod_cidr)?)?;
-            if !pod_network.contains(&pod_cidr) {
-                return Err(bad(
-                    f("podCIDR"),
-                    pod_cidr,
-                    format!("is outside podNetwork {pod_network}"),
-                ));
+            let addresses = dual(
+                &f("address"),
+                required(&f("address"), &n.address)?,
+                ip,
+                IpAddr::is_ipv6,
+            )?;
+            let address = addresses[0];
+            let pod_cidrs = dual(
+                &f("podCIDR"),
+                required(&f("podCIDR"), &n.pod_cidr)?,
+                cidr,
+                |n: &IpNet| n.addr().is_ipv6(),
+            )?;
+            for c in &pod_cidrs {
+                let v6 = c.addr().is_ipv6();
+                match pod_networks.iter().find(|p| p.addr().is_ipv6() == v6) {
+                    Some(net) if !net.contains(c) => {
+                        return Err(bad(f("podCIDR"), c, format!("is outside podNetwork {net}")))
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(bad(
+                            f("podCIDR"),
+                            c,
+                            format!(
+                                "is {} but podNetwork has no {} network",
+                                family(v6),
+                                family(v6)
+                            ),
+                        ))
+                    }
+                }
+                if !addresses.iter().any(|a| a.is_ipv6() == v6) {
+                    return Err(bad(
+                        f("podCIDR"),
+                        c,
+                        format!(
+                            "is {} but the node has no {} address to route it via",
+                            family(v6),
+                            family(v6)
+                        ),
+                    ));
+                }
             }
             let as_number = match n.as_number {
                 Some(v) => asn(&f("asNumber"), v)?,
@@ -345,30 +431,32 @@ impl ClusterView {
                 if other.name == name {
                     return Err(bad(f("name"), &name, format!("is also nodes[{j}].name")));
                 }
-                if other.address == address {
+                if let Some(a) = addresses.iter().find(|a| other.addresses.contains(a)) {
                     return Err(bad(
                         f("address"),
-                        address,
+                        a,
                         format!("is also nodes[{j}].address ({})", other.name),
                     ));
                 }
-                if other.pod_cidr.contains(&pod_cidr.network())
-                    || pod_cidr.contains(&other.pod_cidr.network())
-                {
-                    return Err(bad(
-                        f("podCIDR"),
-                        pod_cidr,
-                        format!(
-                            "overlaps nodes[{j}].podCIDR {} ({})",
-                            other.pod_cidr, other.name
-                        ),
-                    ));
+                for c in &pod_cidrs {
+                    if let Some(o) = other
+                        .pod_cidrs
+                        .iter()
+                        .find(|o| o.contains(&c.network()) || c.contains(&o.network()))
+                    {
+                        return Err(bad(
+                            f("podCIDR"),
+                            c,
+                            format!("overlaps nodes[{j}].podCIDR {o} ({})", other.name),
+                        ));
+                    }
                 }
             }
             nodes.push(Node {
                 name,
                 address,
-                pod_cidr,
+                addresses,
+                pod_cidrs,
                 as_number,
                 route_reflector_cluster_id,
                 labels: n.labels,
@@ -394,7 +482,7 @@ impl ClusterView {
                     }
                 }
             }
-            if let Some(n) = nodes.iter().find(|n| n.address == address) {
+            if let Some(n) = nodes.iter().find(|n| n.addresses.contains(&address)) {
                 return Err(bad(
                     f("address"),
                     address,
@@ -423,7 +511,7 @@ impl ClusterView {
         }
         Ok(ClusterView {
             as_number,
-            pod_network,
+            pod_networks,
             node_to_node_mesh: raw.node_to_node_mesh.unwrap_or(true),
             encapsulation: Encap { kind, mode },
             vxlan,
@@ -438,8 +526,9 @@ impl ClusterView {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The node one of whose addresses this is.
     pub fn node_by_address(&self, address: IpAddr) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.address == address)
+        self.nodes.iter().find(|n| n.addresses.contains(&address))
     }
 
     pub fn has_reflectors(&self) -> bool {
@@ -462,12 +551,15 @@ mod tests {
 
     const GOOD: &str = r#"
 asNumber: 64512
-podNetwork: 10.244.0.0/16
+podNetwork: 10.244.0.0/16,fd00:244::/48
 encapsulation: {type: VXLAN, mode: CrossSubnet}
 nodes:
   - {name: a1, address: 10.1.0.11, podCIDR: 10.244.11.0/24, labels: {rack: a}}
   - {name: a2, address: 10.1.0.12, podCIDR: 10.244.12.0/24, asNumber: 65001}
-  - {name: b1, address: "fd00:2::11", podCIDR: 10.244.21.0/24, routeReflectorClusterID: 10.255.0.1}
+  - name: b1
+    address: fd00:2::11,10.2.0.11
+    podCIDR: 10.244.21.0/24,fd00:244:0:21::/64
+    routeReflectorClusterID: 10.255.0.1
 peers:
   - address: 10.1.0.1
     asNumber: 65000
@@ -488,7 +580,21 @@ peers:
         );
         assert_eq!(v.nodes[1].as_number, 65001);
         assert_eq!(v.nodes[0].as_number, 64512);
-        assert!(v.nodes[2].address.is_ipv6());
+        assert!(
+            v.nodes[2].address.is_ipv6(),
+            "the first address is the session's"
+        );
+        assert_eq!(
+            v.nodes[2].address_like("10.0.0.1".parse().unwrap()),
+            Some("10.2.0.11".parse().unwrap())
+        );
+        assert_eq!(v.pod_networks.len(), 2);
+        assert_eq!(v.nodes[2].pod_cidrs.len(), 2);
+        assert_eq!(
+            v.node_by_address("10.2.0.11".parse().unwrap())
+                .map(|n| &*n.name),
+            Some("b1")
+        );
         assert!(v.has_reflectors());
         assert_eq!(
             v.peers[0].password_file.as_deref(),
@@ -559,6 +665,33 @@ peers:
             "timers.holdTime: 2 must be 0 or 3-65535 seconds (RFC 4271)"
         );
         assert_eq!(err("nodes: []\n"), "podNetwork: is required");
+        // Dual-stack: one value per family, each pod CIDR inside its family's network and
+        // routable through an address of its family.
+        assert_eq!(
+            err("podNetwork: 10.244.0.0/16,10.245.0.0/16\n"),
+            "podNetwork: 10.244.0.0/16,10.245.0.0/16 must be one value, or an IPv4 and an IPv6 one separated by a comma"
+        );
+        let dual = "podNetwork: 10.244.0.0/16,fd00:244::/48\nnodes:\n";
+        assert_eq!(
+            err(&format!("{dual}  - {{name: a1, address: 10.1.0.11, podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}}\n")),
+            "nodes[0].podCIDR: fd00:244:0:1::/64 is IPv6 but the node has no IPv6 address to route it via"
+        );
+        assert_eq!(
+            err(&format!("{dual}  - {{name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:245:1::/64\"}}\n")),
+            "nodes[0].podCIDR: fd00:245:1::/64 is outside podNetwork fd00:244::/48"
+        );
+        assert_eq!(
+            err("podNetwork: 10.244.0.0/16\nnodes:\n  - {name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}\n"),
+            "nodes[0].podCIDR: fd00:244:0:1::/64 is IPv6 but podNetwork has no IPv6 network"
+        );
+        assert_eq!(
+            err(&format!("{dual}  - {{name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: 10.244.1.0/24}}\n  - {{name: a2, address: \"10.1.0.12,fd00:1::11\", podCIDR: 10.244.2.0/24}}\n")),
+            "nodes[1].address: fd00:1::11 is also nodes[0].address (a1)"
+        );
+        assert_eq!(
+            err(&format!("{dual}  - {{name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}}\n  - {{name: a2, address: \"10.1.0.12,fd00:1::12\", podCIDR: \"10.244.2.0/24,fd00:244:0:1::/80\"}}\n")),
+            "nodes[1].podCIDR: fd00:244:0:1::/80 overlaps nodes[0].podCIDR fd00:244:0:1::/64 (a1)"
+        );
         assert!(err(&with("podNetwrok: 1\n")).contains("unknown field `podNetwrok`"));
         assert_eq!(
             err("podNetwork: 10.244.0.1/16\n"),

@@ -4,11 +4,9 @@
 
 mod common;
 
-use common::{http, Agent, TWILL};
-use serde_json::Value;
-use std::io::Write;
+use common::{cni, http, ping, Agent, CniPod, TWILL};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use twill_lab::{wait_for, Netns, Switch, TempDir, TwoRacks};
 
@@ -34,61 +32,11 @@ fn start(ns: &Netns, dir: &Path, config: &Path, node: &str, ready_timeout: u64) 
     Agent::start(ns, dir, node, &args, ready_timeout)
 }
 
-/// A pod attached by running `twill` as the CNI plugin (ADD), as a container runtime would.
-struct CniPod {
-    ns: Netns,
-    ip: String,
-}
-
-fn cni(
-    node: &Netns,
-    pod: &Netns,
-    cmd: &str,
-    state: &Path,
-    ipam: &Path,
-    prev: Option<&Value>,
-) -> (bool, Value) {
-    let mut conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
-        "stateDir": state, "dataDir": ipam,
-    });
-    if let Some(p) = prev {
-        conf["prevResult"] = p.clone();
-    }
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &node.name, TWILL])
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", &pod.name)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("twill as CNI plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.success(), v)
-}
-
 struct Node {
     ns: Netns,
     underlay: String,
     agent: Option<Agent>,
     pod: Option<CniPod>,
-}
-
-fn ping(from: &Netns, ip: &str) -> bool {
-    from.try_exec(&["ping", "-c", "1", "-W", "1", ip])
-        .status
-        .success()
 }
 
 #[test]

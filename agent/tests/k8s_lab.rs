@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{http, Agent};
+use common::{cni, http, ping, Agent};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -44,17 +44,37 @@ fn serve_in(ns: &Netns, addr: &str) -> FakeApi {
     FakeApi::serve(listener, manifest_rules())
 }
 
-fn node(name: &str, ip: &str, cidr: Option<&str>) -> Value {
+/// A dual-stack Node as the node controller leaves it: an InternalIP per family, and once
+/// allocated `spec.podCIDRs` (IPv4 first) with `spec.podCIDR` the first of them.
+fn node(name: &str, ips: [&str; 2], cidrs: Option<[&str; 2]>) -> Value {
     let mut n = json!({
         "metadata": {"name": name, "labels": {"rack": "a", "kubernetes.io/hostname": name}},
         "spec": {},
-        "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": ips[0]},
+            {"type": "InternalIP", "address": ips[1]},
+            {"type": "Hostname", "address": name}]}
     });
-    if let Some(c) = cidr {
-        n["spec"]["podCIDR"] = json!(c);
-        n["spec"]["podCIDRs"] = json!([c]);
+    if let Some(c) = cidrs {
+        n["spec"]["podCIDR"] = json!(c[0]);
+        n["spec"]["podCIDRs"] = json!(c);
     }
     n
+}
+
+const A1: [&str; 2] = ["10.1.0.11", "fd00:1::11"];
+const A2: [&str; 2] = ["10.1.0.12", "fd00:1::12"];
+const A1_PODS: [&str; 2] = ["10.244.1.0/24", "fd00:244:0:1::/64"];
+const A2_PODS: [&str; 2] = ["10.244.2.0/24", "fd00:244:0:2::/64"];
+
+/// The addresses CNI ADD gave a pod.
+fn pod_ips(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| Some(ip["address"].as_str()?.split('/').next()?.to_string()))
+        .collect()
 }
 
 /// An agent reading the cluster view from the API behind `kubeconfig`.
@@ -80,11 +100,11 @@ fn the_agent_follows_the_api() {
     sw.attach(&api_ns, &["10.1.0.100/24"], 1500);
     let tor_ns = Netns::new("tor");
     sw.attach(&tor_ns, &["10.1.0.1/24"], 1500);
-    let nodes: Vec<Netns> = ["10.1.0.11/24", "10.1.0.12/24"]
+    let nodes: Vec<Netns> = [A1, A2]
         .iter()
-        .map(|a| {
+        .map(|[v4, v6]| {
             let ns = Netns::new("k");
-            sw.attach(&ns, &[a], 1500);
+            sw.attach(&ns, &[&format!("{v4}/24"), &format!("{v6}/64")], 1500);
             ns
         })
         .collect();
@@ -95,12 +115,12 @@ fn the_agent_follows_the_api() {
     api.apply(
         BGP_CONFIGURATIONS,
         json!({"metadata": {"name": "default"}, "spec": {
-            "podNetwork": "10.244.0.0/16",
+            "podNetwork": "10.244.0.0/16,fd00:244::/48",
             "timers": {"holdTime": 9, "keepaliveTime": 3, "connectRetryTime": 1}}}),
     );
-    api.apply(NODES, node("a1", "10.1.0.11", Some("10.244.1.0/24")));
+    api.apply(NODES, node("a1", A1, Some(A1_PODS)));
     // a2 exists but has no pod CIDR yet.
-    api.apply(NODES, node("a2", "10.1.0.12", None));
+    api.apply(NODES, node("a2", A2, None));
 
     let a1 = start(&nodes[0], &dir.path, &kubeconfig, "a1");
     let a2 = start(&nodes[1], &dir.path, &kubeconfig, "a2");
@@ -118,8 +138,9 @@ fn the_agent_follows_the_api() {
     );
     assert_eq!(http(&nodes[1], "/readyz"), 503);
 
-    // The pod CIDR arrives late: a2 starts, a1 meshes with it, routes go in both ways.
-    api.apply(NODES, node("a2", "10.1.0.12", Some("10.244.2.0/24")));
+    // The pod CIDRs arrive late: a2 starts, a1 meshes with it, routes go in both ways, for
+    // both families over the one IPv4 session.
+    api.apply(NODES, node("a2", A2, Some(A2_PODS)));
     wait_for("a1-a2 Established", Duration::from_secs(30), || {
         established(&a1, "10.1.0.12")
     });
@@ -131,6 +152,45 @@ fn the_agent_follows_the_api() {
         let r = nodes[1].exec(&["ip", "route", "show", "10.244.1.0/24"]);
         r.contains("via 10.1.0.11").then_some(())
     });
+    wait_for(
+        "a1's IPv6 route to a2's pods",
+        Duration::from_secs(10),
+        || {
+            let r = nodes[0].exec(&["ip", "-6", "route", "show", A2_PODS[1]]);
+            r.contains("via fd00:1::12").then_some(())
+        },
+    );
+    wait_for(
+        "a2's IPv6 route to a1's pods",
+        Duration::from_secs(10),
+        || {
+            let r = nodes[1].exec(&["ip", "-6", "route", "show", A1_PODS[1]]);
+            r.contains("via fd00:1::11").then_some(())
+        },
+    );
+
+    // A pod on each node through the CNI plugin, as the kubelet would add it: they reach
+    // each other over IPv4 and IPv6.
+    let ipam = dir.join("ipam");
+    let mut pods = Vec::new();
+    for (n, a) in nodes.iter().zip([&a1, &a2]) {
+        let pod = Netns::new("kp");
+        let (ok, v) = cni(n, &pod, "ADD", &a.state, &ipam, None);
+        assert!(ok, "CNI ADD failed: {v}");
+        let ips = pod_ips(&v);
+        assert_eq!(ips.len(), 2, "one address per family: {v}");
+        pods.push((pod, ips));
+    }
+    for (i, (from, _)) in pods.iter().enumerate() {
+        let (_, to) = &pods[1 - i];
+        for ip in to {
+            wait_for(
+                &format!("pod {i} pings {ip}"),
+                Duration::from_secs(10),
+                || ping(from, ip).then_some(()),
+            );
+        }
+    }
 
     // The watch is cut, and later the event log expires (410 Gone on resume): the agents
     // resume or relist, and the session stays up throughout.
@@ -140,7 +200,7 @@ fn the_agent_follows_the_api() {
         .filter(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch=true"))
         .count();
     api.cut_watches();
-    api.apply(NODES, node("a1", "10.1.0.11", Some("10.244.1.0/24")));
+    api.apply(NODES, node("a1", A1, Some(A1_PODS)));
     api.compact();
     api.cut_watches();
     wait_for("a relist after 410 Gone", Duration::from_secs(30), || {
@@ -201,6 +261,9 @@ fn the_agent_follows_the_api() {
             .then_some(())
     });
     assert!(a1.peer("10.1.0.12").is_none());
+    assert!(nodes[0]
+        .exec(&["ip", "-6", "route", "show", A2_PODS[1]])
+        .is_empty());
 
     // Everything the agents did was within the manifest's RBAC.
     assert!(

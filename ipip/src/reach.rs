@@ -83,11 +83,31 @@ pub fn tunnel_peers<'a>(reaches: impl IntoIterator<Item = &'a Reach>) -> BTreeSe
         .collect()
 }
 
-/// A next hop the speaker chose, and whether it is a cluster node's address.
+/// A next hop the speaker chose and, when it is one of a cluster node's addresses, that node's
+/// underlay address (the tunnel endpoint; on a dual-stack node it may be of the other family,
+/// as an IPv6 pod CIDR crosses an IPv4 underlay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextHop {
     pub address: IpAddr,
-    pub is_node: bool,
+    pub node: Option<IpAddr>,
+}
+
+impl NextHop {
+    /// A next hop that is a node's address, with the node's tunnel endpoint.
+    pub fn node(address: IpAddr, underlay: IpAddr) -> NextHop {
+        NextHop {
+            address,
+            node: Some(underlay),
+        }
+    }
+
+    /// A next hop outside the cluster (a router).
+    pub fn router(address: IpAddr) -> NextHop {
+        NextHop {
+            address,
+            node: None,
+        }
+    }
 }
 
 /// The pure half of the fabric: the node's subnets, the mode, and the tunnel device if any.
@@ -110,23 +130,23 @@ impl Planner {
     /// How `prefix` is reached through one next hop.
     pub fn reach(&self, prefix: &IpNet, nh: NextHop) -> Reach {
         let link = self.on_link(nh.address);
-        let encapsulate = nh.is_node
+        let encapsulate = nh.node.is_some()
             && self.tunnel.is_some()
             && match self.encap.mode {
                 EncapMode::Always => true,
                 EncapMode::CrossSubnet => link.is_none(),
                 EncapMode::Never => false,
             };
-        match (encapsulate, link) {
-            (true, _) => match self.encap.kind {
-                EncapType::Vxlan => Reach::Vxlan(TunnelPeer::new(nh.address, prefix)),
-                EncapType::Ipip => Reach::Ipip { node: nh.address },
+        match (encapsulate, nh.node, link) {
+            (true, Some(underlay), _) => match self.encap.kind {
+                EncapType::Vxlan => Reach::Vxlan(TunnelPeer::new(underlay, prefix)),
+                EncapType::Ipip => Reach::Ipip { node: underlay },
             },
-            (false, Some(ifindex)) if nh.is_node => Reach::Direct {
+            (false, Some(_), Some(ifindex)) => Reach::Direct {
                 gateway: nh.address,
                 ifindex,
             },
-            (false, ifindex) => Reach::ViaRouter {
+            (_, _, ifindex) => Reach::ViaRouter {
                 gateway: nh.address,
                 ifindex,
             },
@@ -184,9 +204,11 @@ mod tests {
     }
 
     fn nh(a: &str, is_node: bool) -> NextHop {
-        NextHop {
-            address: a.parse().unwrap(),
-            is_node,
+        let address = a.parse().unwrap();
+        if is_node {
+            NextHop::node(address, address)
+        } else {
+            NextHop::router(address)
         }
     }
 

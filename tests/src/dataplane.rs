@@ -63,10 +63,7 @@ impl Dataplane {
             let mut routes: Vec<Route> = Vec::new();
             let mut reaches = Vec::new();
             for r in &remotes {
-                let nh = NextHop {
-                    address: r.address,
-                    is_node: true,
-                };
+                let nh = NextHop::node(r.address, r.address);
                 let (route, reach) = f.planner().route(r.pod_cidr, &[nh]).expect("one hop");
                 reaches.extend(reach.into_iter().map(|x| (r.pod_cidr, x)));
                 routes.push(route);

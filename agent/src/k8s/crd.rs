@@ -7,6 +7,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// One CIDR, or two separated by a comma (kubeadm's `podSubnet` form); the agent checks the
+/// rest and names the field.
+const POD_NETWORK_PATTERN: &str = r"^[0-9a-fA-F.:]+/[0-9]{1,3}(,[0-9a-fA-F.:]+/[0-9]{1,3})?$";
+
 /// The cluster-wide settings; the agent reads the one named `default`.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -23,8 +27,10 @@ pub struct BGPConfigurationSpec {
     #[schemars(range(min = 1, max = 4294967294u64), extend("default" = 64512))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_number: Option<u64>,
-    /// Every pod CIDR lies inside this network (e.g. the cluster's --cluster-cidr).
-    #[schemars(extend("format" = "cidr"))]
+    /// Every pod CIDR lies inside this network: the cluster's --cluster-cidr, e.g.
+    /// `10.244.0.0/16`, or for dual-stack one IPv4 and one IPv6 network separated by a comma,
+    /// `10.244.0.0/16,fd00:10:244::/56`.
+    #[schemars(extend("pattern" = POD_NETWORK_PATTERN))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_network: Option<String>,
     /// iBGP between every pair of nodes of the same AS (default true).

@@ -34,7 +34,8 @@ fn round_trip<T: DeserializeOwned + Serialize>(doc: &Value, at: &str) {
 }
 
 /// The structural subset of OpenAPI v3 that the CRDs use: type, properties (nothing unknown),
-/// required, enum, minimum / maximum, items.
+/// required, enum, minimum / maximum, items, pattern, and the `ip` / `cidr` formats the API
+/// server checks.
 fn check(schema: &Value, v: &Value, at: &str) {
     if v.is_null() && schema["nullable"] == true {
         return;
@@ -68,7 +69,23 @@ fn check(schema: &Value, v: &Value, at: &str) {
                 check(&schema["items"], x, &format!("{at}[{i}]"));
             }
         }
-        Some("string") => assert!(v.is_string(), "{at}: not a string"),
+        Some("string") => {
+            let s = v.as_str().unwrap_or_else(|| panic!("{at}: not a string"));
+            if let Some(p) = schema["pattern"].as_str() {
+                let re = regex::Regex::new(p).unwrap_or_else(|e| panic!("{at}: pattern {p}: {e}"));
+                assert!(re.is_match(s), "{at}: {s} does not match {p}");
+            }
+            match schema["format"].as_str() {
+                Some("ip") => assert!(
+                    s.parse::<std::net::IpAddr>().is_ok(),
+                    "{at}: {s} is not an IP"
+                ),
+                Some("cidr") => {
+                    assert!(s.parse::<ipnet::IpNet>().is_ok(), "{at}: {s} is not a CIDR")
+                }
+                _ => {}
+            }
+        }
         Some("integer") => {
             let n = v.as_f64().unwrap_or_else(|| panic!("{at}: not a number"));
             assert!(n.fract() == 0.0, "{at}: not an integer");
@@ -201,19 +218,44 @@ fn every_example_is_well_formed_and_valid_for_its_crd() {
 
 #[test]
 fn the_schema_check_catches_mistakes() {
-    let (_, schema) = crd_schemas()
-        .into_iter()
-        .find(|(k, _)| k == "BGPPeer")
-        .unwrap();
-    let spec = &schema["properties"]["spec"];
-    let ok = serde_json::json!({"peerIP": "10.1.0.1", "asNumber": 65000});
-    check(spec, &ok, "ok");
-    for bad in [
-        serde_json::json!({"peerIP": "10.1.0.1", "asNumber": 0}),
-        serde_json::json!({"peerIp": "10.1.0.1", "asNumber": 65000}),
-        serde_json::json!({"asNumber": 65000}),
+    let schemas = crd_schemas();
+    let spec = |kind: &str| {
+        schemas.iter().find(|(k, _)| k == kind).unwrap().1["properties"]["spec"].clone()
+    };
+    let (peer, config) = (spec("BGPPeer"), spec("BGPConfiguration"));
+    check(
+        &peer,
+        &serde_json::json!({"peerIP": "10.1.0.1", "asNumber": 65000}),
+        "ok",
+    );
+    for dual in [
+        "10.244.0.0/16",
+        "fd00:10:244::/56",
+        "10.244.0.0/16,fd00:10:244::/56",
     ] {
-        let r = std::panic::catch_unwind(|| check(spec, &bad, "bad"));
+        check(&config, &serde_json::json!({"podNetwork": dual}), dual);
+    }
+    for (schema, bad) in [
+        (
+            &peer,
+            serde_json::json!({"peerIP": "10.1.0.1", "asNumber": 0}),
+        ),
+        (
+            &peer,
+            serde_json::json!({"peerIp": "10.1.0.1", "asNumber": 65000}),
+        ),
+        (&peer, serde_json::json!({"asNumber": 65000})),
+        (
+            &peer,
+            serde_json::json!({"peerIP": "10.1.0.300", "asNumber": 65000}),
+        ),
+        (&config, serde_json::json!({"podNetwork": "10.244.0.0"})),
+        (
+            &config,
+            serde_json::json!({"podNetwork": "10.244.0.0/16, fd00::/56"}),
+        ),
+    ] {
+        let r = std::panic::catch_unwind(|| check(schema, &bad, "bad"));
         assert!(r.is_err(), "{bad} passed");
     }
 }

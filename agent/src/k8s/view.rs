@@ -82,37 +82,56 @@ fn raw_node(n: &Node, pod_network: Option<&str>) -> Result<(RawNode, bool), (boo
     let name = name_of(&n.metadata);
     let annotations = n.metadata.annotations.clone().unwrap_or_default();
     let by_annotation = annotations.get(ADDRESS_ANNOTATION).cloned();
-    let internal = n
+    // Kubernetes lists the primary InternalIP first; a dual-stack node has one per family.
+    let mut internal: Vec<String> = Vec::new();
+    for a in n
         .status
         .as_ref()
         .and_then(|s| s.addresses.as_ref())
-        .and_then(|a| {
-            a.iter()
-                .find(|a| a.type_ == "InternalIP")
-                .map(|a| a.address.clone())
-        });
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+    {
+        if !internal
+            .iter()
+            .any(|i| i.contains(':') == a.address.contains(':'))
+        {
+            internal.push(a.address.clone());
+        }
+    }
     let from_annotation = by_annotation.is_some();
-    let Some(address) = by_annotation.or(internal) else {
-        return Err((
-            false,
-            format!(
-                "Node {name}: no InternalIP in status.addresses and no {ADDRESS_ANNOTATION} annotation"
-            ),
-        ));
+    let address = match by_annotation {
+        Some(a) => a,
+        None if !internal.is_empty() => internal.join(","),
+        None => {
+            return Err((
+                false,
+                format!(
+                    "Node {name}: no InternalIP in status.addresses and no {ADDRESS_ANNOTATION} annotation"
+                ),
+            ))
+        }
     };
     let spec = n.spec.clone().unwrap_or_default();
     let mut cidrs = spec.pod_cidrs.unwrap_or_default();
     if cidrs.is_empty() {
         cidrs.extend(spec.pod_cidr);
     }
-    // One pod CIDR per node for now: the one of the pod network's family.
-    let v6 = pod_network.is_some_and(|p| p.contains(':'));
-    let Some(pod_cidr) = cidrs.into_iter().find(|c| c.contains(':') == v6) else {
+    // The pod CIDRs of the families Twill routes: a dual-stack cluster may run Twill for one
+    // family only.
+    let families: Vec<bool> = pod_network
+        .unwrap_or_default()
+        .split(',')
+        .map(|p| p.contains(':'))
+        .collect();
+    cidrs.retain(|c| families.contains(&c.contains(':')));
+    if cidrs.is_empty() {
         return Err((
             true,
             format!("Node {name}: no pod CIDR yet (spec.podCIDRs)"),
         ));
-    };
+    }
+    let pod_cidr = cidrs.join(",");
     let as_number = match annotations.get(AS_ANNOTATION) {
         None => None,
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
@@ -315,6 +334,40 @@ mod tests {
         assert_eq!(a2.as_number, 65001);
         assert!(a2.route_reflector_cluster_id.is_some());
         assert_eq!(v.peers[0].address.to_string(), "10.1.0.1");
+    }
+
+    #[test]
+    fn dual_stack_nodes_bring_both_families() {
+        let dual = node(json!({
+            "metadata": {"name": "a1"},
+            "spec": {"podCIDRs": ["10.244.1.0/24", "fd00:244:0:1::/64"]},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "10.1.0.11"},
+                {"type": "InternalIP", "address": "10.1.0.99"},
+                {"type": "InternalIP", "address": "fd00:1::11"},
+                {"type": "Hostname", "address": "a1"}]}
+        }));
+        let c = config(json!({"podNetwork": "10.244.0.0/16,fd00:244::/48"}));
+        let b = build_with(Some(&c), std::slice::from_ref(&dual), &[]);
+        assert!(b.problems.is_empty(), "{b:?}");
+        let v = b.view.unwrap();
+        let a1 = v.node("a1").unwrap();
+        assert_eq!(
+            a1.addresses,
+            [
+                "10.1.0.11".parse::<std::net::IpAddr>().unwrap(),
+                "fd00:1::11".parse().unwrap()
+            ],
+            "the first InternalIP of each family, the primary first"
+        );
+        assert_eq!(a1.pod_cidrs.len(), 2);
+        // Twill run for IPv4 only in a dual-stack cluster takes the IPv4 pod CIDR alone.
+        let c = config(json!({"podNetwork": "10.244.0.0/16"}));
+        let v = build_with(Some(&c), &[dual], &[]).view.unwrap();
+        assert_eq!(
+            v.node("a1").unwrap().pod_cidrs,
+            ["10.244.1.0/24".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -159,4 +160,55 @@ pub fn http(ns: &Netns, path: &str) -> u16 {
         &format!("http://127.0.0.1:9099{path}"),
     ]);
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+/// A pod attached by running `twill` as the CNI plugin (ADD), as a container runtime would.
+pub struct CniPod {
+    pub ns: Netns,
+    pub ip: String,
+}
+
+pub fn cni(
+    node: &Netns,
+    pod: &Netns,
+    cmd: &str,
+    state: &Path,
+    ipam: &Path,
+    prev: Option<&Value>,
+) -> (bool, Value) {
+    let mut conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
+        "stateDir": state, "dataDir": ipam,
+    });
+    if let Some(p) = prev {
+        conf["prevResult"] = p.clone();
+    }
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &node.name, TWILL])
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", &pod.name)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("twill as CNI plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v)
+}
+
+/// One ping from inside `from`, waiting at most a second for the answer.
+pub fn ping(from: &Netns, ip: &str) -> bool {
+    from.try_exec(&["ping", "-c", "1", "-W", "1", ip])
+        .status
+        .success()
 }
