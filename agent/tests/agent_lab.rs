@@ -341,3 +341,109 @@ fn a_bad_view_or_node_stops_the_agent_with_the_field_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node zz is not in the cluster view"));
 }
+
+const DUAL: &str = r#"
+podNetwork: 10.244.0.0/16,fd00:244::/48
+encapsulation: {type: VXLAN, mode: CrossSubnet}
+timers: {holdTime: 9, keepaliveTime: 3, connectRetryTime: 1}
+nodes:
+  - {name: a1, address: "10.1.0.11,fd00:a::11", podCIDR: "10.244.1.0/24,fd00:244:0:1::/64"}
+  - {name: a2, address: "10.1.0.12,fd00:a::12", podCIDR: "10.244.2.0/24,fd00:244:0:2::/64"}
+  - {name: b1, address: "10.2.0.11,fd00:b::11", podCIDR: "10.244.3.0/24,fd00:244:0:3::/64"}
+"#;
+
+/// Dual-stack nodes on an IPv4-only routed underlay: IPv6 pod CIDRs ride the same IPv4
+/// session, go direct on the rack's segment and through the IPv4 VXLAN tunnel across racks.
+#[test]
+fn dual_stack_pods_cross_racks_over_an_ipv4_underlay() {
+    let dir = TempDir::new("ds");
+    let config = dir.join("view.yaml");
+    std::fs::write(&config, DUAL).unwrap();
+    let ipam = dir.join("ipam");
+    let racks = TwoRacks::new();
+    let spec = [
+        (
+            "a1",
+            "10.1.0.11",
+            "fd00:a::11",
+            &racks.a,
+            TwoRacks::GATEWAY_A,
+        ),
+        (
+            "a2",
+            "10.1.0.12",
+            "fd00:a::12",
+            &racks.a,
+            TwoRacks::GATEWAY_A,
+        ),
+        (
+            "b1",
+            "10.2.0.11",
+            "fd00:b::11",
+            &racks.b,
+            TwoRacks::GATEWAY_B,
+        ),
+    ];
+    let nodes: Vec<(Netns, Agent)> = spec
+        .iter()
+        .map(|(name, v4, v6, sw, gw)| {
+            let ns = Netns::new("d");
+            sw.attach(&ns, &[&format!("{v4}/24"), &format!("{v6}/64")], 1500);
+            ns.exec(&["ip", "route", "add", "default", "via", gw]);
+            let agent = start(&ns, &dir.path, &config, name, 60);
+            (ns, agent)
+        })
+        .collect();
+    let (a1_ns, a1) = &nodes[0];
+    wait_for("a1's IPv6 routes", Duration::from_secs(30), || {
+        let r = a1_ns.exec(&["ip", "-6", "route", "show", "proto", "77"]);
+        (r.contains("fd00:244:0:2::/64") && r.contains("fd00:244:0:3::/64")).then_some(r)
+    });
+    let same_rack = a1_ns.exec(&["ip", "-6", "route", "show", "fd00:244:0:2::/64"]);
+    assert!(same_rack.contains("via fd00:a::12"), "{same_rack}");
+    let across = a1_ns.exec(&["ip", "-6", "route", "show", "fd00:244:0:3::/64"]);
+    assert!(
+        across.contains("via fd00:244:0:3:: dev twill.vxlan") && across.contains("onlink"),
+        "{across}"
+    );
+    // The IPv6 VTEP answers at b1's IPv4 tunnel endpoint: same MAC as its IPv4 VTEP.
+    let neigh = a1_ns.exec(&["ip", "-6", "neigh", "show", "dev", "twill.vxlan"]);
+    assert!(
+        neigh.contains("fd00:244:0:3:: lladdr 0e:74:0a:02:00:0b"),
+        "{neigh}"
+    );
+    let fdb = a1_ns.exec(&["bridge", "fdb", "show", "dev", "twill.vxlan"]);
+    assert_eq!(
+        fdb.matches("dst 10.2.0.11").count(),
+        1,
+        "one FDB entry serves both families: {fdb}"
+    );
+    let routes = a1.status().unwrap()["routes"].as_array().unwrap().len();
+    assert_eq!(routes, 4, "two nodes × two families");
+
+    let mut pods = Vec::new();
+    for (ns, agent) in &nodes {
+        let pod = Netns::new("dp");
+        let (ok, v) = cni(ns, &pod, "ADD", &agent.state, &ipam, None);
+        assert!(ok, "CNI ADD failed: {v}");
+        let v6 = v["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|ip| ip["address"].as_str())
+            .find(|a| a.contains(':'))
+            .expect("an IPv6 pod address")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        pods.push((pod, v6));
+    }
+    for (from, _) in &pods {
+        for (_, to) in &pods {
+            wait_for(&format!("ping {to}"), Duration::from_secs(10), || {
+                ping(from, to).then_some(())
+            });
+        }
+    }
+}
