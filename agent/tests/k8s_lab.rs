@@ -234,8 +234,21 @@ fn the_agent_follows_the_api() {
     wait_for("a1-ToR Established", Duration::from_secs(30), || {
         established(&a1, "10.1.0.1")
     });
-    let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).unwrap();
-    assert_eq!(pw, "s3cr3t", "the password Secret was read");
+    // The Secret and the BGPPeer come on separate watches, in either order.
+    wait_for("the password Secret read", Duration::from_secs(10), || {
+        let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
+        (pw == "s3cr3t").then_some(())
+    });
+    // Rotated in the API: the file follows without a restart (Secrets are watched).
+    api.apply(
+        SECRETS,
+        json!({"metadata": {"name": "tor-bgp", "namespace": NS}, "type": "Opaque",
+               "data": {"password": "bjN3"}}),
+    );
+    wait_for("the rotated password", Duration::from_secs(10), || {
+        let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
+        (pw == "n3w").then_some(())
+    });
     let bgp = frr.vtysh("show bgp ipv4 unicast");
     assert!(bgp.contains("10.244.1.0/24"), "{bgp}");
     api.delete(BGP_PEERS, "", "tor-a");
@@ -278,5 +291,10 @@ fn the_agent_follows_the_api() {
         .any(|r| r.contains("/apis/twill.io/v1/bgppeers?") && r.contains("watch=true")));
     assert!(reqs
         .iter()
-        .any(|r| r.contains(&format!("/api/v1/namespaces/{NS}/secrets/tor-bgp"))));
+        .any(|r| r.contains(&format!("/api/v1/namespaces/{NS}/secrets?"))
+            && r.contains("watch=true")));
+    assert!(
+        !reqs.iter().any(|r| r.starts_with("GET /api/v1/secrets")),
+        "Secrets are read in the agent's namespace only"
+    );
 }

@@ -1,7 +1,8 @@
-//! The watchers: Node objects and Twill's CRDs through kube-runtime reflectors (list, then
-//! watch with bookmarks; a watch that ends or expires — 410 Gone — is resumed or relisted by
-//! kube-runtime). After each burst of changes the view is rebuilt from the stores and
-//! published only if it differs, so a resumed watch changes nothing downstream.
+//! The watchers: Node objects, Twill's CRDs and the Secrets of the agent's own namespace through
+//! kube-runtime reflectors (list, then watch with bookmarks; a watch that ends or expires — 410
+//! Gone — is resumed or relisted by kube-runtime). After each burst of changes the view is
+//! rebuilt from the stores and published only if it differs, so a resumed watch changes nothing
+//! downstream; a rotated password Secret rewrites its file at once.
 
 use super::crd::{BGPConfiguration, BGPPeer};
 use super::view::{build, Objects, CONFIG_NAME};
@@ -73,6 +74,7 @@ async fn run(
     let (nodes, nodes_w) = reflector::store::<Node>();
     let (configs, configs_w) = reflector::store::<BGPConfiguration>();
     let (peers, peers_w) = reflector::store::<BGPPeer>();
+    let (secrets, secrets_w) = reflector::store::<Secret>();
     let wc = watcher::Config::default();
     let events = futures::stream::select_all([
         reflector(
@@ -89,12 +91,22 @@ async fn run(
         .default_backoff()
         .map(|r| r.map(|_| ()).map_err(|e| format!("bgpconfigurations: {e}")))
         .boxed(),
-        reflector(peers_w, watcher(Api::<BGPPeer>::all(client.clone()), wc))
-            .default_backoff()
-            .map(|r| r.map(|_| ()).map_err(|e| format!("bgppeers: {e}")))
-            .boxed(),
+        reflector(
+            peers_w,
+            watcher(Api::<BGPPeer>::all(client.clone()), wc.clone()),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| format!("bgppeers: {e}")))
+        .boxed(),
+        // Only the agent's own namespace: the Role grants nothing wider.
+        reflector(
+            secrets_w,
+            watcher(Api::<Secret>::namespaced(client, &namespace), wc),
+        )
+        .default_backoff()
+        .map(|r| r.map(|_| ()).map_err(|e| format!("secrets: {e}")))
+        .boxed(),
     ]);
-    let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let mut events = events;
     // What was already logged, so each problem is said once rather than on every rebuild.
     let mut reported: BTreeSet<String> = BTreeSet::new();
@@ -110,14 +122,19 @@ async fn run(
         while let Some(Some(_)) = events.next().now_or_never() {}
         // Until every kind has been listed once, a view would be missing objects.
         if !ready {
-            ready = listed(&nodes) && listed(&configs) && listed(&peers);
+            ready = listed(&nodes) && listed(&configs) && listed(&peers) && listed(&secrets);
             if !ready {
                 continue;
             }
         }
         let peer_list: Vec<BGPPeer> = peers.state().iter().map(|p| (**p).clone()).collect();
-        let passwords =
-            write_passwords(&secrets, &peer_list, &secrets_dir, &mut secret_errors).await;
+        let passwords = write_passwords(
+            &secrets,
+            &namespace,
+            &peer_list,
+            &secrets_dir,
+            &mut secret_errors,
+        );
         let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let config = configs.get(&ObjectRef::new(CONFIG_NAME));
         let built = build(&Objects {
@@ -160,34 +177,40 @@ where
     matches!(s.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// Each BGPPeer's password Secret (in the agent's namespace) written to a 0600 file, by peer.
-async fn write_passwords(
-    secrets: &Api<Secret>,
+/// Each BGPPeer's password Secret (in the agent's namespace) written to a 0600 file, by peer;
+/// rewritten only when the value changed, so an unchanged file keeps its mtime.
+fn write_passwords(
+    secrets: &Store<Secret>,
+    namespace: &str,
     peers: &[BGPPeer],
     dir: &Path,
     reported: &mut BTreeSet<String>,
 ) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
+    let mut now = BTreeSet::new();
     for p in peers {
         let (Some(name), Some(pw)) = (p.metadata.name.as_ref(), p.spec.password.as_ref()) else {
             continue;
         };
         let r = &pw.secret_key_ref;
-        let value = match secrets.get(&r.name).await {
-            Ok(s) => s
+        let value = match secrets.get(&ObjectRef::new(&r.name).within(namespace)) {
+            Some(s) => s
                 .data
                 .as_ref()
                 .and_then(|d| d.get(&r.key))
                 .map(|b| b.0.clone())
                 .ok_or_else(|| format!("has no key {}", r.key)),
-            Err(e) => Err(e.to_string()),
+            None => Err(format!("is not in namespace {namespace}")),
         };
         match value {
             Ok(bytes) => {
                 let path = dir.join(name);
-                if let Err(e) = write_private(&path, &bytes) {
-                    warn!(peer = %name, error = %e, "cannot write the password file");
-                    continue;
+                if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                    if let Err(e) = write_private(&path, &bytes) {
+                        warn!(peer = %name, error = %e, "cannot write the password file");
+                        continue;
+                    }
+                    info!(peer = %name, secret = %r.name, "password file written");
                 }
                 out.insert(name.clone(), path);
             }
@@ -196,12 +219,15 @@ async fn write_passwords(
                     "BGPPeer {name}: spec.password.secretKeyRef: Secret {} {e}",
                     r.name
                 );
-                if reported.insert(msg.clone()) {
+                if !reported.contains(&msg) {
                     warn!(problem = %msg, "password not read");
                 }
+                now.insert(msg);
             }
         }
     }
+    // Said once while it lasts; said again if it comes back after being mended.
+    *reported = now;
     out
 }
 
