@@ -8,7 +8,7 @@ use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
 use crate::view::{ClusterView, Node, ViewError};
 use felix_lite::{install_protocol_name, Programmer};
 use ipip::{Fabric, FabricConfig};
-use speaker::{Speaker, State};
+use speaker::{Password, Speaker, State};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -162,6 +162,7 @@ fn apply_peers(
 ) {
     let want: BTreeMap<IpAddr, DerivedPeer> = peers_for(view, me)
         .into_iter()
+        .filter_map(with_password)
         .map(|p| (p.address, p))
         .collect();
     for (addr, old) in current.iter() {
@@ -174,10 +175,8 @@ fn apply_peers(
         let cfg = peer_config(view, me, p);
         let r = match current.get(addr) {
             None => {
-                info!(peer = %addr, kind = p.kind.as_str(), asn = p.as_number, "peer added");
-                if p.password_file.is_some() {
-                    warn!(peer = %addr, "TCP MD5 passwords are not implemented yet; peering without one");
-                }
+                info!(peer = %addr, kind = p.kind.as_str(), asn = p.as_number,
+                    md5 = p.password.is_some(), "peer added");
                 speaker.add_peer(cfg)
             }
             Some(old) if old != p => speaker.update_peer(cfg),
@@ -188,6 +187,39 @@ fn apply_peers(
         }
     }
     *current = want;
+}
+
+/// The peer with its TCP MD5 key read from its password file, read afresh on every reload so a
+/// rotated key reaches the speaker (which reconnects with it). A peer whose file cannot be read
+/// is left out rather than tried without the key it is configured with.
+fn with_password(mut p: DerivedPeer) -> Option<DerivedPeer> {
+    let Some(path) = &p.password_file else {
+        return Some(p);
+    };
+    match std::fs::read(path) {
+        Ok(mut key) => {
+            // `echo secret > file` and `kubectl create secret --from-file` leave a newline that
+            // is not part of the key.
+            if key.ends_with(b"\n") {
+                key.pop();
+                if key.ends_with(b"\r") {
+                    key.pop();
+                }
+            }
+            if key.is_empty() || key.len() > Password::MAX_LEN {
+                error!(peer = %p.address, file = %path.display(), bytes = key.len(),
+                    "the password must be 1-80 bytes (TCP MD5); not peering");
+                return None;
+            }
+            p.password = Some(Password::new(key));
+            Some(p)
+        }
+        Err(e) => {
+            error!(peer = %p.address, file = %path.display(), error = %e,
+                "cannot read the password file; not peering");
+            None
+        }
+    }
 }
 
 /// How long the node's address may take to appear. Under containerlab (and at boot) the agent

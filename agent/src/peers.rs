@@ -2,7 +2,7 @@
 //! reflectors and their clients, and external peers (ToRs) whose node selector matches.
 
 use crate::view::{ClusterView, Node};
-use speaker::{ExportFilter, ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
+use speaker::{ExportFilter, ImportFilter, Password, PeerConfig, PrefixRule, SpeakerConfig};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +35,8 @@ pub struct DerivedPeer {
     pub kind: PeerKind,
     pub import: ImportFilter,
     pub password_file: Option<PathBuf>,
+    /// The key read from `password_file` (by the agent, which owns the I/O).
+    pub password: Option<Password>,
 }
 
 /// Everything the node `me` peers with.
@@ -53,6 +55,7 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
         // A cluster node may only announce the pod CIDRs it owns.
         import: ImportFilter::exact(n.pod_cidrs.iter().copied()),
         password_file: None,
+        password: None,
     };
     if view.has_reflectors() {
         let i_reflect = me.route_reflector_cluster_id.is_some();
@@ -100,6 +103,7 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
                         .collect(),
                 ),
                 password_file: p.password_file.clone(),
+                password: None,
             });
         }
     }
@@ -149,6 +153,7 @@ pub fn peer_config(view: &ClusterView, me: &Node, d: &DerivedPeer) -> PeerConfig
     p.keepalive = view.timers.keepalive;
     p.connect_retry = Duration::from_secs(view.timers.connect_retry.into());
     p.import = d.import.clone();
+    p.password = d.password.clone();
     // A node announces the pod CIDR it owns and nothing it learned. (Reflectors passing routes
     // to their clients will relax this for reflector-client peers when reflection lands.)
     p.export = ExportFilter::Originated;

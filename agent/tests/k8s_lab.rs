@@ -217,13 +217,15 @@ fn the_agent_follows_the_api() {
     // A BGPPeer for an FRR ToR, with its password in a Secret of the agent's namespace.
     let frr = Daemon::frr(
         &tor_ns,
-        "frr defaults traditional\nrouter bgp 65100\n bgp router-id 10.1.0.1\n no bgp ebgp-requires-policy\n neighbor RACK peer-group\n neighbor RACK remote-as 64512\n bgp listen range 10.1.0.0/24 peer-group RACK\n address-family ipv4 unicast\n  neighbor RACK activate\n exit-address-family\n",
+        "frr defaults traditional\nrouter bgp 65100\n bgp router-id 10.1.0.1\n no bgp ebgp-requires-policy\n neighbor RACK peer-group\n neighbor RACK remote-as 64512\n neighbor RACK password s3cr3t\n bgp listen range 10.1.0.0/24 peer-group RACK\n address-family ipv4 unicast\n  neighbor RACK activate\n exit-address-family\n",
     );
-    api.apply(
-        SECRETS,
+    // First with a Secret that does not match the ToR's password: the ToR's kernel drops the
+    // agent's signed segments, so no session.
+    let secret = |b64: &str| {
         json!({"metadata": {"name": "tor-bgp", "namespace": NS}, "type": "Opaque",
-               "data": {"password": "czNjcjN0"}}),
-    );
+               "data": {"password": b64}})
+    };
+    api.apply(SECRETS, secret("d3Iwbmc=")); // wr0ng
     api.apply(
         BGP_PEERS,
         json!({"metadata": {"name": "tor-a"}, "spec": {
@@ -231,6 +233,13 @@ fn the_agent_follows_the_api() {
             "nodeSelector": {"matchLabels": {"rack": "a"}},
             "password": {"secretKeyRef": {"name": "tor-bgp", "key": "password"}}}}),
     );
+    wait_for(
+        "the ToR drops segments signed with the wrong key",
+        Duration::from_secs(30),
+        || (tor_ns.tcp_ext("TcpExtTCPMD5Failure") > 0).then_some(()),
+    );
+    assert!(established(&a1, "10.1.0.1").is_none());
+    api.apply(SECRETS, secret("czNjcjN0")); // s3cr3t
     wait_for("a1-ToR Established", Duration::from_secs(30), || {
         established(&a1, "10.1.0.1")
     });
@@ -239,15 +248,24 @@ fn the_agent_follows_the_api() {
         let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
         (pw == "s3cr3t").then_some(())
     });
-    // Rotated in the API: the file follows without a restart (Secrets are watched).
-    api.apply(
-        SECRETS,
-        json!({"metadata": {"name": "tor-bgp", "namespace": NS}, "type": "Opaque",
-               "data": {"password": "bjN3"}}),
-    );
+    // The session is signed: the ToR, configured with the password, accepted it.
+    assert_eq!(a1.peer("10.1.0.1").unwrap()["state"], "Established");
+    // Rotated in the API and on the ToR: the file follows without a restart (Secrets are
+    // watched), and the session comes back signed with the new key.
+    let (up, _) = a1.transitions("10.1.0.1");
+    frr.vtysh_config(&["router bgp 65100", "neighbor RACK password n3w"]);
+    api.apply(SECRETS, secret("bjN3")); // n3w
     wait_for("the rotated password", Duration::from_secs(10), || {
         let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
         (pw == "n3w").then_some(())
+    });
+    wait_for(
+        "a1-ToR Established again with the new key",
+        Duration::from_secs(30),
+        || (a1.transitions("10.1.0.1").0 > up).then_some(()),
+    );
+    wait_for("a1-ToR Established", Duration::from_secs(30), || {
+        established(&a1, "10.1.0.1")
     });
     let bgp = frr.vtysh("show bgp ipv4 unicast");
     assert!(bgp.contains("10.244.1.0/24"), "{bgp}");

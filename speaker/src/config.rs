@@ -88,6 +88,31 @@ pub struct PeerConfig {
     pub next_hop_v6_local: Option<Ipv6Addr>,
     /// Free-form label shown in snapshots (the agent uses mesh / reflector / external).
     pub kind: String,
+    /// TCP MD5 signature key (RFC 2385) for this peer's connections, both ways.
+    pub password: Option<Password>,
+}
+
+/// A TCP MD5 key. Its `Debug` shows only the length, so configurations can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    /// Linux's `TCP_MD5SIG_MAXKEYLEN`.
+    pub const MAX_LEN: usize = 80;
+
+    pub fn new(key: impl Into<Vec<u8>>) -> Password {
+        Password(key.into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Password({} bytes)", self.0.len())
+    }
 }
 
 impl PeerConfig {
@@ -110,6 +135,7 @@ impl PeerConfig {
             next_hop_v6: None,
             next_hop_v6_local: None,
             kind: "external".into(),
+            password: None,
         }
     }
 
@@ -135,6 +161,16 @@ impl PeerConfig {
         if self.families.is_empty() {
             return Err(bad(f("families"), "[]", "must name at least one family"));
         }
+        if let Some(pw) = &self.password {
+            let n = pw.as_bytes().len();
+            if n == 0 || n > Password::MAX_LEN {
+                return Err(bad(
+                    f("password"),
+                    format!("{n} bytes"),
+                    "must be 1-80 bytes (the TCP MD5 key limit)",
+                ));
+            }
+        }
         if self.connect_retry.is_zero() {
             return Err(bad(f("connectRetryTime"), 0, "must be positive"));
         }
@@ -153,12 +189,31 @@ impl PeerConfig {
             || self.next_hop_v4 != old.next_hop_v4
             || self.next_hop_v6 != old.next_hop_v6
             || self.next_hop_v6_local != old.next_hop_v6_local
+            // A connection keeps the key it was made with; a new key needs a new connection.
+            || self.password != old.password
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_checked_hidden_and_reset_the_session() {
+        let mut p = PeerConfig::new("10.0.0.2".parse().unwrap(), 65000);
+        p.password = Some(Password::new("s3cr3t"));
+        assert!(p.validate().is_ok());
+        assert_eq!(format!("{:?}", p.password), "Some(Password(6 bytes))");
+        assert!(!format!("{p:?}").contains("s3cr3t"));
+        let mut q = p.clone();
+        q.password = Some(Password::new("n3w"));
+        assert!(q.needs_reset(&p), "a new key needs a new connection");
+        q.password = Some(Password::new(vec![b'x'; 81]));
+        assert_eq!(
+            q.validate().unwrap_err().to_string(),
+            "peers[10.0.0.2].password: 81 bytes must be 1-80 bytes (the TCP MD5 key limit)"
+        );
+    }
 
     #[test]
     fn errors_name_field_and_value() {

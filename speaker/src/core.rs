@@ -4,7 +4,7 @@
 //! returns the [`Output`]s it causes (bytes to send, connections to open or close, timers to
 //! set, best-route changes). The transport feeds it; tests can too, without sockets.
 
-use crate::config::{ConfigError, PeerConfig, SpeakerConfig};
+use crate::config::{ConfigError, Password, PeerConfig, SpeakerConfig};
 use crate::fsm::{Action, Event, Fsm, FsmConfig, Send, SessionInfo, State, Timer};
 use crate::notification::{cease, code, Notification};
 use crate::policy::ExportFilter;
@@ -63,6 +63,12 @@ pub enum Output {
         conn: ConnId,
         remote: SocketAddr,
         local: Option<IpAddr>,
+        password: Option<Password>,
+    },
+    /// Set (Some) or clear (None) the TCP MD5 key for connections from `peer` on the listener.
+    ListenKey {
+        peer: IpAddr,
+        password: Option<Password>,
     },
     Send {
         conn: ConnId,
@@ -320,6 +326,14 @@ impl Core {
             warn!(peer = %addr, error = %e, "peer configuration rejected");
             return;
         }
+        let old_password = self.peers.get(&addr).and_then(|o| o.cfg.password.clone());
+        if p.password != old_password {
+            // Before any reconnect below, so the new session's connections carry the new key.
+            self.out.push(Output::ListenKey {
+                peer: addr,
+                password: p.password.clone(),
+            });
+        }
         if let Some(old) = self.peers.get(&addr) {
             let reset = p.needs_reset(&old.cfg);
             let import_changed =
@@ -387,6 +401,12 @@ impl Core {
             Event::AutomaticStop(cease::PEER_DECONFIGURED),
         );
         if let Some(p) = self.peers.remove(&addr) {
+            if p.cfg.password.is_some() {
+                self.out.push(Output::ListenKey {
+                    peer: addr,
+                    password: None,
+                });
+            }
             self.out.push(Output::SetTimer {
                 peer: addr,
                 session: p.main.id,
@@ -671,6 +691,7 @@ impl Core {
     fn action(&mut self, peer: IpAddr, slot: Slot, a: Action) {
         let remote_port = self.peers[&peer].cfg.port;
         let local_cfg = self.peers[&peer].cfg.local_address;
+        let password = self.peers[&peer].cfg.password.clone();
         let id = match slot {
             Slot::Main => self.peers[&peer].main.id,
             Slot::Alt => self.peers[&peer].alt.as_ref().map_or(0, |s| s.id),
@@ -689,6 +710,7 @@ impl Core {
                     conn,
                     remote: SocketAddr::new(peer, remote_port),
                     local: local_cfg,
+                    password,
                 });
             }
             Action::Drop => {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod fsm;
+mod md5;
 pub mod notification;
 pub mod policy;
 pub mod rib;
@@ -16,7 +17,7 @@ pub mod transport;
 pub mod wire;
 
 pub use api::{Speaker, SpeakerError};
-pub use config::{ConfigError, PeerConfig, SpeakerConfig};
+pub use config::{ConfigError, Password, PeerConfig, SpeakerConfig};
 pub use core::{BestRoute, NextHop, PeerSnapshot, RouteEvent};
 pub use fsm::State;
 pub use policy::{ExportFilter, ImportFilter, PrefixRule};

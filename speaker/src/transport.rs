@@ -4,10 +4,12 @@
 //! writes what the driver hands it; one task accepts. Inputs flow into the core, outputs flow
 //! back out: the core never waits on I/O.
 
+use crate::config::Password;
 use crate::core::{ConnId, Core, Input, Output, PeerSnapshot, RouteEvent};
 use crate::fsm::Timer;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -47,6 +49,8 @@ pub(crate) struct Driver {
     subs: Vec<mpsc::UnboundedSender<RouteEvent>>,
     events: mpsc::UnboundedSender<NetEvent>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Shared with the accept task; the driver sets the peers' MD5 keys on it.
+    listener: Option<Arc<TcpListener>>,
 }
 
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -68,6 +72,7 @@ pub(crate) async fn run(
     let (events, mut event_rx) = mpsc::unbounded_channel();
     let mut core = core;
     core.set_route_events(false);
+    let listener = listener.map(Arc::new);
     let mut d = Driver {
         core,
         conns: HashMap::new(),
@@ -75,6 +80,7 @@ pub(crate) async fn run(
         subs: Vec::new(),
         events: events.clone(),
         tasks: Vec::new(),
+        listener: listener.clone(),
     };
     let accept = listener.map(|l| {
         let events = events.clone();
@@ -194,12 +200,26 @@ impl Driver {
                     conn,
                     remote,
                     local,
+                    password,
                 } => {
                     let (tx, rx) = mpsc::unbounded_channel();
                     self.conns.insert(conn, tx);
                     let events = self.events.clone();
-                    self.tasks
-                        .push(tokio::spawn(dial(conn, remote, local, rx, events)));
+                    self.tasks.push(tokio::spawn(dial(
+                        conn, remote, local, password, rx, events,
+                    )));
+                }
+                Output::ListenKey { peer, password } => {
+                    if let Some(l) = &self.listener {
+                        match crate::md5::set_key(l.as_ref(), peer, password.as_ref()) {
+                            Ok(()) => {
+                                debug!(peer = %peer, set = password.is_some(), "TCP MD5 key on the listener")
+                            }
+                            Err(e) => {
+                                warn!(peer = %peer, error = %e, "cannot set the TCP MD5 key on the listener")
+                            }
+                        }
+                    }
                 }
                 Output::Close { conn } => {
                     if let Some(tx) = self.conns.remove(&conn) {
@@ -245,6 +265,7 @@ async fn dial(
     conn: ConnId,
     remote: SocketAddr,
     local: Option<IpAddr>,
+    password: Option<Password>,
     mut cmds: mpsc::UnboundedReceiver<ConnCmd>,
     events: mpsc::UnboundedSender<NetEvent>,
 ) {
@@ -256,6 +277,9 @@ async fn dial(
         };
         if let Some(l) = local {
             sock.bind(SocketAddr::new(l, 0))?;
+        }
+        if let Some(k) = &password {
+            crate::md5::set_key(&sock, remote.ip(), Some(k))?;
         }
         tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(remote))
             .await

@@ -103,7 +103,7 @@ impl Wire {
                     self.push(o, Input::Closed { conn: their });
                 }
             }
-            Output::SetTimer { .. } => {}
+            Output::SetTimer { .. } | Output::ListenKey { .. } => {}
             Output::Route(r) => self.routes[c].push(r),
         }
     }

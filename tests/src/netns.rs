@@ -55,6 +55,16 @@ impl Netns {
         must(&v)
     }
 
+    /// A `TcpExt` counter of this namespace's kernel (`nstat -az`, absolute), e.g.
+    /// `TcpExtTCPMD5Failure`; 0 when absent.
+    pub fn tcp_ext(&self, name: &str) -> u64 {
+        self.exec(&["nstat", "-az", name])
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Run a command inside the namespace and return its output whatever the status.
     pub fn try_exec(&self, args: &[&str]) -> Output {
         let mut v = vec!["ip", "netns", "exec", &self.name];

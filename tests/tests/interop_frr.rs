@@ -118,3 +118,59 @@ fn frr_ibgp() {
 fn frr_ebgp() {
     run(65001, 65002);
 }
+
+/// TCP MD5 (RFC 2385) with FRR, over IPv4 and IPv6: a wrong key is dropped by the kernel (its
+/// MD5 failure counter rises, no session), the right one brings the sessions up, and changing
+/// it at run time reconnects with the new key.
+#[test]
+fn frr_tcp_md5() {
+    let pair = pair();
+    let conf = frr_conf(65002, 65001).replace(
+        &format!(" neighbor {T6} timers connect 1\n"),
+        &format!(
+            " neighbor {T6} timers connect 1\n neighbor {T4} password s3cr3t\n neighbor {T6} password s3cr3t\n"
+        ),
+    );
+    let frr = Daemon::frr(&pair.peer, &conf);
+    let tw = SpeakerInNs::start(&pair.twill, speaker_cfg(65001, T4, &[TWILL_V4, TWILL_V6]));
+    let keyed = |addr: &str, family: Family, key: &str| {
+        let mut p = peer(addr, 65002, &[family]);
+        p.password = Some(speaker::Password::new(key));
+        p
+    };
+    tw.speaker
+        .add_peer(keyed(P4, Family::Ipv4Unicast, "wrong"))
+        .unwrap();
+    tw.speaker
+        .add_peer(keyed(P6, Family::Ipv6Unicast, "wrong"))
+        .unwrap();
+    let failures = |ns: &twill_lab::Netns| ns.tcp_ext("TcpExtTCPMD5Failure");
+    wait_for("segments with the wrong key dropped", WAIT, || {
+        (failures(&pair.twill) + failures(&pair.peer) >= 2).then_some(())
+    });
+    assert!(
+        tw.snapshot()
+            .iter()
+            .all(|p| p.state != speaker::State::Established),
+        "a session came up with the wrong key"
+    );
+
+    tw.speaker
+        .update_peer(keyed(P4, Family::Ipv4Unicast, "s3cr3t"))
+        .unwrap();
+    tw.speaker
+        .update_peer(keyed(P6, Family::Ipv6Unicast, "s3cr3t"))
+        .unwrap();
+    wait_for("Twill learns FRR's IPv4 prefix over MD5", WAIT, || {
+        tw.learned(PEER_V4)
+    });
+    wait_for("Twill learns FRR's IPv6 prefix over MD5", WAIT, || {
+        tw.learned(PEER_V6)
+    });
+    wait_for("FRR learns Twill's prefix over MD5", WAIT, || {
+        frr_has(&frr, "ipv4", TWILL_V4)
+    });
+    let signed =
+        pair.twill.tcp_ext("TcpExtTCPMD5NotFound") + pair.twill.tcp_ext("TcpExtTCPMD5Unexpected");
+    assert_eq!(signed, 0, "every segment carried the expected signature");
+}

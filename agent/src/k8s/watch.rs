@@ -128,7 +128,7 @@ async fn run(
             }
         }
         let peer_list: Vec<BGPPeer> = peers.state().iter().map(|p| (**p).clone()).collect();
-        let passwords = write_passwords(
+        let (passwords, rotated) = write_passwords(
             &secrets,
             &namespace,
             &peer_list,
@@ -159,7 +159,9 @@ async fn run(
         }
         reported = now;
         if let Some(v) = built.view {
-            if last.as_deref() != Some(&v) {
+            // A rotated password leaves the view equal (same file); publish it anyway so the
+            // agent re-reads the keys.
+            if last.as_deref() != Some(&v) || rotated {
                 let v = Arc::new(v);
                 last = Some(v.clone());
                 let _ = tx.send(Some(v));
@@ -177,16 +179,19 @@ where
     matches!(s.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
-/// Each BGPPeer's password Secret (in the agent's namespace) written to a 0600 file, by peer;
-/// rewritten only when the value changed, so an unchanged file keeps its mtime.
+/// Each BGPPeer's password Secret (in the agent's namespace) written to a 0600 file, by peer,
+/// and whether any file changed. A file is rewritten only when the value changed; when the
+/// Secret or its key is missing the file is removed, and the agent, finding no key for a peer
+/// that names one, leaves that peer out instead of trying it unsigned.
 fn write_passwords(
     secrets: &Store<Secret>,
     namespace: &str,
     peers: &[BGPPeer],
     dir: &Path,
     reported: &mut BTreeSet<String>,
-) -> BTreeMap<String, PathBuf> {
+) -> (BTreeMap<String, PathBuf>, bool) {
     let mut out = BTreeMap::new();
+    let mut changed = false;
     let mut now = BTreeSet::new();
     for p in peers {
         let (Some(name), Some(pw)) = (p.metadata.name.as_ref(), p.spec.password.as_ref()) else {
@@ -202,19 +207,21 @@ fn write_passwords(
                 .ok_or_else(|| format!("has no key {}", r.key)),
             None => Err(format!("is not in namespace {namespace}")),
         };
+        let path = dir.join(name);
+        out.insert(name.clone(), path.clone());
         match value {
             Ok(bytes) => {
-                let path = dir.join(name);
                 if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                    changed = true;
                     if let Err(e) = write_private(&path, &bytes) {
                         warn!(peer = %name, error = %e, "cannot write the password file");
                         continue;
                     }
                     info!(peer = %name, secret = %r.name, "password file written");
                 }
-                out.insert(name.clone(), path);
             }
             Err(e) => {
+                changed |= std::fs::remove_file(&path).is_ok();
                 let msg = format!(
                     "BGPPeer {name}: spec.password.secretKeyRef: Secret {} {e}",
                     r.name
@@ -228,7 +235,7 @@ fn write_passwords(
     }
     // Said once while it lasts; said again if it comes back after being mended.
     *reported = now;
-    out
+    (out, changed)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
