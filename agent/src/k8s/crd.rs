@@ -116,6 +116,7 @@ pub struct BGPPeerSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<PasswordSpec>,
     /// Prefixes taken from this peer: anything inside one of these (default: podNetwork).
+    #[schemars(extend("items" = {"type": "string", "format": "cidr"}))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_prefixes: Option<Vec<String>>,
 }
