@@ -47,9 +47,9 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
         .iter()
         .filter(|n| n.name != me.name && n.as_number == me.as_number);
     let cluster = |n: &Node, kind| DerivedPeer {
-        // Sessions between nodes use their first addresses; a node whose first address is of
-        // the other family is reached at its address of ours.
-        address: n.address_like(me.address).unwrap_or(n.address),
+        // Sessions between nodes use their first addresses (one family cluster-wide, checked
+        // by the view).
+        address: n.address,
         as_number: n.as_number,
         kind,
         // A cluster node may only announce the pod CIDRs it owns.
@@ -111,19 +111,17 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
     out
 }
 
-/// A BGP identifier: the node's IPv4 address, or for an IPv6-only node a stable value hashed
-/// from its name (FNV-1a), kept out of 0.0.0.0.
+/// A BGP identifier: the node's IPv4 address (first or second), or for an IPv6-only node a
+/// stable value hashed from its name (FNV-1a), kept out of 0.0.0.0.
 pub fn router_id(me: &Node) -> Ipv4Addr {
-    match me.address {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => {
-            let mut h: u32 = 0x811c9dc5;
-            for b in me.name.bytes() {
-                h = (h ^ b as u32).wrapping_mul(0x01000193);
-            }
-            Ipv4Addr::from(h | 1)
-        }
+    if let Some(IpAddr::V4(a)) = me.addresses.iter().find(|a| a.is_ipv4()) {
+        return *a;
     }
+    let mut h: u32 = 0x811c9dc5;
+    for b in me.name.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x01000193);
+    }
+    Ipv4Addr::from(h | 1)
 }
 
 pub fn speaker_config(view: &ClusterView, me: &Node) -> SpeakerConfig {
@@ -241,13 +239,16 @@ mod tests {
     #[test]
     fn dual_stack_nodes_peer_once_and_announce_both_families() {
         let v = ClusterView::parse(
-            "podNetwork: 10.244.0.0/16,fd00:244::/48\nnodes:\n  - {name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}\n  - {name: a2, address: \"fd00:1::12,10.1.0.12\", podCIDR: \"10.244.2.0/24,fd00:244:0:2::/64\"}\n",
+            "podNetwork: 10.244.0.0/16,fd00:244::/48\nnodes:\n  - {name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}\n  - {name: a2, address: \"10.1.0.12,fd00:1::12\", podCIDR: \"10.244.2.0/24,fd00:244:0:2::/64\"}\n",
         )
         .unwrap();
         let a1 = v.node("a1").unwrap();
         let peers = peers_for(&v, a1);
         assert_eq!(peers.len(), 1, "one session carries both families");
-        assert_eq!(peers[0].address.to_string(), "10.1.0.12", "a1's family");
+        assert_eq!(peers[0].address.to_string(), "10.1.0.12");
+        // And the same session seen from a2.
+        let from_a2 = peers_for(&v, v.node("a2").unwrap());
+        assert_eq!(from_a2[0].address.to_string(), "10.1.0.11");
         assert!(peers[0]
             .import
             .allows(&"fd00:244:0:2::/64".parse().unwrap()));

@@ -362,6 +362,16 @@ impl ClusterView {
             connect_retry: retry as u16,
         };
 
+        if kind == EncapType::Ipip
+            && mode != EncapMode::Never
+            && pod_networks.iter().any(|n| n.addr().is_ipv6())
+        {
+            return Err(bad(
+                "encapsulation.type",
+                "IPIP",
+                "carries IPv4 only but podNetwork has an IPv6 network; use VXLAN",
+            ));
+        }
         let mut nodes: Vec<Node> = Vec::with_capacity(raw.nodes.len());
         for (i, n) in raw.nodes.into_iter().enumerate() {
             let f = |name: &str| format!("nodes[{i}].{name}");
@@ -427,6 +437,21 @@ impl ClusterView {
                 })?),
                 None => None,
             };
+            // Sessions and tunnels run between first addresses: one family across the cluster.
+            if let Some(first) = nodes.first() {
+                if first.address.is_ipv6() != address.is_ipv6() {
+                    return Err(bad(
+                        f("address"),
+                        address,
+                        format!(
+                            "is {} but nodes[0].address starts with {} {}; the first address of every node carries its sessions and tunnels and must be of one family",
+                            family(address.is_ipv6()),
+                            family(first.address.is_ipv6()),
+                            first.address
+                        ),
+                    ));
+                }
+            }
             for (j, other) in nodes.iter().enumerate() {
                 if other.name == name {
                     return Err(bad(f("name"), &name, format!("is also nodes[{j}].name")));
@@ -557,7 +582,7 @@ nodes:
   - {name: a1, address: 10.1.0.11, podCIDR: 10.244.11.0/24, labels: {rack: a}}
   - {name: a2, address: 10.1.0.12, podCIDR: 10.244.12.0/24, asNumber: 65001}
   - name: b1
-    address: fd00:2::11,10.2.0.11
+    address: 10.2.0.11,fd00:2::11
     podCIDR: 10.244.21.0/24,fd00:244:0:21::/64
     routeReflectorClusterID: 10.255.0.1
 peers:
@@ -580,13 +605,10 @@ peers:
         );
         assert_eq!(v.nodes[1].as_number, 65001);
         assert_eq!(v.nodes[0].as_number, 64512);
-        assert!(
-            v.nodes[2].address.is_ipv6(),
-            "the first address is the session's"
-        );
+        assert_eq!(v.nodes[2].address.to_string(), "10.2.0.11", "the session's");
         assert_eq!(
-            v.nodes[2].address_like("10.0.0.1".parse().unwrap()),
-            Some("10.2.0.11".parse().unwrap())
+            v.nodes[2].address_like("fd00::1".parse().unwrap()),
+            Some("fd00:2::11".parse().unwrap())
         );
         assert_eq!(v.pod_networks.len(), 2);
         assert_eq!(v.nodes[2].pod_cidrs.len(), 2);
@@ -683,6 +705,14 @@ peers:
         assert_eq!(
             err("podNetwork: 10.244.0.0/16\nnodes:\n  - {name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: \"10.244.1.0/24,fd00:244:0:1::/64\"}\n"),
             "nodes[0].podCIDR: fd00:244:0:1::/64 is IPv6 but podNetwork has no IPv6 network"
+        );
+        assert_eq!(
+            err(&format!("{dual}  - {{name: a1, address: 10.1.0.11, podCIDR: 10.244.1.0/24}}\n  - {{name: a2, address: \"fd00:1::12,10.1.0.12\", podCIDR: 10.244.2.0/24}}\n")),
+            "nodes[1].address: fd00:1::12 is IPv6 but nodes[0].address starts with IPv4 10.1.0.11; the first address of every node carries its sessions and tunnels and must be of one family"
+        );
+        assert_eq!(
+            err(&format!("{dual}encapsulation: {{type: IPIP}}\n")),
+            "encapsulation.type: IPIP carries IPv4 only but podNetwork has an IPv6 network; use VXLAN"
         );
         assert_eq!(
             err(&format!("{dual}  - {{name: a1, address: \"10.1.0.11,fd00:1::11\", podCIDR: 10.244.1.0/24}}\n  - {{name: a2, address: \"10.1.0.12,fd00:1::11\", podCIDR: 10.244.2.0/24}}\n")),

@@ -213,6 +213,22 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnel_goes_to_the_nodes_underlay_not_the_next_hop() {
+        // An IPv6 pod CIDR of a dual-stack node off-link: the next hop is its IPv6 address,
+        // the VXLAN endpoint its IPv4 one; the VTEP is the pod CIDR's network address.
+        let p: IpNet = "fd00:244:0:3::/64".parse().unwrap();
+        let nh = NextHop::node("fd00:b::11".parse().unwrap(), "10.2.0.11".parse().unwrap());
+        match planner(EncapMode::CrossSubnet, true).reach(&p, nh) {
+            Reach::Vxlan(t) => {
+                assert_eq!(t.node.to_string(), "10.2.0.11");
+                assert_eq!(t.vtep.to_string(), "fd00:244:0:3::");
+                assert_eq!(t.mac, vtep_mac("10.2.0.11".parse().unwrap()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn the_decision_table() {
         let p: IpNet = "10.244.2.0/24".parse().unwrap();
         let same = nh("10.1.0.12", true);

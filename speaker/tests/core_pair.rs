@@ -329,3 +329,57 @@ proptest! {
         }
     }
 }
+
+/// The TCP MD5 key travels as data: the core hands it to the transport for the listener when a
+/// peer is added, re-keyed or removed, and with every connection it asks for.
+#[test]
+fn md5_keys_are_outputs_for_the_listener_and_each_connect() {
+    use speaker::Password;
+    let now = Instant::now();
+    let mut core = Core::new(SpeakerConfig::new(65001, "10.0.0.1".parse().unwrap())).unwrap();
+    let peer_addr: IpAddr = "10.0.0.2".parse().unwrap();
+    let keyed = |key: Option<&str>| {
+        let mut p = PeerConfig::new(peer_addr, 65002);
+        p.password = key.map(Password::new);
+        p
+    };
+    let listen_keys = |out: &[Output]| -> Vec<Option<Password>> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::ListenKey { peer, password } if *peer == peer_addr => {
+                    Some(password.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let connect_key = |out: &[Output]| {
+        out.iter().find_map(|o| match o {
+            Output::Connect { password, .. } => Some(password.clone()),
+            _ => None,
+        })
+    };
+
+    let out = core.handle(Input::AddPeer(keyed(Some("s3cr3t"))), now);
+    assert_eq!(listen_keys(&out), [Some(Password::new("s3cr3t"))]);
+    assert_eq!(connect_key(&out), Some(Some(Password::new("s3cr3t"))));
+
+    // The same config again: nothing to re-key, no reset.
+    let out = core.handle(Input::UpdatePeer(keyed(Some("s3cr3t"))), now);
+    assert!(listen_keys(&out).is_empty(), "{out:?}");
+    assert_eq!(connect_key(&out), None);
+
+    // A new key: the listener first, then a new connection with it.
+    let out = core.handle(Input::UpdatePeer(keyed(Some("n3w"))), now);
+    assert_eq!(listen_keys(&out), [Some(Password::new("n3w"))]);
+    assert_eq!(connect_key(&out), Some(Some(Password::new("n3w"))));
+
+    // A rejected config changes nothing.
+    let mut bad = keyed(Some("x"));
+    bad.hold_time = 1;
+    let out = core.handle(Input::UpdatePeer(bad), now);
+    assert!(listen_keys(&out).is_empty(), "{out:?}");
+
+    let out = core.handle(Input::RemovePeer(peer_addr), now);
+    assert_eq!(listen_keys(&out), [None], "the key leaves with the peer");
+}

@@ -101,7 +101,18 @@ fn raw_node(n: &Node, pod_network: Option<&str>) -> Result<(RawNode, bool), (boo
     }
     let from_annotation = by_annotation.is_some();
     let address = match by_annotation {
-        Some(a) => a,
+        // The annotation decides the first address; a family it leaves out still comes from
+        // the InternalIPs, so overriding the IPv4 address keeps a dual-stack node dual.
+        Some(a) => {
+            let mut list: Vec<String> = vec![a.clone()];
+            list.extend(
+                internal
+                    .iter()
+                    .filter(|i| !a.contains(',') && i.contains(':') != a.contains(':'))
+                    .cloned(),
+            );
+            list.join(",")
+        }
         None if !internal.is_empty() => internal.join(","),
         None => {
             return Err((
@@ -220,7 +231,15 @@ pub fn build(o: &Objects) -> Built {
     }
     let mut peer_src: Vec<String> = Vec::new();
     for p in o.peers {
-        peer_src.push(name_of(&p.metadata));
+        let name = name_of(&p.metadata);
+        // A peer that names a password is never tried without it.
+        if p.spec.password.is_some() && !o.passwords.contains_key(&name) {
+            built.waiting.push(format!(
+                "BGPPeer {name}: its password Secret is not read yet"
+            ));
+            continue;
+        }
+        peer_src.push(name);
         raw.peers.push(raw_peer(p, o.passwords));
     }
     // Each round either succeeds or leaves one object out: bounded by the object count.
@@ -361,12 +380,57 @@ mod tests {
             "the first InternalIP of each family, the primary first"
         );
         assert_eq!(a1.pod_cidrs.len(), 2);
+        // An annotation naming only the IPv4 address keeps the IPv6 InternalIP.
+        let mut annotated = dual.clone();
+        annotated.metadata.annotations = Some(BTreeMap::from([(
+            ADDRESS_ANNOTATION.to_string(),
+            "10.9.9.11".to_string(),
+        )]));
+        let v = build_with(Some(&c), &[annotated], &[]).view.unwrap();
+        assert_eq!(
+            v.node("a1").unwrap().addresses,
+            [
+                "10.9.9.11".parse::<std::net::IpAddr>().unwrap(),
+                "fd00:1::11".parse().unwrap()
+            ]
+        );
         // Twill run for IPv4 only in a dual-stack cluster takes the IPv4 pod CIDR alone.
         let c = config(json!({"podNetwork": "10.244.0.0/16"}));
         let v = build_with(Some(&c), &[dual], &[]).view.unwrap();
         assert_eq!(
             v.node("a1").unwrap().pod_cidrs,
             ["10.244.1.0/24".parse::<ipnet::IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_peer_whose_password_is_not_read_waits() {
+        let c = config(json!({"podNetwork": "10.244.0.0/16"}));
+        let nodes = [n("a1", "10.1.0.11", Some("10.244.1.0/24"))];
+        let peers = [peer(
+            "tor",
+            json!({"peerIP": "10.1.0.1", "asNumber": 65100,
+                   "password": {"secretKeyRef": {"name": "tor-bgp", "key": "password"}}}),
+        )];
+        let b = build_with(Some(&c), &nodes, &peers);
+        assert!(b.view.unwrap().peers.is_empty(), "not tried unsigned");
+        assert_eq!(
+            b.waiting,
+            ["BGPPeer tor: its password Secret is not read yet"]
+        );
+        let passwords =
+            BTreeMap::from([("tor".to_string(), PathBuf::from("/run/twill/secrets/tor"))]);
+        let b = build(&Objects {
+            config: Some(&c),
+            nodes: &nodes,
+            peers: &peers,
+            passwords: &passwords,
+            default_pod_network: None,
+        });
+        let v = b.view.unwrap();
+        assert_eq!(
+            v.peers[0].password_file.as_deref(),
+            Some(std::path::Path::new("/run/twill/secrets/tor"))
         );
     }
 

@@ -112,6 +112,8 @@ async fn run(
     let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut secret_errors: BTreeSet<String> = BTreeSet::new();
     let mut last: Option<Arc<ClusterView>> = None;
+    // A password file rewritten since the last published view: the agent must re-read it.
+    let mut rotation_pending = false;
     let mut ready = false;
     while let Some(ev) = events.next().await {
         if let Err(e) = ev {
@@ -122,7 +124,9 @@ async fn run(
         while let Some(Some(_)) = events.next().now_or_never() {}
         // Until every kind has been listed once, a view would be missing objects.
         if !ready {
-            ready = listed(&nodes) && listed(&configs) && listed(&peers) && listed(&secrets);
+            // Secrets are not waited for: without them (or without the Role to read them)
+            // only the peers with passwords wait.
+            ready = listed(&nodes) && listed(&configs) && listed(&peers);
             if !ready {
                 continue;
             }
@@ -130,6 +134,7 @@ async fn run(
         let peer_list: Vec<BGPPeer> = peers.state().iter().map(|p| (**p).clone()).collect();
         let (passwords, rotated) = write_passwords(
             &secrets,
+            listed(&secrets),
             &namespace,
             &peer_list,
             &secrets_dir,
@@ -144,6 +149,7 @@ async fn run(
             passwords: &passwords,
             default_pod_network: default_pod_network.as_deref(),
         });
+        rotation_pending |= rotated;
         // Say each problem once, not on every rebuild.
         let now: BTreeSet<String> = built
             .problems
@@ -161,7 +167,8 @@ async fn run(
         if let Some(v) = built.view {
             // A rotated password leaves the view equal (same file); publish it anyway so the
             // agent re-reads the keys.
-            if last.as_deref() != Some(&v) || rotated {
+            if last.as_deref() != Some(&v) || rotation_pending {
+                rotation_pending = false;
                 let v = Arc::new(v);
                 last = Some(v.clone());
                 let _ = tx.send(Some(v));
@@ -180,11 +187,13 @@ where
 }
 
 /// Each BGPPeer's password Secret (in the agent's namespace) written to a 0600 file, by peer,
-/// and whether any file changed. A file is rewritten only when the value changed; when the
-/// Secret or its key is missing the file is removed, and the agent, finding no key for a peer
-/// that names one, leaves that peer out instead of trying it unsigned.
+/// and whether any file changed. Only peers whose file holds the Secret's current value are in
+/// the map (the others wait); a file is rewritten only when the value changed, and removed when
+/// the Secret or its key is gone so a stale key is never used. Until the Secrets are listed
+/// (`listed`), nothing is judged: those peers just wait.
 fn write_passwords(
     secrets: &Store<Secret>,
+    listed: bool,
     namespace: &str,
     peers: &[BGPPeer],
     dir: &Path,
@@ -197,6 +206,9 @@ fn write_passwords(
         let (Some(name), Some(pw)) = (p.metadata.name.as_ref(), p.spec.password.as_ref()) else {
             continue;
         };
+        if !listed {
+            continue;
+        }
         let r = &pw.secret_key_ref;
         let value = match secrets.get(&ObjectRef::new(&r.name).within(namespace)) {
             Some(s) => s
@@ -208,7 +220,6 @@ fn write_passwords(
             None => Err(format!("is not in namespace {namespace}")),
         };
         let path = dir.join(name);
-        out.insert(name.clone(), path.clone());
         match value {
             Ok(bytes) => {
                 if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
@@ -219,6 +230,7 @@ fn write_passwords(
                     }
                     info!(peer = %name, secret = %r.name, "password file written");
                 }
+                out.insert(name.clone(), path);
             }
             Err(e) => {
                 changed |= std::fs::remove_file(&path).is_ok();
@@ -238,19 +250,27 @@ fn write_passwords(
     (out, changed)
 }
 
+/// Written beside the target and renamed over it, so the agent, reading keys from another
+/// task, never sees a half-written one.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
+    // Object names may hold dots, so a suffix rather than `with_extension`.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Wait for the first view that holds `node`.
