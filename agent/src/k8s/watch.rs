@@ -75,39 +75,13 @@ async fn run(
     let (configs, configs_w) = reflector::store::<BGPConfiguration>();
     let (peers, peers_w) = reflector::store::<BGPPeer>();
     let (secrets, secrets_w) = reflector::store::<Secret>();
-    let wc = watcher::Config::default();
-    let events = futures::stream::select_all([
-        reflector(
-            nodes_w,
-            watcher(Api::<Node>::all(client.clone()), wc.clone()),
-        )
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| format!("nodes: {e}")))
-        .boxed(),
-        reflector(
-            configs_w,
-            watcher(Api::<BGPConfiguration>::all(client.clone()), wc.clone()),
-        )
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| format!("bgpconfigurations: {e}")))
-        .boxed(),
-        reflector(
-            peers_w,
-            watcher(Api::<BGPPeer>::all(client.clone()), wc.clone()),
-        )
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| format!("bgppeers: {e}")))
-        .boxed(),
+    let mut events = futures::stream::select_all([
+        reflect(nodes_w, Api::all(client.clone()), "nodes"),
+        reflect(configs_w, Api::all(client.clone()), "bgpconfigurations"),
+        reflect(peers_w, Api::all(client.clone()), "bgppeers"),
         // Only the agent's own namespace: the Role grants nothing wider.
-        reflector(
-            secrets_w,
-            watcher(Api::<Secret>::namespaced(client, &namespace), wc),
-        )
-        .default_backoff()
-        .map(|r| r.map(|_| ()).map_err(|e| format!("secrets: {e}")))
-        .boxed(),
+        reflect(secrets_w, Api::namespaced(client, &namespace), "secrets"),
     ]);
-    let mut events = events;
     // What was already logged, so each problem is said once rather than on every rebuild.
     let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut secret_errors: BTreeSet<String> = BTreeSet::new();
@@ -175,6 +149,29 @@ async fn run(
             }
         }
     }
+}
+
+/// One kind listed and watched into `store`: a stream of "something changed" (or why the watch
+/// broke, named by `what`), backing off between retries.
+fn reflect<K>(
+    store: reflector::store::Writer<K>,
+    api: Api<K>,
+    what: &'static str,
+) -> futures::stream::BoxStream<'static, Result<(), String>>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    reflector(store, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .map(move |r| r.map(|_| ()).map_err(|e| format!("{what}: {e}")))
+        .boxed()
 }
 
 /// Whether the store has seen its first complete list.
