@@ -206,12 +206,13 @@ fn with_password(mut p: DerivedPeer) -> Option<DerivedPeer> {
                     key.pop();
                 }
             }
-            if key.is_empty() || key.len() > Password::MAX_LEN {
-                error!(peer = %p.address, file = %path.display(), bytes = key.len(),
+            let key = Password::new(key);
+            if !key.len_ok() {
+                error!(peer = %p.address, file = %path.display(), bytes = key.as_bytes().len(),
                     "the password must be 1-80 bytes (TCP MD5); not peering");
                 return None;
             }
-            p.password = Some(Password::new(key));
+            p.password = Some(key);
             Some(p)
         }
         Err(e) => {

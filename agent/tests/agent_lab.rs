@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cni, http, ping, Agent, CniPod, TWILL};
+use common::{cni, http, ping, pod_ips, Agent, CniPod, TWILL};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -156,13 +156,7 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
         assert!(ok, "CNI ADD failed: {v}");
         let (ok, c) = cni(&n.ns, &pod, "CHECK", &state, &ipam, Some(&v));
         assert!(ok, "CNI CHECK failed: {c}");
-        let ip = v["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let ip = pod_ips(&v)[0].clone();
         let mtu = pod.exec(&["cat", "/sys/class/net/eth0/mtu"]);
         assert_eq!(mtu.trim(), "1450", "pod MTU from the agent's file");
         n.pod = Some(CniPod { ns: pod, ip });
@@ -426,17 +420,10 @@ fn dual_stack_pods_cross_racks_over_an_ipv4_underlay() {
         let pod = Netns::new("dp");
         let (ok, v) = cni(ns, &pod, "ADD", &agent.state, &ipam, None);
         assert!(ok, "CNI ADD failed: {v}");
-        let v6 = v["ips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|ip| ip["address"].as_str())
+        let v6 = pod_ips(&v)
+            .into_iter()
             .find(|a| a.contains(':'))
-            .expect("an IPv6 pod address")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+            .expect("an IPv6 pod address");
         pods.push((pod, v6));
     }
     for (from, _) in &pods {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cni, http, ping, Agent};
+use common::{cni, http, ping, pod_ips, Agent};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -66,16 +66,6 @@ const A1: [&str; 2] = ["10.1.0.11", "fd00:1::11"];
 const A2: [&str; 2] = ["10.1.0.12", "fd00:1::12"];
 const A1_PODS: [&str; 2] = ["10.244.1.0/24", "fd00:244:0:1::/64"];
 const A2_PODS: [&str; 2] = ["10.244.2.0/24", "fd00:244:0:2::/64"];
-
-/// The addresses CNI ADD gave a pod.
-fn pod_ips(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| Some(ip["address"].as_str()?.split('/').next()?.to_string()))
-        .collect()
-}
 
 /// An agent reading the cluster view from the API behind `kubeconfig`.
 fn start(ns: &Netns, dir: &Path, kubeconfig: &Path, node: &str) -> Agent {

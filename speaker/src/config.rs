@@ -107,6 +107,11 @@ impl Password {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Whether the kernel takes it: 1 to [`Password::MAX_LEN`] bytes.
+    pub fn len_ok(&self) -> bool {
+        (1..=Self::MAX_LEN).contains(&self.0.len())
+    }
 }
 
 impl std::fmt::Debug for Password {
@@ -161,15 +166,12 @@ impl PeerConfig {
         if self.families.is_empty() {
             return Err(bad(f("families"), "[]", "must name at least one family"));
         }
-        if let Some(pw) = &self.password {
-            let n = pw.as_bytes().len();
-            if n == 0 || n > Password::MAX_LEN {
-                return Err(bad(
-                    f("password"),
-                    format!("{n} bytes"),
-                    "must be 1-80 bytes (the TCP MD5 key limit)",
-                ));
-            }
+        if let Some(pw) = self.password.as_ref().filter(|pw| !pw.len_ok()) {
+            return Err(bad(
+                f("password"),
+                format!("{} bytes", pw.as_bytes().len()),
+                "must be 1-80 bytes (the TCP MD5 key limit)",
+            ));
         }
         if self.connect_retry.is_zero() {
             return Err(bad(f("connectRetryTime"), 0, "must be positive"));

@@ -197,15 +197,15 @@ fn write_passwords(
     reported: &mut BTreeSet<String>,
 ) -> (BTreeMap<String, PathBuf>, bool) {
     let mut out = BTreeMap::new();
+    if !listed {
+        return (out, false);
+    }
     let mut changed = false;
     let mut now = BTreeSet::new();
     for p in peers {
         let (Some(name), Some(pw)) = (p.metadata.name.as_ref(), p.spec.password.as_ref()) else {
             continue;
         };
-        if !listed {
-            continue;
-        }
         let r = &pw.secret_key_ref;
         let value = match secrets.get(&ObjectRef::new(&r.name).within(namespace)) {
             Some(s) => s

@@ -206,6 +206,16 @@ pub fn cni(
     (out.status.success(), v)
 }
 
+/// The addresses CNI ADD gave a pod.
+pub fn pod_ips(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| Some(ip["address"].as_str()?.split('/').next()?.to_string()))
+        .collect()
+}
+
 /// One ping from inside `from`, waiting at most a second for the answer.
 pub fn ping(from: &Netns, ip: &str) -> bool {
     from.try_exec(&["ping", "-c", "1", "-W", "1", ip])
