@@ -99,7 +99,7 @@ impl Shared {
                 kind: kinds
                     .get(&p.address)
                     .map(|d| d.kind.as_str().to_string())
-                    .unwrap_or(p.kind),
+                    .unwrap_or_else(|| p.role.to_string()),
                 state: p.state.to_string(),
                 since: rfc3339_ago(Duration::from_secs(p.since_secs)),
                 prefixes_received: p.prefixes_received,

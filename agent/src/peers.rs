@@ -155,7 +155,8 @@ pub fn peer_config(view: &ClusterView, me: &Node, d: &DerivedPeer) -> PeerConfig
     // A node announces the pod CIDR it owns and nothing it learned. (Reflectors passing routes
     // to their clients will relax this for reflector-client peers when reflection lands.)
     p.export = ExportFilter::Originated;
-    p.kind = d.kind.as_str().to_string();
+    // The speaker's role for the peer; what `twill status` calls it stays the agent's kind.
+    p.reflector_client = d.kind == PeerKind::ReflectorClient;
     p
 }
 

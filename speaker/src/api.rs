@@ -1,7 +1,7 @@
 //! The handle the rest of Twill uses: configure, subscribe to best routes, read snapshots.
 
 use crate::config::{ConfigError, PeerConfig, SpeakerConfig};
-use crate::core::{Core, Input, PeerSnapshot, RouteEvent};
+use crate::core::{Core, Input, PeerSnapshot, RouteEvent, ShutdownMode};
 use crate::transport::{self, Command};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -105,7 +105,12 @@ impl Speaker {
 
     /// Stop every session (Cease / Administrative Shutdown) and the driver.
     pub async fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
+        self.stop(ShutdownMode::Cease).await
+    }
+
+    /// Stop every session the way `mode` says, then the driver.
+    pub async fn stop(&self, mode: ShutdownMode) {
+        let _ = self.send(Command::Shutdown(mode));
         self.stopped().await;
     }
 

@@ -86,10 +86,35 @@ pub struct PeerConfig {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// Link-local next hop to add to IPv6 announcements (RFC 2545).
     pub next_hop_v6_local: Option<Ipv6Addr>,
-    /// Free-form label shown in snapshots (the agent uses mesh / reflector / external).
-    pub kind: String,
+    /// An iBGP peer this speaker reflects routes for (RFC 4456 §6); see [`PeerRole`].
+    pub reflector_client: bool,
     /// TCP MD5 signature key (RFC 2385) for this peer's connections, both ways.
     pub password: Option<Password>,
+}
+
+/// How the speaker treats a peer when it decides who gets which route: eBGP and iBGP by the
+/// AS numbers (RFC 4271 §9.2), a reflector client by configuration (RFC 4456 §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum PeerRole {
+    Ebgp,
+    Ibgp,
+    ReflectorClient,
+}
+
+impl PeerRole {
+    pub fn is_ebgp(self) -> bool {
+        self == PeerRole::Ebgp
+    }
+}
+
+impl std::fmt::Display for PeerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerRole::Ebgp => "eBGP",
+            PeerRole::Ibgp => "iBGP",
+            PeerRole::ReflectorClient => "reflector client",
+        })
+    }
 }
 
 /// A TCP MD5 key. Its `Debug` shows only the length, so configurations can be logged.
@@ -139,7 +164,7 @@ impl PeerConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             next_hop_v6_local: None,
-            kind: "external".into(),
+            reflector_client: false,
             password: None,
         }
     }
@@ -179,6 +204,28 @@ impl PeerConfig {
         Ok(())
     }
 
+    /// The peer's role seen from a speaker in `local_as`.
+    pub fn role(&self, local_as: u32) -> PeerRole {
+        match (self.asn == local_as, self.reflector_client) {
+            (false, _) => PeerRole::Ebgp,
+            (true, false) => PeerRole::Ibgp,
+            (true, true) => PeerRole::ReflectorClient,
+        }
+    }
+
+    /// The checks that need the speaker's own configuration.
+    pub fn validate_for(&self, speaker: &SpeakerConfig) -> Result<(), ConfigError> {
+        self.validate()?;
+        if self.reflector_client && self.asn != speaker.asn {
+            return Err(bad(
+                format!("peers[{}].reflectorClient", self.address),
+                "true",
+                "needs an iBGP peer (asNumber equal to the local AS)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a change from `old` to `self` needs the session to be re-established.
     pub fn needs_reset(&self, old: &PeerConfig) -> bool {
         self.asn != old.asn
@@ -193,6 +240,8 @@ impl PeerConfig {
             || self.next_hop_v6_local != old.next_hop_v6_local
             // A connection keeps the key it was made with; a new key needs a new connection.
             || self.password != old.password
+            // Reflection changes what the peer is sent and where its routes go.
+            || self.reflector_client != old.reflector_client
     }
 }
 
@@ -214,6 +263,22 @@ mod tests {
         assert_eq!(
             q.validate().unwrap_err().to_string(),
             "peers[10.0.0.2].password: 81 bytes must be 1-80 bytes (the TCP MD5 key limit)"
+        );
+    }
+
+    #[test]
+    fn the_role_follows_the_as_numbers_and_reflection() {
+        let speaker = SpeakerConfig::new(64512, "1.1.1.1".parse().unwrap());
+        let mut p = PeerConfig::new("10.0.0.2".parse().unwrap(), 64512);
+        assert_eq!(p.role(64512), PeerRole::Ibgp);
+        assert_eq!(p.role(65000), PeerRole::Ebgp);
+        p.reflector_client = true;
+        assert_eq!(p.role(64512), PeerRole::ReflectorClient);
+        assert!(p.validate_for(&speaker).is_ok());
+        p.asn = 65000;
+        assert_eq!(
+            p.validate_for(&speaker).unwrap_err().to_string(),
+            "peers[10.0.0.2].reflectorClient: true needs an iBGP peer (asNumber equal to the local AS)"
         );
     }
 

@@ -77,8 +77,45 @@ pub enum Action {
     StartTimer(Timer, Duration),
     StopTimer(Timer),
     Established(Box<SessionInfo>),
-    /// Left Established: the caller withdraws everything learned on this session.
-    Down,
+    /// Left Established, and why: the caller withdraws everything learned on this session.
+    Down(DownCause),
+}
+
+/// Why a session went down. Graceful restart (RFC 4724 / RFC 8538) decides on it whether a
+/// peer's routes are kept as stale or flushed, and `twill status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownCause {
+    /// We sent this NOTIFICATION (an error we found, or a Cease such as max-prefix).
+    NotificationSent(Notification),
+    /// The peer sent this NOTIFICATION.
+    NotificationReceived(Notification),
+    /// No message within the hold time (we sent Hold Timer Expired).
+    HoldExpired,
+    /// The TCP connection closed or failed without a NOTIFICATION.
+    TcpClosed,
+    /// Stopped here: peer removed or reconfigured, or the speaker shutting down (the Cease
+    /// subcode that was sent).
+    Administrative(u8),
+    /// This connection lost a collision (RFC 4271 §6.8); the other one carries the session.
+    Collision,
+    /// BFD declared the forwarding path down (RFC 5882). Nothing raises it yet.
+    Bfd,
+}
+
+impl std::fmt::Display for DownCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownCause::NotificationSent(n) => write!(f, "sent {n}"),
+            DownCause::NotificationReceived(n) => write!(f, "received {n}"),
+            DownCause::HoldExpired => f.write_str("hold timer expired"),
+            DownCause::TcpClosed => f.write_str("connection closed"),
+            DownCause::Administrative(sub) => {
+                write!(f, "stopped here ({})", Notification::cease(*sub))
+            }
+            DownCause::Collision => f.write_str("connection collision"),
+            DownCause::Bfd => f.write_str("BFD down"),
+        }
+    }
 }
 
 /// What the OPEN exchange agreed, reported when the session reaches Established.
@@ -206,14 +243,15 @@ impl Fsm {
 
     /// Go to Idle: stop timers, drop the connection, and (unless stopped) schedule the
     /// automatic restart with exponential backoff.
-    fn enter_idle(&mut self, out: &mut Vec<Action>) {
+    /// `cause` is reported (as [`Action::Down`]) only when the session was Established.
+    fn enter_idle(&mut self, out: &mut Vec<Action>, cause: DownCause) {
         let was_established = self.state == State::Established;
         out.push(Action::StopTimer(Timer::ConnectRetry));
         out.push(Action::StopTimer(Timer::Hold));
         out.push(Action::StopTimer(Timer::Keepalive));
         out.push(Action::Drop);
         if was_established {
-            out.push(Action::Down);
+            out.push(Action::Down(cause));
         }
         self.state = State::Idle;
         self.session = None;
@@ -228,8 +266,13 @@ impl Fsm {
     fn notify_and_idle(&mut self, n: Notification, out: &mut Vec<Action>) {
         self.last_error = Some(format!("sent {n}"));
         self.hold_down = n.code == code::CEASE && n.subcode == cease::MAX_PREFIXES;
+        let cause = if n.code == code::HOLD_TIMER_EXPIRED {
+            DownCause::HoldExpired
+        } else {
+            DownCause::NotificationSent(n.clone())
+        };
         out.push(Action::Send(Send::Notification(n)));
-        self.enter_idle(out);
+        self.enter_idle(out, cause);
     }
 
     fn stop(&mut self, subcode: u8, out: &mut Vec<Action>) {
@@ -242,7 +285,7 @@ impl Fsm {
                 subcode,
             ))));
         }
-        self.enter_idle(out);
+        self.enter_idle(out, DownCause::Administrative(subcode));
         self.last_error = None;
     }
 
@@ -278,10 +321,11 @@ impl Fsm {
                     self.state = State::Active;
                 } else {
                     self.last_error = Some("connection failed".into());
-                    self.enter_idle(out);
+                    self.enter_idle(out, DownCause::TcpClosed);
                 }
             }
-            _ => self.enter_idle(out),
+            // Never Established here, so no cause is reported.
+            _ => self.enter_idle(out, DownCause::TcpClosed),
         }
     }
 
@@ -303,18 +347,18 @@ impl Fsm {
             Event::HoldExpired => self.notify_and_idle(Notification::hold_timer_expired(), out),
             Event::TcpFails => {
                 self.last_error = Some("connection closed by peer".into());
-                self.enter_idle(out);
+                self.enter_idle(out, DownCause::TcpClosed);
             }
             Event::MessageError(n) => self.notify_and_idle(n.clone(), out),
             Event::NotificationReceived(n) => {
                 self.last_error = Some(format!("received {n}"));
-                self.enter_idle(out);
+                self.enter_idle(out, DownCause::NotificationReceived(n.clone()));
             }
             Event::CollisionDump => {
                 out.push(Action::Send(Send::Notification(Notification::cease(
                     cease::CONNECTION_COLLISION,
                 ))));
-                self.enter_idle(out);
+                self.enter_idle(out, DownCause::Collision);
                 // The surviving connection carries the session: no error, no restart.
                 self.last_error = None;
             }

@@ -17,8 +17,8 @@ pub mod transport;
 pub mod wire;
 
 pub use api::{Speaker, SpeakerError};
-pub use config::{ConfigError, Password, PeerConfig, SpeakerConfig};
-pub use core::{BestRoute, NextHop, PeerSnapshot, RouteEvent};
-pub use fsm::State;
+pub use config::{ConfigError, Password, PeerConfig, PeerRole, SpeakerConfig};
+pub use core::{BestRoute, FamilyState, NextHop, PeerSnapshot, RouteEvent, ShutdownMode};
+pub use fsm::{DownCause, State};
 pub use policy::{ExportFilter, ImportFilter, PrefixRule};
 pub use wire::Family;

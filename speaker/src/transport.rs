@@ -5,8 +5,7 @@
 //! back out: the core never waits on I/O.
 
 use crate::config::Password;
-use crate::core::{ConnId, Core, Input, Output, PeerSnapshot, RouteEvent};
-use crate::fsm::Timer;
+use crate::core::{ConnId, Core, Input, Output, PeerSnapshot, RouteEvent, ShutdownMode, TimerKey};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ pub(crate) enum Command {
     Routes(oneshot::Sender<Vec<RouteEvent>>),
     RibLen(oneshot::Sender<usize>),
     Subscribe(mpsc::UnboundedSender<RouteEvent>),
-    Shutdown,
+    Shutdown(ShutdownMode),
 }
 
 enum NetEvent {
@@ -45,7 +44,7 @@ const READ_BUF: usize = 64 * 1024;
 pub(crate) struct Driver {
     core: Core,
     conns: HashMap<ConnId, mpsc::UnboundedSender<ConnCmd>>,
-    timers: HashMap<(IpAddr, u64, Timer), Instant>,
+    timers: HashMap<(IpAddr, TimerKey), Instant>,
     subs: Vec<mpsc::UnboundedSender<RouteEvent>>,
     events: mpsc::UnboundedSender<NetEvent>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -101,6 +100,7 @@ pub(crate) async fn run(
             }
         })
     });
+    let mut shutdown = ShutdownMode::Cease;
     loop {
         let next = d.timers.values().min().copied();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -119,7 +119,8 @@ pub(crate) async fn run(
                     d.subs.push(tx);
                     d.core.set_route_events(true);
                 }
-                Some(Command::Shutdown) | None => break,
+                Some(Command::Shutdown(mode)) => { shutdown = mode; break; }
+                None => break,
             },
             Some(ev) = event_rx.recv() => d.net(ev),
             _ = sleep, if next.is_some() => {
@@ -127,13 +128,13 @@ pub(crate) async fn run(
                 let due: Vec<_> = d.timers.iter().filter(|(_, t)| **t <= now).map(|(k, _)| *k).collect();
                 for k in due {
                     d.timers.remove(&k);
-                    d.input(Input::Timer { peer: k.0, session: k.1, timer: k.2 });
+                    d.input(Input::Timer { peer: k.0, key: k.1 });
                 }
             }
         }
     }
-    // Stop every session with Cease / Administrative Shutdown and let the writers flush.
-    d.input(Input::Shutdown);
+    // Stop every session as asked (a dropped handle: Cease) and let the writers flush.
+    d.input(Input::Shutdown(shutdown));
     d.conns.clear();
     if let Some(a) = accept {
         a.abort();
@@ -226,18 +227,12 @@ impl Driver {
                         let _ = tx.send(ConnCmd::Close);
                     }
                 }
-                Output::SetTimer {
-                    peer,
-                    session,
-                    timer,
-                    after,
-                } => match after {
+                Output::SetTimer { peer, key, after } => match after {
                     Some(d) => {
-                        self.timers
-                            .insert((peer, session, timer), Instant::now() + d);
+                        self.timers.insert((peer, key), Instant::now() + d);
                     }
                     None => {
-                        self.timers.remove(&(peer, session, timer));
+                        self.timers.remove(&(peer, key));
                     }
                 },
                 Output::Route(r) => {

@@ -383,3 +383,58 @@ fn md5_keys_are_outputs_for_the_listener_and_each_connect() {
     let out = core.handle(Input::RemovePeer(peer_addr), now);
     assert_eq!(listen_keys(&out), [None], "the key leaves with the peer");
 }
+
+#[test]
+fn end_of_rib_per_family_role_and_the_cause_of_a_session_down() {
+    let mut w = Wire::new(&[
+        (64512, "10.0.0.1"),
+        (64512, "10.0.0.2"),
+        (65002, "10.0.0.3"),
+    ]);
+    for (a, b) in [(0, 1), (1, 0)] {
+        let mut p = PeerConfig::new(w.addrs[b], 64512);
+        p.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+        p.reflector_client = a == 0;
+        w.push(a, Input::AddPeer(p));
+    }
+    w.peer(0, 2, 65002);
+    w.peer(2, 0, 64512);
+    w.run();
+    let snap = w.cores[0].snapshot(Instant::now());
+    let client = snap.iter().find(|p| p.address == w.addrs[1]).unwrap();
+    assert_eq!(client.role, speaker::PeerRole::ReflectorClient);
+    assert_eq!(
+        client.families.keys().copied().collect::<Vec<_>>(),
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    );
+    assert!(client
+        .families
+        .values()
+        .all(|f| f.eor_received && f.eor_sent));
+    assert!(client.end_of_rib_received && client.end_of_rib_sent);
+    let ext = snap.iter().find(|p| p.address == w.addrs[2]).unwrap();
+    assert_eq!(ext.role, speaker::PeerRole::Ebgp);
+    assert_eq!(
+        ext.families.len(),
+        1,
+        "only IPv4 negotiated with the eBGP peer"
+    );
+    // A reflector client must be iBGP: refused, and the running session is left alone.
+    let mut bad = PeerConfig::new(w.addrs[2], 65002);
+    bad.families = vec![Family::Ipv4Unicast];
+    bad.reflector_client = true;
+    w.push(0, Input::UpdatePeer(bad));
+    w.run();
+    assert_eq!(w.established(0), 2);
+    // Core 1 removes core 0: core 0 sees a Cease and says so; its per-family state is gone.
+    w.push(1, Input::RemovePeer(w.addrs[0]));
+    w.run();
+    let snap = w.cores[0].snapshot(Instant::now());
+    let gone = snap.iter().find(|p| p.address == w.addrs[1]).unwrap();
+    assert_eq!(
+        gone.last_down.as_deref(),
+        Some("received Cease / Peer De-configured (6/3)"),
+        "{gone:?}"
+    );
+    assert!(gone.families.is_empty() && !gone.end_of_rib_received);
+}

@@ -148,7 +148,7 @@ fn every_state_times_every_event() {
                 .collect();
             assert_eq!(sends, want_sends, "{state:?} × {name}: sends");
             // Leaving Established always reports Down; nothing else does.
-            let down = actions.iter().any(|a| matches!(a, Action::Down));
+            let down = actions.iter().any(|a| matches!(a, Action::Down(_)));
             assert_eq!(
                 down,
                 state == Established && want_state == Idle,
@@ -261,4 +261,33 @@ fn automatic_restart_backs_off() {
     assert!(!a
         .iter()
         .any(|a| matches!(a, Action::StartTimer(speaker::fsm::Timer::IdleHold, _))));
+}
+
+#[test]
+fn every_way_out_of_established_says_why() {
+    use speaker::DownCause;
+    let n = Notification::cease(4);
+    let cases = [
+        (Event::HoldExpired, DownCause::HoldExpired),
+        (Event::TcpFails, DownCause::TcpClosed),
+        (
+            Event::NotificationReceived(n.clone()),
+            DownCause::NotificationReceived(n.clone()),
+        ),
+        (
+            Event::MessageError(n.clone()),
+            DownCause::NotificationSent(n.clone()),
+        ),
+        (Event::ManualStop, DownCause::Administrative(2)),
+        (Event::AutomaticStop(3), DownCause::Administrative(3)),
+    ];
+    for (ev, want) in cases {
+        let mut f = fsm_in(State::Established);
+        let name = format!("{ev:?}");
+        let got = f.handle(ev).into_iter().find_map(|a| match a {
+            Action::Down(c) => Some(c),
+            _ => None,
+        });
+        assert_eq!(got, Some(want), "{name}");
+    }
 }

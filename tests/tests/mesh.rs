@@ -40,7 +40,6 @@ fn three_node_full_mesh_learns_every_pod_cidr() {
                 let mut p = peer(&format!("10.0.0.{j}"), 64512, &[Family::Ipv4Unicast]);
                 // A cluster node accepts from a mesh peer exactly the pod CIDR it owns.
                 p.import = ImportFilter::exact([pod(j).parse().unwrap()]);
-                p.kind = "mesh".into();
                 s.speaker.add_peer(p).unwrap();
             }
             s

@@ -1,0 +1,167 @@
+//! Who gets which route and with which attributes: the export decision, the attribute rewrite
+//! (next-hop-self, AS prepend, LOCAL_PREF), the diff against each peer's Adj-RIB-Out, packing
+//! into UPDATEs, and route-refresh resends. The single place where advertisement rules live.
+
+use super::peer::Peer;
+use super::{Core, Output};
+use crate::config::PeerRole;
+use crate::fsm::State;
+use crate::policy::ExportFilter;
+use crate::rib::Source;
+use crate::wire::{self, Family, PathAttrs};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+/// Whether a path from `source` may go to a peer of role `to` at all (before its export
+/// filter). RFC 4271 §9.2: iBGP-learned routes are not re-advertised to iBGP peers. Route
+/// reflection (RFC 4456 §6) relaxes this table for reflector clients.
+fn passes_split_horizon(source: &Source, to: PeerRole) -> bool {
+    let from_ibgp = matches!(source, Source::Peer { ebgp: false, .. });
+    !from_ibgp || to.is_ebgp()
+}
+
+impl Core {
+    /// The attributes to advertise to `peer` for `best`, or None to not advertise.
+    fn export(
+        &self,
+        peer: &Peer,
+        prefix: &IpNet,
+        source: &Source,
+        attrs: &Arc<PathAttrs>,
+    ) -> Option<PathAttrs> {
+        let info = peer.main.fsm.session()?;
+        if !info.negotiated.families.contains(&Family::of(prefix)) {
+            return None;
+        }
+        if source.peer_addr() == Some(peer.cfg.address) {
+            return None;
+        }
+        if peer.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
+            return None;
+        }
+        if !passes_split_horizon(source, peer.role) {
+            return None;
+        }
+        let to_ebgp = peer.role.is_ebgp();
+        let mut a = (**attrs).clone();
+        let self_hop = || -> Option<(IpAddr, Option<Ipv6Addr>)> {
+            let local = peer.main.local;
+            let v = match (prefix, local) {
+                (IpNet::V4(_), Some(IpAddr::V4(l))) => IpAddr::V4(l),
+                (IpNet::V6(_), Some(IpAddr::V6(l))) if !is_link_local(&l) => IpAddr::V6(l),
+                (IpNet::V4(_), _) => IpAddr::V4(peer.cfg.next_hop_v4?),
+                (IpNet::V6(_), _) => IpAddr::V6(peer.cfg.next_hop_v6?),
+            };
+            Some((v, peer.cfg.next_hop_v6_local.filter(|_| v.is_ipv6())))
+        };
+        if to_ebgp || matches!(source, Source::Local) {
+            let (nh, ll) = self_hop()?;
+            a.next_hop = nh;
+            a.next_hop_local = ll;
+        }
+        if to_ebgp {
+            a.as_path = a.as_path.prepend(self.cfg.asn);
+            a.local_pref = None;
+            // MED is not passed on to another AS (RFC 4271 §5.1.4).
+            if !matches!(source, Source::Local) {
+                a.med = None;
+            }
+            // ORIGINATOR_ID and CLUSTER_LIST never leave the AS (RFC 4456 §8).
+            a.originator_id = None;
+            a.cluster_list.clear();
+        } else {
+            a.local_pref = Some(
+                a.local_pref
+                    .unwrap_or(crate::rib::decision::DEFAULT_LOCAL_PREF),
+            );
+        }
+        Some(a)
+    }
+
+    /// Compare what `peer` should have for `prefixes` with its Adj-RIB-Out and send the
+    /// difference, packed.
+    pub(super) fn advertise(&mut self, peer: IpAddr, prefixes: &[IpNet]) {
+        let p = &self.peers[&peer];
+        if p.main.fsm.state() != State::Established {
+            return;
+        }
+        let mut withdraw = Vec::new();
+        // Group by attribute value so prefixes sharing attributes travel together.
+        let mut groups: HashMap<PathAttrs, Vec<IpNet>> = HashMap::new();
+        // Export depends on the source attributes and the prefix family (next-hop-self).
+        let mut memo: HashMap<(*const PathAttrs, Family, Option<IpAddr>), Option<PathAttrs>> =
+            HashMap::new();
+        for prefix in prefixes {
+            let want = self.rib.best_attrs(prefix).and_then(|(source, attrs)| {
+                let key = (Arc::as_ptr(attrs), Family::of(prefix), source.peer_addr());
+                memo.entry(key)
+                    .or_insert_with(|| self.export(p, prefix, source, attrs))
+                    .clone()
+            });
+            let have = p.adj_out.routes.get(prefix);
+            match (want, have) {
+                (None, Some(_)) => withdraw.push(*prefix),
+                (Some(a), Some(h)) if **h == a => {}
+                (Some(a), _) => groups.entry(a).or_default().push(*prefix),
+                (None, None) => {}
+            }
+        }
+        if withdraw.is_empty() && groups.is_empty() {
+            return;
+        }
+        let neg = p
+            .main
+            .fsm
+            .session()
+            .expect("established")
+            .negotiated
+            .clone();
+        let Some(conn) = p.main.conn else { return };
+        let announce: Vec<(Arc<PathAttrs>, Vec<IpNet>)> =
+            groups.into_iter().map(|(a, v)| (Arc::new(a), v)).collect();
+        let msgs = wire::pack_updates(&neg, &withdraw, &announce);
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        for w in &withdraw {
+            p.adj_out.routes.remove(w);
+        }
+        for (a, v) in &announce {
+            for prefix in v {
+                p.adj_out.routes.insert(*prefix, a.clone());
+            }
+        }
+        p.updates_out += msgs.len() as u64;
+        for bytes in msgs {
+            self.out.push(Output::Send { conn, bytes });
+        }
+    }
+
+    /// Route refresh: send the Adj-RIB-Out of one family again.
+    pub(super) fn resend(&mut self, peer: IpAddr, f: Family) {
+        let p = &self.peers[&peer];
+        let Some(conn) = p.main.conn else { return };
+        let Some(info) = p.main.fsm.session() else {
+            return;
+        };
+        let mut groups: HashMap<*const PathAttrs, (Arc<PathAttrs>, Vec<IpNet>)> = HashMap::new();
+        for (prefix, a) in &p.adj_out.routes {
+            if Family::of(prefix) == f {
+                groups
+                    .entry(Arc::as_ptr(a))
+                    .or_insert_with(|| (a.clone(), Vec::new()))
+                    .1
+                    .push(*prefix);
+            }
+        }
+        let announce: Vec<_> = groups.into_values().collect();
+        let msgs = wire::pack_updates(&info.negotiated, &[], &announce);
+        for bytes in msgs {
+            self.out.push(Output::Send { conn, bytes });
+        }
+    }
+}
+
+fn is_link_local(a: &Ipv6Addr) -> bool {
+    (a.segments()[0] & 0xffc0) == 0xfe80
+}

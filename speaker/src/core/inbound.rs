@@ -1,0 +1,157 @@
+//! What arrives in an UPDATE: the RFC 7606 outcome, loop checks, import policy, the
+//! max-prefix limit, End-of-RIB, and the Adj-RIB-In → Loc-RIB step.
+
+use super::peer::Slot;
+use super::Core;
+use crate::fsm::Event;
+use crate::notification::{cease, code, Notification};
+use crate::rib::{AdjRibIn, LocRib, Path};
+use crate::wire::{self, Family, PathAttrs};
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+impl Core {
+    pub(super) fn update(&mut self, peer: IpAddr, u: wire::Update) {
+        let local_as = self.cfg.asn;
+        let router_id = self.cfg.router_id;
+        let base = self.source_of(peer);
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        p.updates_in += 1;
+        if let Some(n) = &u.treat_as_withdraw {
+            warn!(peer = %peer, error = %n, prefixes = u.withdrawn.len(), "RFC 7606 treat-as-withdraw");
+        }
+        if !u.discarded.is_empty() {
+            debug!(peer = %peer, codes = ?u.discarded, "RFC 7606 attribute discard");
+        }
+        if let Some(f) = u.end_of_rib {
+            match p.families.get_mut(&f) {
+                Some(state) => state.eor_received = true,
+                None => debug!(peer = %peer, family = ?f, "End-of-RIB for a family not negotiated"),
+            }
+        }
+        for prefix in u.withdrawn {
+            withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
+        }
+        let ebgp = p.role.is_ebgp();
+        for (attrs, prefixes) in u.announced {
+            let mut reason = None;
+            if ebgp && attrs.as_path.neighbour_as() != Some(p.cfg.asn) {
+                // RFC 4271 §6.3 / RFC 7606 §7.2: treat-as-withdraw.
+                warn!(peer = %peer, path = %attrs.as_path, "AS_PATH does not start with the peer's AS: treat-as-withdraw");
+                for prefix in prefixes {
+                    withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
+                }
+                continue;
+            }
+            if attrs.as_path.contains(local_as) && ebgp {
+                reason = Some("AS loop");
+            } else if attrs.originator_id == Some(router_id) {
+                reason = Some("ORIGINATOR_ID is ours");
+            }
+            let source = base.with_originator(attrs.originator_id);
+            let attrs = Arc::new(attrs);
+            for prefix in prefixes {
+                let family_ok = matches!(
+                    (prefix, attrs.next_hop),
+                    (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))
+                );
+                let accepted = reason.is_none() && family_ok && p.cfg.import.allows(&prefix);
+                if !accepted {
+                    debug!(peer = %peer, prefix = %prefix, reason = reason.unwrap_or("import filter"), "prefix not accepted");
+                }
+                let path = Path {
+                    source: source.clone(),
+                    attrs: attrs.clone(),
+                };
+                import_route(
+                    &mut p.adj_in,
+                    &mut self.rib,
+                    &mut self.dirty,
+                    prefix,
+                    path,
+                    accepted,
+                );
+            }
+        }
+        let p = self.peers.get(&peer).expect("peer exists");
+        if let Some(max) = p.cfg.max_prefixes {
+            if p.adj_in.accepted > max {
+                warn!(peer = %peer, limit = max, accepted = p.adj_in.accepted, "maximum prefix count exceeded");
+                let (afi, safi) = Family::Ipv4Unicast.afi_safi();
+                let mut data = afi.to_be_bytes().to_vec();
+                data.push(safi);
+                data.extend_from_slice(&(max as u32).to_be_bytes());
+                self.event(
+                    peer,
+                    Slot::Main,
+                    Event::MessageError(Notification::new(code::CEASE, cease::MAX_PREFIXES, data)),
+                );
+            }
+        }
+    }
+
+    /// Re-run import policy over everything a peer sent (after a filter change).
+    pub(super) fn reimport(&mut self, peer: IpAddr) {
+        let base = self.source_of(peer);
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        let routes: Vec<(IpNet, Arc<PathAttrs>)> = p
+            .adj_in
+            .routes
+            .iter()
+            .map(|(k, v)| (*k, v.0.clone()))
+            .collect();
+        for (prefix, attrs) in routes {
+            let accepted = p.cfg.import.allows(&prefix);
+            if accepted == p.adj_in.routes.get(&prefix).is_some_and(|r| r.1) {
+                continue;
+            }
+            let source = base.with_originator(attrs.originator_id);
+            let path = Path { source, attrs };
+            import_route(
+                &mut p.adj_in,
+                &mut self.rib,
+                &mut self.dirty,
+                prefix,
+                path,
+                accepted,
+            );
+        }
+    }
+}
+
+/// Store one route from a peer in its Adj-RIB-In and bring the Loc-RIB in line: add the path
+/// if accepted, remove it if it had been accepted and no longer is.
+fn import_route(
+    adj_in: &mut AdjRibIn,
+    rib: &mut LocRib,
+    dirty: &mut Vec<IpNet>,
+    prefix: IpNet,
+    path: Path,
+    accepted: bool,
+) {
+    let peer = path.source.peer_addr();
+    let was_accepted = adj_in.insert(prefix, path.attrs.clone(), accepted);
+    let changed = if accepted {
+        rib.upsert(prefix, path)
+    } else {
+        was_accepted && rib.remove(prefix, peer)
+    };
+    if changed {
+        dirty.push(prefix);
+    }
+}
+
+/// Forget one route from `peer`, in its Adj-RIB-In and the Loc-RIB.
+fn withdraw_route(
+    adj_in: &mut AdjRibIn,
+    rib: &mut LocRib,
+    dirty: &mut Vec<IpNet>,
+    prefix: IpNet,
+    peer: IpAddr,
+) {
+    if adj_in.remove(&prefix) && rib.remove(prefix, Some(peer)) {
+        dirty.push(prefix);
+    }
+}

@@ -1,0 +1,333 @@
+//! The speaker core: peers, their sessions, the RIBs and the advertisement rules — no I/O.
+//!
+//! [`Core::handle`] takes one [`Input`] (bytes arrived, timer fired, config changed…) and
+//! returns the [`Output`]s it causes (bytes to send, connections to open or close, timers to
+//! set, best-route changes). The transport feeds it; tests can too, without sockets.
+//!
+//! One file per concern: [`peer`] (a peer's state, configuration changes, session up and
+//! down), `session` (connections, framing, collision, the FSM's actions), `inbound` (UPDATE
+//! checks and import), `export` (who gets what, attribute rewrite, packing, resend) and
+//! [`snapshot`] (what `twill status` reads).
+
+mod export;
+mod inbound;
+pub mod peer;
+mod session;
+pub mod snapshot;
+
+pub use peer::FamilyState;
+pub use snapshot::PeerSnapshot;
+
+use crate::config::{ConfigError, Password, PeerConfig, SpeakerConfig};
+use crate::fsm::{Event, Timer};
+use crate::rib::{Best, LocRib, Path, Source};
+use crate::wire::PathAttrs;
+use ipnet::IpNet;
+use peer::{Peer, Slot};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub type ConnId = u64;
+
+#[derive(Debug)]
+pub enum Input {
+    AddPeer(PeerConfig),
+    /// Replace a peer's configuration; the session is reset only if it has to be.
+    UpdatePeer(PeerConfig),
+    RemovePeer(IpAddr),
+    /// Stop every session.
+    Shutdown(ShutdownMode),
+    SetOriginated(Vec<IpNet>),
+    /// An accepted TCP connection; the core adopts it or asks for it to be closed.
+    Incoming {
+        conn: ConnId,
+        remote: SocketAddr,
+        local: SocketAddr,
+    },
+    /// An outgoing connection (asked for by [`Output::Connect`]) is up.
+    Connected {
+        conn: ConnId,
+        local: SocketAddr,
+    },
+    ConnectFailed {
+        conn: ConnId,
+    },
+    Data {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Timer {
+        peer: IpAddr,
+        key: TimerKey,
+    },
+}
+
+/// How the speaker ends its sessions when it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Cease / Administrative Shutdown (RFC 4486) to every peer: they withdraw our routes at
+    /// once. (Graceful restart adds a mode that only closes TCP, so helpers keep them.)
+    Cease,
+}
+
+/// Which timer fired or is to be armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKey {
+    /// One session's FSM timer; it dies with the session (a stale one is ignored).
+    Session { session: u64, timer: Timer },
+    /// A timer of the peer that outlives its sessions.
+    Peer(PeerTimer),
+}
+
+/// Timers that belong to a peer rather than to one of its sessions. None exists yet: graceful
+/// restart's restart and stale-path timers (RFC 4724 §4.2) land here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerTimer {}
+
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Connect {
+        conn: ConnId,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+        password: Option<Password>,
+    },
+    /// Set (Some) or clear (None) the TCP MD5 key for connections from `peer` on the listener.
+    ListenKey {
+        peer: IpAddr,
+        password: Option<Password>,
+    },
+    Send {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// Close after flushing what was sent before.
+    Close {
+        conn: ConnId,
+    },
+    /// Arm (Some) or cancel (None) a timer; a fired timer comes back as [`Input::Timer`].
+    SetTimer {
+        peer: IpAddr,
+        key: TimerKey,
+        after: Option<Duration>,
+    },
+    Route(RouteEvent),
+}
+
+/// A best-route change for subscribers such as the route programmer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteEvent {
+    pub prefix: IpNet,
+    /// `None`: no route any more.
+    pub best: Option<BestRoute>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NextHop {
+    pub address: IpAddr,
+    pub link_local: Option<Ipv6Addr>,
+    /// The peer the path came from.
+    pub peer: IpAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BestRoute {
+    /// The multipath (ECMP) set, best path first; empty for a route this speaker originates.
+    pub next_hops: Vec<NextHop>,
+    pub attrs: Arc<PathAttrs>,
+    /// The peer of the best path, `None` if originated here.
+    pub from: Option<IpAddr>,
+    pub ebgp: bool,
+}
+
+impl BestRoute {
+    pub fn is_local(&self) -> bool {
+        self.from.is_none()
+    }
+}
+
+pub struct Core {
+    cfg: SpeakerConfig,
+    peers: BTreeMap<IpAddr, Peer>,
+    conns: HashMap<ConnId, IpAddr>,
+    rib: LocRib,
+    originated: HashSet<IpNet>,
+    dirty: Vec<IpNet>,
+    next_id: u64,
+    now: Instant,
+    out: Vec<Output>,
+    /// Whether to emit [`Output::Route`]: off while nobody subscribes, so a full table
+    /// arriving costs no event allocations.
+    route_events: bool,
+}
+
+fn canonical(a: IpAddr) -> IpAddr {
+    a.to_canonical()
+}
+
+impl Core {
+    pub fn new(cfg: SpeakerConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let mut core = Core {
+            cfg: cfg.clone(),
+            peers: BTreeMap::new(),
+            conns: HashMap::new(),
+            rib: LocRib::default(),
+            originated: HashSet::new(),
+            dirty: Vec::new(),
+            next_id: 1,
+            // Replaced by the first input's time; no clock is read after this.
+            now: Instant::now(),
+            out: Vec::new(),
+            route_events: true,
+        };
+        core.set_originated(cfg.originate);
+        Ok(core)
+    }
+
+    pub fn config(&self) -> &SpeakerConfig {
+        &self.cfg
+    }
+
+    /// Turn [`Output::Route`] events on or off (on by default).
+    pub fn set_route_events(&mut self, on: bool) {
+        self.route_events = on;
+    }
+
+    /// A fresh connection id for a connection the transport accepted.
+    pub fn alloc_conn(&mut self) -> ConnId {
+        self.id()
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Process one input at time `now`; returns what it causes.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Output> {
+        self.now = now;
+        match input {
+            Input::AddPeer(p) | Input::UpdatePeer(p) => self.upsert_peer(p),
+            Input::RemovePeer(a) => self.remove_peer(canonical(a)),
+            Input::Shutdown(ShutdownMode::Cease) => {
+                let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
+                for p in peers {
+                    self.drop_alt(p);
+                    self.event(p, Slot::Main, Event::ManualStop);
+                }
+            }
+            Input::SetOriginated(v) => self.set_originated(v),
+            Input::Incoming {
+                conn,
+                remote,
+                local,
+            } => self.incoming(conn, remote, local),
+            Input::Connected { conn, local } => self.connected(conn, local),
+            Input::ConnectFailed { conn } | Input::Closed { conn } => self.closed(conn),
+            Input::Data { conn, bytes } => self.data(conn, bytes),
+            Input::Timer { peer, key } => match key {
+                TimerKey::Session { session, timer } => self.session_timer(peer, session, timer),
+                TimerKey::Peer(t) => match t {},
+            },
+        }
+        self.flush();
+        std::mem::take(&mut self.out)
+    }
+
+    fn set_originated(&mut self, v: Vec<IpNet>) {
+        let new: HashSet<IpNet> = v.into_iter().map(|p| p.trunc()).collect();
+        for p in self
+            .originated
+            .difference(&new)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            if self.rib.remove(p, None) {
+                self.dirty.push(p);
+            }
+        }
+        for p in new
+            .difference(&self.originated)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            let nh = match p {
+                IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let path = Path {
+                source: Source::Local,
+                attrs: Arc::new(PathAttrs::local(nh)),
+            };
+            if self.rib.upsert(p, path) {
+                self.dirty.push(p);
+            }
+        }
+        self.originated = new;
+    }
+
+    /// After each input: report best-route changes and advertise them.
+    fn flush(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        if self.route_events {
+            for prefix in &dirty {
+                let best = self.rib.best(prefix).as_ref().map(best_route);
+                self.out.push(Output::Route(RouteEvent {
+                    prefix: *prefix,
+                    best,
+                }));
+            }
+        }
+        let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for peer in peers {
+            self.advertise(peer, &dirty);
+        }
+    }
+
+    /// Every current best route, as events (for a new subscriber).
+    pub fn routes(&self) -> Vec<RouteEvent> {
+        self.rib
+            .iter_best()
+            .map(|(prefix, b)| RouteEvent {
+                prefix: *prefix,
+                best: Some(best_route(&b)),
+            })
+            .collect()
+    }
+
+    pub fn loc_rib_len(&self) -> usize {
+        self.rib.len()
+    }
+}
+
+/// A Loc-RIB best entry as subscribers see it: the multipath set as next hops.
+fn best_route(b: &Best) -> BestRoute {
+    BestRoute {
+        next_hops: b
+            .multipath
+            .iter()
+            .filter_map(|(s, a)| {
+                s.peer_addr().map(|peer| NextHop {
+                    address: a.next_hop,
+                    link_local: a.next_hop_local,
+                    peer,
+                })
+            })
+            .collect(),
+        attrs: b.attrs.clone(),
+        from: b.source.peer_addr(),
+        ebgp: b.source.is_ebgp(),
+    }
+}

@@ -1,0 +1,272 @@
+//! A peer: its configuration, its sessions (a second one during a collision), its RIBs and
+//! per-family state; adding, changing and removing it; a session coming up or going down.
+
+use super::{canonical, Core, Output, TimerKey};
+use crate::config::{PeerConfig, PeerRole};
+use crate::fsm::{DownCause, Event, Fsm, FsmConfig, SessionInfo, Timer};
+use crate::notification::cease;
+use crate::rib::{AdjRibIn, AdjRibOut, Source};
+use crate::wire::{self, Family};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+use tracing::{info, warn};
+
+pub(super) struct Session {
+    pub(super) id: u64,
+    pub(super) fsm: Fsm,
+    pub(super) conn: Option<super::ConnId>,
+    pub(super) outgoing: bool,
+    pub(super) buf: Vec<u8>,
+    pub(super) local: Option<IpAddr>,
+}
+
+/// One address family of a peer, as BIRD keeps a channel: what outlives a single UPDATE.
+/// Graceful restart's per-family flags (forwarding state kept, stale paths) join these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FamilyState {
+    /// End-of-RIB received: the peer has sent its initial table (RFC 4724 §2).
+    pub eor_received: bool,
+    /// End-of-RIB sent after our initial table.
+    pub eor_sent: bool,
+}
+
+pub(super) struct Peer {
+    pub(super) cfg: PeerConfig,
+    pub(super) role: PeerRole,
+    pub(super) main: Session,
+    /// The second connection during a collision (RFC 4271 §6.8).
+    pub(super) alt: Option<Session>,
+    pub(super) adj_in: AdjRibIn,
+    pub(super) adj_out: AdjRibOut,
+    pub(super) since: Instant,
+    pub(super) updates_in: u64,
+    pub(super) updates_out: u64,
+    /// The families negotiated on the current session; empty while it is down.
+    pub(super) families: BTreeMap<Family, FamilyState>,
+    /// Why the last Established session ended.
+    pub(super) last_down: Option<DownCause>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    Main,
+    Alt,
+}
+
+impl Peer {
+    /// End-of-RIB received for every negotiated family (false while down).
+    pub(super) fn eor_received(&self) -> bool {
+        !self.families.is_empty() && self.families.values().all(|f| f.eor_received)
+    }
+
+    pub(super) fn eor_sent(&self) -> bool {
+        !self.families.is_empty() && self.families.values().all(|f| f.eor_sent)
+    }
+}
+
+impl Core {
+    pub(super) fn fsm_config(&self, p: &PeerConfig) -> FsmConfig {
+        FsmConfig {
+            local_as: self.cfg.asn,
+            router_id: self.cfg.router_id,
+            peer_as: p.asn,
+            hold_time: p.hold_time,
+            keepalive: p.keepalive,
+            connect_retry: p.connect_retry,
+            passive: p.passive,
+            families: p.families.clone(),
+            extended_message: self.cfg.extended_message,
+            idle_hold: p.idle_hold,
+        }
+    }
+
+    pub(super) fn new_session(&mut self, p: &PeerConfig) -> Session {
+        Session {
+            id: self.id(),
+            fsm: Fsm::new(self.fsm_config(p)),
+            conn: None,
+            outgoing: false,
+            buf: Vec::new(),
+            local: None,
+        }
+    }
+
+    pub(super) fn upsert_peer(&mut self, mut p: PeerConfig) {
+        p.address = canonical(p.address);
+        let addr = p.address;
+        if let Err(e) = p.validate_for(&self.cfg) {
+            warn!(peer = %addr, error = %e, "peer configuration rejected");
+            return;
+        }
+        let role = p.role(self.cfg.asn);
+        let old_password = self.peers.get(&addr).and_then(|o| o.cfg.password.clone());
+        if p.password != old_password {
+            // Before any reconnect below, so the new session's connections carry the new key.
+            self.out.push(Output::ListenKey {
+                peer: addr,
+                password: p.password.clone(),
+            });
+        }
+        if let Some(old) = self.peers.get(&addr) {
+            let reset = p.needs_reset(&old.cfg);
+            let import_changed =
+                p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
+            let export_changed = p.export != old.cfg.export;
+            if reset {
+                info!(peer = %addr, "peer configuration changed: resetting the session");
+                self.event(
+                    addr,
+                    Slot::Main,
+                    Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE),
+                );
+                self.drop_alt(addr);
+                let cfg = self.fsm_config(&p);
+                let peer = self.peers.get_mut(&addr).expect("peer exists");
+                peer.cfg = p;
+                peer.role = role;
+                peer.main.fsm.cfg = cfg;
+                self.event(addr, Slot::Main, Event::ManualStart);
+            } else {
+                self.peers.get_mut(&addr).expect("peer exists").cfg = p;
+                if import_changed {
+                    self.reimport(addr);
+                }
+                if export_changed {
+                    // What the peer holds plus everything it may now get.
+                    let peer = &self.peers[&addr];
+                    let mut prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
+                    prefixes.extend(peer.adj_out.routes.keys().copied());
+                    prefixes.sort_unstable();
+                    prefixes.dedup();
+                    self.advertise(addr, &prefixes);
+                }
+            }
+            return;
+        }
+        info!(peer = %addr, asn = p.asn, role = %role, "peer added");
+        let main = self.new_session(&p);
+        self.peers.insert(
+            addr,
+            Peer {
+                cfg: p,
+                role,
+                main,
+                alt: None,
+                adj_in: AdjRibIn::default(),
+                adj_out: AdjRibOut::default(),
+                since: self.now,
+                updates_in: 0,
+                updates_out: 0,
+                families: BTreeMap::new(),
+                last_down: None,
+            },
+        );
+        self.event(addr, Slot::Main, Event::ManualStart);
+    }
+
+    pub(super) fn remove_peer(&mut self, addr: IpAddr) {
+        if !self.peers.contains_key(&addr) {
+            return;
+        }
+        info!(peer = %addr, "peer removed");
+        self.drop_alt(addr);
+        self.event(
+            addr,
+            Slot::Main,
+            Event::AutomaticStop(cease::PEER_DECONFIGURED),
+        );
+        if let Some(p) = self.peers.remove(&addr) {
+            if p.cfg.password.is_some() {
+                self.out.push(Output::ListenKey {
+                    peer: addr,
+                    password: None,
+                });
+            }
+            self.out.push(Output::SetTimer {
+                peer: addr,
+                key: TimerKey::Session {
+                    session: p.main.id,
+                    timer: Timer::IdleHold,
+                },
+                after: None,
+            });
+        }
+    }
+
+    pub(super) fn drop_alt(&mut self, addr: IpAddr) {
+        if self.peers.get(&addr).is_some_and(|p| p.alt.is_some()) {
+            self.event(
+                addr,
+                Slot::Alt,
+                Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE),
+            );
+            if let Some(p) = self.peers.get_mut(&addr) {
+                p.alt = None;
+            }
+        }
+    }
+
+    pub(super) fn established(&mut self, peer: IpAddr, info: &SessionInfo) {
+        info!(peer = %peer, remote_id = %info.remote_id, hold = info.hold_time,
+            families = ?info.negotiated.families, "session established");
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        p.families = info
+            .negotiated
+            .families
+            .iter()
+            .map(|f| (*f, FamilyState::default()))
+            .collect();
+        p.adj_out.routes.clear();
+        let prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
+        self.advertise(peer, &prefixes);
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        let Some(conn) = p.main.conn else { return };
+        for (f, state) in p.families.iter_mut() {
+            self.out.push(Output::Send {
+                conn,
+                bytes: wire::encode_end_of_rib(*f),
+            });
+            state.eor_sent = true;
+        }
+    }
+
+    pub(super) fn down(&mut self, peer: IpAddr, cause: DownCause) {
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        let routes = std::mem::take(&mut p.adj_in.routes);
+        p.adj_in.accepted = 0;
+        p.adj_out.routes.clear();
+        p.families.clear();
+        let n = routes.len();
+        for (prefix, (_, accepted)) in routes {
+            if accepted && self.rib.remove(prefix, Some(peer)) {
+                self.dirty.push(prefix);
+            }
+        }
+        info!(peer = %peer, cause = %cause, withdrawn = n, "session down: routes withdrawn");
+        p.last_down = Some(cause);
+    }
+
+    /// The RIB source for a peer's paths. Only the address takes part in equality lookups
+    /// (removal), the rest feeds the decision process.
+    pub(super) fn source_of(&self, peer: IpAddr) -> Source {
+        let p = &self.peers[&peer];
+        let info = p.main.fsm.session();
+        Source::Peer {
+            addr: peer,
+            router_id: info.map_or(Ipv4Addr::UNSPECIFIED, |i| i.remote_id),
+            ebgp: p.role.is_ebgp(),
+            originator_id: None,
+        }
+    }
+}
+
+/// Put the collision session in the main slot, with the peer's own passive setting (it
+/// answered only, as every second connection does). Returns the session it replaced.
+pub(super) fn promote_alt(p: &mut Peer) -> Option<Session> {
+    let mut alt = p.alt.take()?;
+    alt.fsm.cfg.passive = p.cfg.passive;
+    Some(std::mem::replace(&mut p.main, alt))
+}

@@ -1,0 +1,375 @@
+//! Connections and sessions: adopting or refusing a connection, framing and decoding the bytes
+//! that arrive, connection collision (RFC 4271 §6.8), and carrying out what a session's FSM
+//! asks for.
+
+use super::peer::{promote_alt, Session, Slot};
+use super::{canonical, ConnId, Core, Output, TimerKey};
+use crate::fsm::{Action, Event, Send, State, Timer};
+use crate::notification::{cease, code, Notification};
+use crate::wire::{self, Family, Message, Negotiated};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tracing::{debug, info, warn};
+
+impl Core {
+    pub(super) fn find_conn(&self, conn: ConnId) -> Option<(IpAddr, Slot)> {
+        let peer = *self.conns.get(&conn)?;
+        let p = self.peers.get(&peer)?;
+        if p.main.conn == Some(conn) {
+            Some((peer, Slot::Main))
+        } else if p.alt.as_ref().is_some_and(|s| s.conn == Some(conn)) {
+            Some((peer, Slot::Alt))
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn session_mut(&mut self, peer: IpAddr, slot: Slot) -> Option<&mut Session> {
+        let p = self.peers.get_mut(&peer)?;
+        match slot {
+            Slot::Main => Some(&mut p.main),
+            Slot::Alt => p.alt.as_mut(),
+        }
+    }
+
+    pub(super) fn state(&self, peer: IpAddr) -> State {
+        self.peers
+            .get(&peer)
+            .map_or(State::Idle, |p| p.main.fsm.state())
+    }
+
+    pub(super) fn connected(&mut self, conn: ConnId, local: SocketAddr) {
+        if let Some((peer, slot)) = self.find_conn(conn) {
+            if let Some(s) = self.session_mut(peer, slot) {
+                s.local = Some(canonical(local.ip()));
+            }
+            self.event(peer, slot, Event::TcpConnected);
+        } else {
+            self.out.push(Output::Close { conn });
+        }
+    }
+
+    /// A connection failed or closed.
+    pub(super) fn closed(&mut self, conn: ConnId) {
+        if let Some((peer, slot)) = self.find_conn(conn) {
+            if let Some(s) = self.session_mut(peer, slot) {
+                s.conn = None;
+            }
+            self.conns.remove(&conn);
+            self.event(peer, slot, Event::TcpFails);
+        }
+    }
+
+    /// A session timer fired; one of a session that no longer exists is ignored.
+    pub(super) fn session_timer(&mut self, peer: IpAddr, session: u64, timer: Timer) {
+        let slot = match self.peers.get(&peer) {
+            Some(p) if p.main.id == session => Slot::Main,
+            Some(p) if p.alt.as_ref().is_some_and(|s| s.id == session) => Slot::Alt,
+            _ => return,
+        };
+        let ev = match timer {
+            Timer::ConnectRetry => Event::ConnectRetryExpired,
+            Timer::Hold => Event::HoldExpired,
+            Timer::Keepalive => Event::KeepaliveExpired,
+            Timer::IdleHold => Event::IdleHoldExpired,
+        };
+        self.event(peer, slot, ev);
+    }
+
+    pub(super) fn incoming(&mut self, conn: ConnId, remote: SocketAddr, local: SocketAddr) {
+        let addr = canonical(remote.ip());
+        let Some(peer) = self.peers.get(&addr) else {
+            warn!(peer = %addr, "connection from an address that is not a configured peer: refused");
+            self.out.push(Output::Close { conn });
+            return;
+        };
+        let state = peer.main.fsm.state();
+        let local = Some(canonical(local.ip()));
+        let restart = peer.main.fsm.accepts_in_idle();
+        match state {
+            State::Idle if !restart => {
+                debug!(peer = %addr, "connection refused: session is Idle");
+                self.out.push(Output::Close { conn });
+            }
+            State::Idle | State::Connect | State::Active => {
+                // Take the peer's connection; abandon our own attempt if one is under way.
+                let s = self.session_mut(addr, Slot::Main).expect("peer exists");
+                if let Some(old) = s.conn.replace(conn) {
+                    self.conns.remove(&old);
+                    self.out.push(Output::Close { conn: old });
+                }
+                let s = self.session_mut(addr, Slot::Main).expect("peer exists");
+                s.outgoing = false;
+                s.local = local;
+                s.buf.clear();
+                self.conns.insert(conn, addr);
+                self.event(addr, Slot::Main, Event::TcpConnected);
+            }
+            State::OpenSent | State::OpenConfirm if peer.alt.is_none() => {
+                let cfg = peer.cfg.clone();
+                let mut s = self.new_session(&cfg);
+                // The second connection never dials: it only answers.
+                s.fsm.cfg.passive = true;
+                s.conn = Some(conn);
+                s.local = local;
+                self.conns.insert(conn, addr);
+                self.peers.get_mut(&addr).expect("peer exists").alt = Some(s);
+                self.event(addr, Slot::Alt, Event::ManualStart);
+                self.event(addr, Slot::Alt, Event::TcpConnected);
+            }
+            _ => {
+                // §6.8: a collision with an Established session closes the new connection.
+                info!(peer = %addr, "second connection while {state}: closed");
+                self.out.push(Output::Send {
+                    conn,
+                    bytes: wire::encode_notification(&Notification::cease(
+                        cease::CONNECTION_COLLISION,
+                    )),
+                });
+                self.out.push(Output::Close { conn });
+            }
+        }
+    }
+
+    pub(super) fn data(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        let Some((peer, slot)) = self.find_conn(conn) else {
+            return;
+        };
+        let Some(s) = self.session_mut(peer, slot) else {
+            return;
+        };
+        if s.buf.is_empty() {
+            s.buf = bytes;
+        } else {
+            s.buf.extend_from_slice(&bytes);
+        }
+        let mut offset = 0;
+        loop {
+            // Look the connection up again each time: the previous message may have closed
+            // it, or moved it from the collision slot to the main one.
+            let Some((peer, slot)) = self.find_conn(conn) else {
+                return;
+            };
+            let Some(s) = self.session_mut(peer, slot) else {
+                return;
+            };
+            let neg = s
+                .fsm
+                .session()
+                .map(|i| i.negotiated.clone())
+                .unwrap_or_else(Negotiated::initial);
+            let rest = &s.buf[offset..];
+            let len = match wire::frame_len(rest, neg.max_message()) {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    s.buf.drain(..offset);
+                    return;
+                }
+                Err(n) => {
+                    warn!(peer = %peer, error = %n, "bad message header");
+                    self.event(peer, slot, Event::MessageError(n));
+                    return;
+                }
+            };
+            let decoded = wire::decode(&rest[..len], &neg);
+            offset += len;
+            match decoded {
+                Ok(msg) => self.message(peer, slot, msg),
+                Err(n) => {
+                    warn!(peer = %peer, error = %n, "malformed message");
+                    self.event(peer, slot, Event::MessageError(n));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn message(&mut self, peer: IpAddr, slot: Slot, msg: Message) {
+        debug!(peer = %peer, kind = msg.kind(), "received");
+        match msg {
+            Message::Open(open) => {
+                if let Some(slot) = self.collision(peer, slot, open.router_id) {
+                    self.event(peer, slot, Event::OpenReceived(open));
+                }
+            }
+            Message::Keepalive => self.event(peer, slot, Event::KeepaliveReceived),
+            Message::Notification(n) => {
+                log_notification(peer, "received", &n);
+                self.event(peer, slot, Event::NotificationReceived(n));
+            }
+            Message::Update(u) => {
+                self.event(peer, slot, Event::UpdateReceived);
+                if slot == Slot::Main && self.state(peer) == State::Established {
+                    self.update(peer, u);
+                }
+            }
+            Message::RouteRefresh { afi, safi, .. } => {
+                self.event(peer, slot, Event::RouteRefreshReceived);
+                if let Some(f) = Family::from_afi_safi(afi, safi) {
+                    if slot == Slot::Main && self.state(peer) == State::Established {
+                        info!(peer = %peer, family = ?f, "route refresh: re-sending Adj-RIB-Out");
+                        self.resend(peer, f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// RFC 4271 §6.8, on an OPEN received in `slot`. Returns the slot the OPEN's session
+    /// holds after resolution (the survivor may have moved to Main), or None if its own
+    /// connection was the one closed.
+    fn collision(&mut self, peer: IpAddr, slot: Slot, remote_id: Ipv4Addr) -> Option<Slot> {
+        let p = self.peers.get(&peer)?;
+        let Some(alt) = &p.alt else {
+            return Some(slot);
+        };
+        let other = match slot {
+            Slot::Main => alt,
+            Slot::Alt => &p.main,
+        };
+        if !matches!(other.fsm.state(), State::OpenSent | State::OpenConfirm) {
+            return Some(slot);
+        }
+        // The lower identifier gives way: its own connection is closed.
+        let drop_outgoing = u32::from(self.cfg.router_id) < u32::from(remote_id);
+        let drop_main = p.main.outgoing == drop_outgoing;
+        info!(peer = %peer, remote_id = %remote_id, "connection collision: keeping the {} connection",
+            if drop_outgoing { "incoming" } else { "outgoing" });
+        let dropped = if drop_main { Slot::Main } else { Slot::Alt };
+        self.event(peer, dropped, Event::CollisionDump);
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        if drop_main {
+            // The dumped session's timers were stopped on the way to Idle; its automatic
+            // restart is moot.
+            let dumped = promote_alt(p).expect("alt exists");
+            self.out.push(Output::SetTimer {
+                peer,
+                key: TimerKey::Session {
+                    session: dumped.id,
+                    timer: Timer::IdleHold,
+                },
+                after: None,
+            });
+        } else {
+            p.alt = None;
+        }
+        (dropped != slot).then_some(Slot::Main)
+    }
+
+    /// Feed one event to a session's FSM and carry out its actions.
+    pub(super) fn event(&mut self, peer: IpAddr, slot: Slot, ev: Event) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let s = match slot {
+            Slot::Main => &mut p.main,
+            Slot::Alt => match p.alt.as_mut() {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let before = s.fsm.state();
+        let actions = s.fsm.handle(ev);
+        let after = s.fsm.state();
+        if before != after && slot == Slot::Main {
+            p.since = self.now;
+            info!(peer = %peer, from = %before, to = %after, "session state");
+        }
+        for a in actions {
+            self.action(peer, slot, a);
+        }
+    }
+
+    fn action(&mut self, peer: IpAddr, slot: Slot, a: Action) {
+        let remote_port = self.peers[&peer].cfg.port;
+        let local_cfg = self.peers[&peer].cfg.local_address;
+        let password = self.peers[&peer].cfg.password.clone();
+        let id = match slot {
+            Slot::Main => self.peers[&peer].main.id,
+            Slot::Alt => self.peers[&peer].alt.as_ref().map_or(0, |s| s.id),
+        };
+        match a {
+            Action::Connect => {
+                let conn = self.id();
+                let Some(s) = self.session_mut(peer, slot) else {
+                    return;
+                };
+                s.conn = Some(conn);
+                s.outgoing = true;
+                s.buf.clear();
+                self.conns.insert(conn, peer);
+                self.out.push(Output::Connect {
+                    conn,
+                    remote: SocketAddr::new(peer, remote_port),
+                    local: local_cfg,
+                    password,
+                });
+            }
+            Action::Drop => {
+                let Some(s) = self.session_mut(peer, slot) else {
+                    return;
+                };
+                s.buf.clear();
+                if let Some(conn) = s.conn.take() {
+                    self.conns.remove(&conn);
+                    self.out.push(Output::Close { conn });
+                }
+            }
+            Action::Send(m) => {
+                let (asn, router_id, ext) =
+                    (self.cfg.asn, self.cfg.router_id, self.cfg.extended_message);
+                let Some(s) = self.session_mut(peer, slot) else {
+                    return;
+                };
+                let Some(conn) = s.conn else { return };
+                let bytes = match m {
+                    Send::Keepalive => wire::encode_keepalive(),
+                    Send::Notification(n) => {
+                        log_notification(peer, "sending", &n);
+                        wire::encode_notification(&n)
+                    }
+                    Send::Open => wire::encode_open(&wire::OpenParams {
+                        asn,
+                        hold_time: s.fsm.cfg.hold_time,
+                        router_id,
+                        families: s.fsm.cfg.families.clone(),
+                        extended_message: ext,
+                    }),
+                };
+                self.out.push(Output::Send { conn, bytes });
+            }
+            Action::StartTimer(timer, d) => {
+                // A session that lost a collision is discarded, not restarted.
+                if timer == Timer::IdleHold && slot == Slot::Alt {
+                    return;
+                }
+                self.out.push(Output::SetTimer {
+                    peer,
+                    key: TimerKey::Session { session: id, timer },
+                    after: Some(d),
+                })
+            }
+            Action::StopTimer(timer) => self.out.push(Output::SetTimer {
+                peer,
+                key: TimerKey::Session { session: id, timer },
+                after: None,
+            }),
+            Action::Established(info) => {
+                if slot == Slot::Alt {
+                    // Can only happen if the main session vanished meanwhile: promote.
+                    promote_alt(self.peers.get_mut(&peer).expect("peer exists"));
+                }
+                self.established(peer, &info);
+            }
+            Action::Down(cause) => self.down(peer, cause),
+        }
+    }
+}
+
+/// A Cease is a normal way to end a session; anything else is worth a warning.
+fn log_notification(peer: IpAddr, direction: &str, n: &Notification) {
+    if n.code == code::CEASE {
+        info!(peer = %peer, notification = %n, "{direction} NOTIFICATION");
+    } else {
+        warn!(peer = %peer, notification = %n, "{direction} NOTIFICATION");
+    }
+}

@@ -1,0 +1,81 @@
+//! A read model of every peer for `twill status`, the metrics and readiness: values copied out
+//! of the core, never a reference into it.
+
+use super::peer::FamilyState;
+use super::Core;
+use crate::config::PeerRole;
+use crate::fsm::State;
+use crate::wire::{self, Family};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+/// One peer as `twill status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeerSnapshot {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub role: PeerRole,
+    pub state: State,
+    /// Seconds since the state last changed.
+    pub since_secs: u64,
+    pub remote_id: Option<Ipv4Addr>,
+    pub hold_time: Option<u16>,
+    pub prefixes_received: usize,
+    pub prefixes_accepted: usize,
+    pub prefixes_advertised: usize,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    pub last_error: Option<String>,
+    /// Why the last Established session ended.
+    pub last_down: Option<String>,
+    /// End-of-RIB received for every negotiated family.
+    pub end_of_rib_received: bool,
+    /// End-of-RIB sent for every negotiated family.
+    pub end_of_rib_sent: bool,
+    /// Per negotiated family (empty while the session is down).
+    pub families: BTreeMap<Family, FamilyState>,
+    pub graceful_restart: Option<wire::GracefulRestart>,
+    pub four_octet_as: bool,
+    pub route_refresh: bool,
+    pub extended_message: bool,
+}
+
+impl Core {
+    pub fn snapshot(&self, now: Instant) -> Vec<PeerSnapshot> {
+        self.peers
+            .values()
+            .map(|p| {
+                let info = p
+                    .main
+                    .fsm
+                    .session()
+                    .filter(|_| p.main.fsm.state() == State::Established);
+                PeerSnapshot {
+                    address: p.cfg.address,
+                    asn: p.cfg.asn,
+                    role: p.role,
+                    state: p.main.fsm.state(),
+                    since_secs: now.saturating_duration_since(p.since).as_secs(),
+                    remote_id: info.map(|i| i.remote_id),
+                    hold_time: info.map(|i| i.hold_time),
+                    prefixes_received: p.adj_in.routes.len(),
+                    prefixes_accepted: p.adj_in.accepted,
+                    prefixes_advertised: p.adj_out.routes.len(),
+                    updates_received: p.updates_in,
+                    updates_sent: p.updates_out,
+                    last_error: p.main.fsm.last_error.clone(),
+                    last_down: p.last_down.as_ref().map(|c| c.to_string()),
+                    end_of_rib_received: p.eor_received(),
+                    end_of_rib_sent: p.eor_sent(),
+                    families: p.families.clone(),
+                    graceful_restart: info.and_then(|i| i.remote_caps.graceful_restart.clone()),
+                    four_octet_as: info.is_some_and(|i| i.negotiated.asn4),
+                    route_refresh: info.is_some_and(|i| i.remote_caps.route_refresh),
+                    extended_message: info.is_some_and(|i| i.negotiated.extended_message),
+                }
+            })
+            .collect()
+    }
+}
