@@ -1,6 +1,8 @@
-//! The control socket: one JSON line of [`crate::status::Status`] per request line.
+//! The control socket: one JSON line of [`Status`] per request line. Both ends live here: the
+//! agent's server ([`serve`]) and the client the CLI and the lab use ([`ask`]).
 
-use crate::agent::{AgentError, Shared};
+use crate::node::state::NodeState;
+use crate::status::Status;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -8,18 +10,13 @@ use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-pub async fn serve(path: &Path, shared: Arc<Shared>) -> Result<JoinHandle<()>, AgentError> {
-    let io = |source| AgentError::Io {
-        what: "control socket",
-        path: path.display().to_string(),
-        source,
-    };
+pub async fn serve(path: &Path, shared: Arc<NodeState>) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir)?;
     }
     // A socket file left by a killed agent would make bind fail.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(io)?;
+    let listener = UnixListener::bind(path)?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -40,4 +37,13 @@ pub async fn serve(path: &Path, shared: Arc<Shared>) -> Result<JoinHandle<()>, A
             });
         }
     }))
+}
+
+/// Ask a running agent over its control socket; `None` when none answers there.
+pub async fn ask(socket: &Path, what: &str) -> Option<Status> {
+    let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
+    s.write_all(format!("{what}\n").as_bytes()).await.ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).await.ok()?;
+    serde_json::from_str(&line).ok()
 }

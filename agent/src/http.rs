@@ -4,7 +4,7 @@
 //! connection. An HTTP framework (hyper and its stack) would add dozens of crates and minutes of
 //! build time to the agent for no behaviour we need.
 
-use crate::agent::{AgentError, Shared};
+use crate::node::state::NodeState as Shared;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -19,16 +19,10 @@ const STALE: Duration = Duration::from_millis(1500);
 
 /// The agent's state once it runs; empty while it still waits for its node in the cluster view
 /// (the listener is up from the start so that a liveness probe does not kill a waiting agent).
-pub type Agent = Arc<OnceLock<Arc<Shared>>>;
+pub type Endpoint = Arc<OnceLock<Arc<Shared>>>;
 
-pub async fn serve(addr: SocketAddr, agent: Agent) -> Result<JoinHandle<()>, AgentError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| AgentError::Io {
-            what: "metrics listener",
-            path: addr.to_string(),
-            source,
-        })?;
+pub async fn serve(addr: SocketAddr, agent: Endpoint) -> std::io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {

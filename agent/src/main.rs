@@ -2,17 +2,14 @@
 //! `twill lab` (a whole fabric in network namespaces from a containerlab file). Run with `CNI_COMMAND` set (as a CNI runtime runs `/opt/cni/bin/twill`) it is the CNI
 //! plugin.
 
-mod agent;
 mod cni;
 mod control;
-mod dataplane;
 mod http;
-mod k8s;
 mod lab;
+mod node;
 mod node_file;
 mod peers;
 mod status;
-mod view;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -168,7 +165,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn show(socket: PathBuf, json: bool, routes: bool) -> ExitCode {
-    let Some(s) = runtime().block_on(agent::ask(&socket, "status")) else {
+    let Some(s) = runtime().block_on(control::ask(&socket, "status")) else {
         eprintln!(
             "twill: no agent is running (nothing answers on {})",
             socket.display()
@@ -212,14 +209,14 @@ fn main() -> ExitCode {
             rt_protos_dir,
         } => {
             let source = match config {
-                Some(path) => agent::ViewSource::File(path),
-                None => agent::ViewSource::Kubernetes {
+                Some(path) => node::ViewSource::File(path),
+                None => node::ViewSource::Kubernetes {
                     kubeconfig,
                     namespace,
                     pod_network,
                 },
             };
-            let opts = agent::Options {
+            let opts = node::Options {
                 source,
                 node,
                 socket,
@@ -228,7 +225,7 @@ fn main() -> ExitCode {
                 ready_timeout: Duration::from_secs(ready_timeout),
                 rt_protos_dir,
             };
-            match runtime().block_on(agent::run(opts)) {
+            match runtime().block_on(node::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("twill agent: {e}");
@@ -240,7 +237,7 @@ fn main() -> ExitCode {
         Command::Routes { socket, json } => show(socket, json, true),
         Command::Lab { command } => lab_main(command),
         Command::Crds => {
-            print!("{}", k8s::crd::manifests());
+            print!("{}", cluster::k8s::crd::manifests());
             ExitCode::SUCCESS
         }
     }

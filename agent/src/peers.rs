@@ -1,7 +1,7 @@
 //! Which BGP peers a node has, derived from the cluster view: the node-to-node mesh, route
 //! reflectors and their clients, and external peers (ToRs) whose node selector matches.
 
-use crate::view::{ClusterView, Node};
+use cluster::{ClusterView, Node};
 use speaker::{ExportFilter, ImportFilter, Password, PeerConfig, PrefixRule, SpeakerConfig};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

@@ -296,7 +296,7 @@ pub fn statuses(st: &LabState) -> Vec<(String, Option<Status>)> {
         .map(|n| {
             (
                 n.name.clone(),
-                rt.block_on(crate::agent::ask(&n.socket(), "status")),
+                rt.block_on(crate::control::ask(&n.socket(), "status")),
             )
         })
         .collect()

@@ -20,48 +20,67 @@ use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
-    #[error("kubeconfig {path}: {reason}")]
-    Kubeconfig { path: String, reason: String },
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
     #[error("Kubernetes client: {0}")]
-    Client(String),
+    Client(#[from] kube::Error),
 }
 
-/// A client from `kubeconfig`, or the in-cluster service account (falling back to
-/// `$KUBECONFIG` / `~/.kube/config`) when none is given.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
+/// Where the view comes from and where password files go.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// `None`: the in-cluster service account, falling back to `$KUBECONFIG` /
+    /// `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the BGPPeer password Secrets; `None`: the agent's own
+    /// (`POD_NAMESPACE`, else the client's default).
+    pub namespace: Option<String>,
+    pub secrets_dir: PathBuf,
+    /// podNetwork when the BGPConfiguration `default` gives none.
+    pub default_pod_network: Option<String>,
+}
+
+/// The published views: each new one (None until the first usable one).
+pub type Views = watch::Receiver<Option<Arc<ClusterView>>>;
+
+async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
     let config = match kubeconfig {
         Some(p) => {
-            let bad = |reason: String| K8sError::Kubeconfig {
+            let bad = |source| K8sError::Kubeconfig {
                 path: p.display().to_string(),
-                reason,
+                source,
             };
-            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?;
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(bad)?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .map_err(|e| bad(e.to_string()))?
+                .map_err(bad)?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| K8sError::Client(e.to_string()))?,
+        None => kube::Config::infer().await?,
     };
-    Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+    Ok(Client::try_from(config)?)
 }
 
-/// The namespace the agent runs in: where its Secrets are.
-pub fn default_namespace(client: &Client) -> String {
-    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string())
-}
-
-/// Start the watchers; the receiver sees each new view (None until the first usable one).
-pub fn start(
-    client: Client,
-    namespace: String,
-    secrets_dir: PathBuf,
-    default_pod_network: Option<String>,
-) -> watch::Receiver<Option<Arc<ClusterView>>> {
+/// Connect and start the watchers, which own the client from then on. Returns the namespace
+/// watched for Secrets and the channel the views arrive on.
+pub async fn start(opts: WatchOptions) -> Result<(String, Views), K8sError> {
+    let client = client(opts.kubeconfig.as_deref()).await?;
+    let namespace = opts.namespace.clone().unwrap_or_else(|| {
+        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string())
+    });
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(run(client, namespace, secrets_dir, default_pod_network, tx));
-    rx
+    tokio::spawn(run(
+        client,
+        namespace.clone(),
+        opts.secrets_dir,
+        opts.default_pod_network,
+        tx,
+    ));
+    Ok((namespace, rx))
 }
 
 async fn run(
@@ -271,10 +290,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Wait for the first view that holds `node`.
-pub async fn first_view(
-    rx: &mut watch::Receiver<Option<Arc<ClusterView>>>,
-    node: &str,
-) -> Option<Arc<ClusterView>> {
+pub async fn first_view(rx: &mut Views, node: &str) -> Option<Arc<ClusterView>> {
     loop {
         if let Some(v) = rx.borrow_and_update().clone() {
             if v.node(node).is_some() {

@@ -4,11 +4,11 @@
 //! numbers, then [`ClusterView::from_raw`] validates each value and names the field and the bad
 //! value when one is wrong (`nodes[2].podCIDR: 10.244.1.0/33 is not a CIDR`).
 
+use crate::selector::{LabelSelector, Selector};
 use ipip::{Encap, EncapMode, EncapType, VxlanConfig};
 use ipnet::IpNet;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -110,45 +110,6 @@ pub(crate) struct RawPassword {
     pub(crate) file: String,
 }
 
-/// A Kubernetes LabelSelector: `matchLabels` and `matchExpressions` (In, NotIn, Exists,
-/// DoesNotExist), all of which must hold.
-#[derive(Deserialize, Serialize, JsonSchema, Debug, Clone, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LabelSelector {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub match_labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub match_expressions: Vec<LabelRequirement>,
-}
-
-#[derive(Deserialize, Serialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LabelRequirement {
-    pub key: String,
-    #[schemars(extend("enum" = ["In", "NotIn", "Exists", "DoesNotExist"]))]
-    pub operator: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
-}
-
-impl LabelSelector {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| {
-                let have = labels.get(&r.key);
-                match r.operator.as_str() {
-                    "In" => have.is_some_and(|v| r.values.contains(v)),
-                    "NotIn" => !have.is_some_and(|v| r.values.contains(v)),
-                    "Exists" => have.is_some(),
-                    "DoesNotExist" => have.is_none(),
-                    _ => false,
-                }
-            })
-    }
-}
-
 /// BGP timers in seconds, BIRD / Calico defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
@@ -186,7 +147,7 @@ impl Node {
 pub struct ExternalPeer {
     pub address: IpAddr,
     pub as_number: u32,
-    pub node_selector: Option<LabelSelector>,
+    pub node_selector: Option<Selector>,
     pub password_file: Option<PathBuf>,
     /// Prefixes taken from this peer: anything inside one of these. `None`: the pod network.
     pub accept_prefixes: Option<Vec<IpNet>>,
@@ -205,6 +166,51 @@ pub struct ClusterView {
     pub timers: Timers,
     pub nodes: Vec<Node>,
     pub peers: Vec<ExternalPeer>,
+    /// Index of `nodes` by name and by each address, built once at validation.
+    by_name: HashMap<String, usize>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// The pod CIDRs seen so far, as disjoint intervals keyed by (family, first address): checking
+/// one more for an overlap is two ordered lookups, so a view of n nodes validates in
+/// O(n log n) rather than comparing every pair.
+#[derive(Default)]
+struct CidrIndex(std::collections::BTreeMap<(bool, u128), (u128, usize, IpNet)>);
+
+fn bounds(c: &IpNet) -> (bool, u128, u128) {
+    match c {
+        IpNet::V4(n) => (
+            false,
+            u32::from(n.network()).into(),
+            u32::from(n.broadcast()).into(),
+        ),
+        IpNet::V6(n) => (true, n.network().into(), n.broadcast().into()),
+    }
+}
+
+impl CidrIndex {
+    /// The earliest-listed node whose CIDR overlaps `c`, with that CIDR. Blocks nest or are
+    /// disjoint, and the stored ones are disjoint, so only the block starting at or before
+    /// `c` can contain it, and any that `c` contains start inside it.
+    fn overlap(&self, c: &IpNet) -> Option<(usize, IpNet)> {
+        let (v6, first, last) = bounds(c);
+        let before = self
+            .0
+            .range(..=(v6, first))
+            .next_back()
+            .filter(|((f, _), (end, _, _))| *f == v6 && *end >= first)
+            .map(|(_, (_, i, o))| (*i, *o));
+        let inside = self
+            .0
+            .range((v6, first)..=(v6, last))
+            .map(|(_, (_, i, o))| (*i, *o));
+        before.into_iter().chain(inside).min_by_key(|(i, _)| *i)
+    }
+
+    fn insert(&mut self, c: &IpNet, node: usize) {
+        let (v6, first, last) = bounds(c);
+        self.0.insert((v6, first), (last, node, *c));
+    }
 }
 
 fn cidr(field: &str, s: &str) -> Result<IpNet, ViewError> {
@@ -373,6 +379,9 @@ impl ClusterView {
             ));
         }
         let mut nodes: Vec<Node> = Vec::with_capacity(raw.nodes.len());
+        let mut by_name: HashMap<String, usize> = HashMap::with_capacity(raw.nodes.len());
+        let mut by_address: HashMap<IpAddr, usize> = HashMap::with_capacity(raw.nodes.len());
+        let mut cidrs = CidrIndex::default();
         for (i, n) in raw.nodes.into_iter().enumerate() {
             let f = |name: &str| format!("nodes[{i}].{name}");
             let name = required(&f("name"), &n.name)?.clone();
@@ -452,30 +461,34 @@ impl ClusterView {
                     ));
                 }
             }
-            for (j, other) in nodes.iter().enumerate() {
-                if other.name == name {
-                    return Err(bad(f("name"), &name, format!("is also nodes[{j}].name")));
-                }
-                if let Some(a) = addresses.iter().find(|a| other.addresses.contains(a)) {
+            if let Some(&j) = by_name.get(&name) {
+                return Err(bad(f("name"), &name, format!("is also nodes[{j}].name")));
+            }
+            if let Some((a, &j)) = addresses
+                .iter()
+                .find_map(|a| by_address.get(a).map(|j| (a, j)))
+            {
+                return Err(bad(
+                    f("address"),
+                    a,
+                    format!("is also nodes[{j}].address ({})", nodes[j].name),
+                ));
+            }
+            for c in &pod_cidrs {
+                if let Some((j, o)) = cidrs.overlap(c) {
                     return Err(bad(
-                        f("address"),
-                        a,
-                        format!("is also nodes[{j}].address ({})", other.name),
+                        f("podCIDR"),
+                        c,
+                        format!("overlaps nodes[{j}].podCIDR {o} ({})", nodes[j].name),
                     ));
                 }
-                for c in &pod_cidrs {
-                    if let Some(o) = other
-                        .pod_cidrs
-                        .iter()
-                        .find(|o| o.contains(&c.network()) || c.contains(&o.network()))
-                    {
-                        return Err(bad(
-                            f("podCIDR"),
-                            c,
-                            format!("overlaps nodes[{j}].podCIDR {o} ({})", other.name),
-                        ));
-                    }
-                }
+            }
+            by_name.insert(name.clone(), i);
+            for a in &addresses {
+                by_address.insert(*a, i);
+            }
+            for c in &pod_cidrs {
+                cidrs.insert(c, i);
             }
             nodes.push(Node {
                 name,
@@ -493,21 +506,12 @@ impl ClusterView {
             let f = |name: &str| format!("peers[{i}].{name}");
             let address = ip(&f("address"), required(&f("address"), &p.address)?)?;
             let as_number = asn(&f("asNumber"), *required(&f("asNumber"), &p.as_number)?)?;
-            if let Some(sel) = &p.node_selector {
-                for (k, r) in sel.match_expressions.iter().enumerate() {
-                    if !matches!(
-                        r.operator.as_str(),
-                        "In" | "NotIn" | "Exists" | "DoesNotExist"
-                    ) {
-                        return Err(bad(
-                            f(&format!("nodeSelector.matchExpressions[{k}].operator")),
-                            &r.operator,
-                            "is not one of In, NotIn, Exists, DoesNotExist",
-                        ));
-                    }
-                }
-            }
-            if let Some(n) = nodes.iter().find(|n| n.addresses.contains(&address)) {
+            let node_selector = p
+                .node_selector
+                .as_ref()
+                .map(|sel| Selector::new(sel, &f("nodeSelector")))
+                .transpose()?;
+            if let Some(n) = by_address.get(&address).map(|&j| &nodes[j]) {
                 return Err(bad(
                     f("address"),
                     address,
@@ -529,7 +533,7 @@ impl ClusterView {
             peers.push(ExternalPeer {
                 address,
                 as_number,
-                node_selector: p.node_selector,
+                node_selector,
                 password_file: p.password.map(|p| PathBuf::from(p.file)),
                 accept_prefixes,
             });
@@ -544,16 +548,18 @@ impl ClusterView {
             timers,
             nodes,
             peers,
+            by_name,
+            by_address,
         })
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.by_name.get(name).map(|&i| &self.nodes[i])
     }
 
     /// The node one of whose addresses this is.
     pub fn node_by_address(&self, address: IpAddr) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.addresses.contains(&address))
+        self.by_address.get(&address).map(|&i| &self.nodes[i])
     }
 
     pub fn has_reflectors(&self) -> bool {
@@ -730,18 +736,46 @@ peers:
     }
 
     #[test]
-    fn label_selectors() {
-        let labels: BTreeMap<String, String> = [("rack".to_string(), "a".to_string())].into();
-        let sel = |yaml: &str| serde_yaml_ng::from_str::<LabelSelector>(yaml).unwrap();
-        assert!(sel("matchLabels: {rack: a}").matches(&labels));
-        assert!(!sel("matchLabels: {rack: b}").matches(&labels));
-        assert!(
-            sel("matchExpressions: [{key: rack, operator: In, values: [a, b]}]").matches(&labels)
+    fn overlaps_are_found_by_the_interval_index_among_many_nodes() {
+        let mut y = String::from("podNetwork: 10.0.0.0/8,fd00::/48\nnodes:\n");
+        for i in 0..300 {
+            y.push_str(&format!(
+                "  - {{name: n{i}, address: 10.200.{}.{}, podCIDR: 10.{}.{}.0/24}}\n",
+                i / 256,
+                i % 256,
+                i / 256,
+                i % 256
+            ));
+        }
+        assert_eq!(ClusterView::parse(&y).unwrap().nodes.len(), 300);
+        assert!(ClusterView::parse(&y).unwrap().node("n299").is_some());
+        // Inside an earlier block; around several earlier blocks (the first is named); a
+        // duplicate address; the same numbers in the other family do not overlap.
+        let extra = |line: &str| {
+            ClusterView::parse(&format!("{y}  - {line}\n"))
+                .map(|v| v.nodes.len())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            extra("{name: x, address: 10.201.0.1, podCIDR: 10.0.200.128/25}"),
+            Err("nodes[300].podCIDR: 10.0.200.128/25 overlaps nodes[200].podCIDR 10.0.200.0/24 (n200)".into())
         );
-        assert!(
-            !sel("matchExpressions: [{key: rack, operator: NotIn, values: [a]}]").matches(&labels)
+        assert_eq!(
+            extra("{name: x, address: 10.201.0.1, podCIDR: 10.1.0.0/16}"),
+            Err(
+                "nodes[300].podCIDR: 10.1.0.0/16 overlaps nodes[256].podCIDR 10.1.0.0/24 (n256)"
+                    .into()
+            )
         );
-        assert!(sel("matchExpressions: [{key: zone, operator: DoesNotExist}]").matches(&labels));
-        assert!(sel("{}").matches(&labels));
+        assert_eq!(
+            extra("{name: x, address: 10.200.0.7, podCIDR: 10.9.0.0/24}"),
+            Err("nodes[300].address: 10.200.0.7 is also nodes[7].address (n7)".into())
+        );
+        assert_eq!(
+            extra(
+                "{name: x, address: '10.201.0.1,fd00::1', podCIDR: '10.9.0.0/24,fd00:0:0:a::/64'}"
+            ),
+            Ok(301)
+        );
     }
 }

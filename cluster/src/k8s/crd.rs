@@ -2,7 +2,7 @@
 //! Calico's `BGPConfiguration` and `BGPPeer` so a Calico user reads them without docs. Every
 //! field is optional where the file format has a default; the defaults are the file's.
 
-use crate::view::LabelSelector;
+use crate::selector::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! From best routes to the kernel: each prefix's next hops go through `ipip`'s planner (direct /
 //! VXLAN / IPIP / via router), tunnel peers to the fabric, routes to felix-lite.
 
-use crate::view::ClusterView;
+use cluster::ClusterView;
 use felix_lite::{Change, Programmer, Route};
 use ipip::{tunnel_peers, Fabric, NextHop, Reach};
 use ipnet::IpNet;

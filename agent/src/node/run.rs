@@ -1,0 +1,252 @@
+//! The main loop: the only owner of the speaker, fabric and programmer handles. It joins the
+//! cluster view, the speaker, the fabric and the route programmer, and starts the control
+//! socket and the HTTP endpoints, which read [`NodeState`] and never call back.
+
+use super::dataplane::Dataplane;
+use super::error::AgentError;
+use super::readiness::ready_now;
+use super::reload::{apply_peers, apply_view};
+use super::state::NodeState;
+use crate::node_file::NodeFile;
+use crate::peers::speaker_config;
+use cluster::k8s::watch::{self as k8s, Views, WatchOptions};
+use cluster::{ClusterView, Node};
+use felix_lite::{install_protocol_name, Programmer};
+use ipip::{Fabric, FabricConfig};
+use speaker::Speaker;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+/// Where the cluster view comes from.
+#[derive(Clone, Debug)]
+pub enum ViewSource {
+    /// A YAML file, reloaded on SIGHUP.
+    File(PathBuf),
+    /// The Kubernetes API (watched); `None` = in-cluster or the usual kubeconfig.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        namespace: Option<String>,
+        pod_network: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub source: ViewSource,
+    pub node: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub metrics: SocketAddr,
+    /// Ready anyway after this long, even if some cluster session never completed.
+    pub ready_timeout: Duration,
+    /// iproute2's protocol-name directory (`/etc/iproute2/rt_protos.d`).
+    pub rt_protos_dir: PathBuf,
+}
+
+fn load(path: &Path) -> Result<ClusterView, AgentError> {
+    ClusterView::load(path).map_err(|source| AgentError::View {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// What the CNI plugin reads: `<state dir>/node.json`.
+fn write_node_file(dir: &Path, me: &Node, mtu: u32) -> Result<(), AgentError> {
+    NodeFile {
+        name: me.name.clone(),
+        pod_cidrs: me.pod_cidrs.iter().map(|c| c.to_string()).collect(),
+        mtu,
+    }
+    .write(dir)
+    .map_err(AgentError::NodeFile)
+}
+
+/// How long the node's address may take to appear. Under containerlab (and at boot) the agent
+/// starts before its interfaces are wired and addressed.
+const ADDRESS_WAIT: Duration = Duration::from_secs(60);
+
+async fn start_fabric(
+    view: &ClusterView,
+    me: &Node,
+    state_dir: &Path,
+) -> Result<Fabric, AgentError> {
+    let deadline = Instant::now() + ADDRESS_WAIT;
+    let mut logged = false;
+    loop {
+        let r = Fabric::start(FabricConfig {
+            encap: view.encapsulation,
+            vxlan: view.vxlan.clone(),
+            node_address: me.address,
+            pod_cidrs: me.pod_cidrs.clone(),
+            state_dir: Some(state_dir.to_path_buf()),
+        })
+        .await;
+        match r {
+            Err(ipip::Error::NoUnderlay(a)) if Instant::now() < deadline => {
+                if !logged {
+                    info!(address = %a, "waiting for the node address to appear on an interface");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// Run until SIGTERM / SIGINT.
+pub async fn run(opts: Options) -> Result<(), AgentError> {
+    let endpoint: crate::http::Endpoint = Arc::default();
+    let metrics = crate::http::serve(opts.metrics, endpoint.clone())
+        .await
+        .map_err(|source| AgentError::Io {
+            what: "metrics listener",
+            path: opts.metrics.to_string(),
+            source,
+        })?;
+    let (view, mut updates) = match &opts.source {
+        ViewSource::File(path) => (Arc::new(load(path)?), None),
+        ViewSource::Kubernetes {
+            kubeconfig,
+            namespace,
+            pod_network,
+        } => {
+            let (ns, mut rx) = k8s::start(WatchOptions {
+                kubeconfig: kubeconfig.clone(),
+                namespace: namespace.clone(),
+                secrets_dir: opts.state_dir.join("secrets"),
+                default_pod_network: pod_network.clone(),
+            })
+            .await?;
+            info!(namespace = %ns, node = %opts.node, "watching the Kubernetes API for the cluster view");
+            let v = k8s::first_view(&mut rx, &opts.node)
+                .await
+                .ok_or(AgentError::NoView)?;
+            (v, Some(rx))
+        }
+    };
+    let me = view
+        .node(&opts.node)
+        .cloned()
+        .ok_or_else(|| AgentError::UnknownNode(opts.node.clone()))?;
+    let names = opts.rt_protos_dir.display();
+    match install_protocol_name(&opts.rt_protos_dir) {
+        Ok(true) => info!(dir = %names, "named route protocol 77 `twill` for iproute2"),
+        Ok(false) => {}
+        Err(e) => warn!(dir = %names, error = %e, "cannot name route protocol 77 for iproute2"),
+    }
+    let fabric = start_fabric(&view, &me, &opts.state_dir).await?;
+    write_node_file(&opts.state_dir, &me, fabric.mtu())?;
+    let programmer = Programmer::start(felix_lite::Config::default()).await?;
+    let speaker = Speaker::start(speaker_config(&view, &me)).await?;
+    let mut events = speaker.subscribe()?;
+    let mut peers = BTreeMap::new();
+    apply_peers(&speaker, &view, &me, &mut peers);
+    let mut dp = Dataplane::new(fabric, programmer.clone(), view.clone());
+    let state = Arc::new(NodeState {
+        node: me.name.clone(),
+        speaker: speaker.clone(),
+        programmer,
+        table: dp.table.clone(),
+        peers: Mutex::new(peers.clone()),
+        ready: AtomicBool::new(false),
+        alive_ms: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let control = crate::control::serve(&opts.socket, state.clone())
+        .await
+        .map_err(|source| AgentError::Io {
+            what: "control socket",
+            path: opts.socket.display().to_string(),
+            source,
+        })?;
+    let _ = endpoint.set(state.clone());
+    info!(node = %me.name, address = %me.address, pod_cidrs = ?me.pod_cidrs,
+        peers = peers.len(), socket = %opts.socket.display(), metrics = %opts.metrics, "agent running");
+
+    let sig = |k| {
+        signal(k).map_err(|source| AgentError::Io {
+            what: "signal",
+            path: String::new(),
+            source,
+        })
+    };
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut view = view;
+    let mut me = me;
+    loop {
+        tokio::select! {
+            e = events.recv() => {
+                let Some(e) = e else { break };
+                let mut batch = vec![e];
+                while let Ok(e) = events.try_recv() {
+                    batch.push(e);
+                }
+                dp.apply(batch).await;
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                let ViewSource::File(path) = &opts.source else {
+                    info!("SIGHUP: the cluster view comes from the Kubernetes API; nothing to reload");
+                    continue;
+                };
+                match load(path) {
+                    Err(e) => error!(error = %e, "SIGHUP: cluster view rejected; keeping the running one"),
+                    Ok(new) => {
+                        if let Some((v, m)) = apply_view(&speaker, &state, &mut dp, &mut peers, &view, &me, Arc::new(new)).await {
+                            (view, me) = (v, m);
+                            info!(peers = peers.len(), nodes = view.nodes.len(), "SIGHUP: cluster view reloaded");
+                        }
+                    }
+                }
+            }
+            Some(new) = next_view(&mut updates) => {
+                if let Some((v, m)) = apply_view(&speaker, &state, &mut dp, &mut peers, &view, &me, new).await {
+                    (view, me) = (v, m);
+                    info!(peers = peers.len(), nodes = view.nodes.len(), "cluster view updated from the API");
+                }
+            }
+            _ = tick.tick() => {
+                state.alive_ms.store(state.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if !state.ready.load(Ordering::Relaxed) && ready_now(&state, &peers, opts.ready_timeout).await {
+                    state.ready.store(true, Ordering::Relaxed);
+                    dp.complete().await;
+                    info!("ready");
+                }
+            }
+        }
+    }
+    control.abort();
+    metrics.abort();
+    let _ = std::fs::remove_file(&opts.socket);
+    speaker.shutdown().await;
+    // Routes, the tunnel device and its entries stay: a restarted agent adopts them, so pods keep
+    // their connectivity across an upgrade.
+    state.programmer.shutdown().await;
+    Ok(())
+}
+
+/// The next view from the API watchers; never resolves for a file source.
+async fn next_view(updates: &mut Option<Views>) -> Option<Arc<ClusterView>> {
+    match updates {
+        None => std::future::pending().await,
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            Err(_) => {
+                error!("the Kubernetes watchers stopped; keeping the last cluster view");
+                *updates = None;
+                None
+            }
+        },
+    }
+}

@@ -1,0 +1,79 @@
+//! The state the control socket and the HTTP endpoints read: handles to the speaker and the
+//! route programmer, the route table as programmed, the peers as derived, readiness and the
+//! main loop's heartbeat. Written by the main loop only; read models cross as snapshots.
+
+use super::dataplane::RouteTable;
+use crate::peers::DerivedPeer;
+use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
+use felix_lite::Programmer;
+use speaker::Speaker;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What the control socket and the metrics endpoint read.
+pub struct NodeState {
+    pub node: String,
+    pub speaker: Speaker,
+    pub programmer: Programmer,
+    pub table: RouteTable,
+    pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
+    pub ready: AtomicBool,
+    /// Milliseconds since start at the main loop's last turn (`/healthz`).
+    pub alive_ms: AtomicU64,
+    pub started: Instant,
+}
+
+impl NodeState {
+    pub async fn status(&self) -> Status {
+        let kinds = self.peers.lock().expect("peers").clone();
+        let peers = self
+            .speaker
+            .snapshot()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PeerStatus {
+                address: p.address.to_string(),
+                as_number: p.asn,
+                kind: kinds
+                    .get(&p.address)
+                    .map(|d| d.kind.as_str().to_string())
+                    .unwrap_or_else(|| p.role.to_string()),
+                state: p.state.to_string(),
+                since: rfc3339_ago(Duration::from_secs(p.since_secs)),
+                prefixes_received: p.prefixes_received,
+                prefixes_accepted: p.prefixes_accepted,
+                prefixes_advertised: p.prefixes_advertised,
+                last_error: p.last_error,
+            })
+            .collect();
+        let routes = self
+            .table
+            .lock()
+            .expect("route table")
+            .values()
+            .map(|v| RouteStatus {
+                prefix: v.route.prefix.to_string(),
+                next_hops: v
+                    .route
+                    .next_hops()
+                    .iter()
+                    .map(|h| h.gateway.to_string())
+                    .collect(),
+                via: {
+                    let mut names: Vec<&str> = v.reach.iter().map(|r| r.name()).collect();
+                    names.dedup();
+                    names.join(",")
+                },
+            })
+            .collect();
+        Status {
+            node: self.node.clone(),
+            peers,
+            routes,
+        }
+    }
+}
