@@ -3,8 +3,8 @@
 
 use crate::netns::{Netns, TempDir};
 use crate::runtime::NsRuntime;
-use felix_lite::{Config, Programmer, Report, Route};
-use ipip::{tunnel_peers, Encap, Fabric, FabricConfig, NextHop, Reach, VxlanConfig};
+use felix_lite::{Config, Programmer, Report};
+use ipip::{Encap, Fabric, FabricConfig, Reach, RouteTable, VxlanConfig};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -60,17 +60,28 @@ impl Dataplane {
         let programmer = self.programmer.clone();
         self.rt.run(async move {
             let mut f = fabric.lock().await;
-            let mut routes: Vec<Route> = Vec::new();
-            let mut reaches = Vec::new();
-            for r in &remotes {
-                let nh = NextHop::node(r.address, r.address);
-                let (route, reach) = f.planner().route(r.pod_cidr, &[nh]).expect("one hop");
-                reaches.extend(reach.into_iter().map(|x| (r.pod_cidr, x)));
-                routes.push(route);
-            }
-            let peers = tunnel_peers(reaches.iter().map(|(_, x)| x));
-            f.set_tunnel_peers(peers).await.expect("tunnel peers");
-            let report = programmer.replace_all(routes).await.expect("programmer");
+            // The agent's own composition (`ipip::RouteTable`), fed a static view: every
+            // remote's address is a node whose underlay address is itself.
+            let mut table = RouteTable::default();
+            table.set_nodes(remotes.iter().map(|r| (r.address, r.address)).collect());
+            table.update(
+                f.planner(),
+                remotes.iter().map(|r| (r.pod_cidr, vec![r.address])),
+            );
+            let reaches = remotes
+                .iter()
+                .flat_map(|r| {
+                    let planned = &table.planned()[&r.pod_cidr];
+                    planned.reach.iter().map(|x| (r.pod_cidr, x.clone()))
+                })
+                .collect();
+            f.set_tunnel_peers(table.tunnel_peers())
+                .await
+                .expect("tunnel peers");
+            let report = programmer
+                .replace_all(table.routes())
+                .await
+                .expect("programmer");
             (report, reaches)
         })
     }

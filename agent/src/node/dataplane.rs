@@ -1,97 +1,96 @@
-//! From best routes to the kernel: each prefix's next hops go through `ipip`'s planner (direct /
-//! VXLAN / IPIP / via router), tunnel peers to the fabric, routes to felix-lite.
+//! From best routes to the kernel: the speaker's route events go into `ipip`'s route table
+//! (which plans only the prefixes that changed: direct / VXLAN / IPIP / via router), tunnel
+//! peers to the fabric, route changes to felix-lite.
 
 use cluster::ClusterView;
-use felix_lite::{Change, Programmer, Route};
-use ipip::{tunnel_peers, Fabric, NextHop, Reach};
+use felix_lite::{Change, Programmer};
+use ipip::{Fabric, Planned, RouteTable};
 use ipnet::IpNet;
 use speaker::RouteEvent;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
-/// One programmed prefix, as `twill routes` shows it.
-#[derive(Clone, Debug)]
-pub struct RouteView {
-    pub route: Route,
-    pub reach: Vec<Reach>,
-}
-
-pub type RouteTable = Arc<Mutex<BTreeMap<IpNet, RouteView>>>;
+/// The planned prefixes as `twill routes` shows them, kept in step by the dataplane.
+pub type RouteView = Arc<Mutex<BTreeMap<IpNet, Planned>>>;
 
 pub struct Dataplane {
     pub fabric: Fabric,
     pub programmer: Programmer,
-    view: Arc<ClusterView>,
-    /// Best next hops per prefix as the speaker last reported them.
-    learned: BTreeMap<IpNet, Vec<IpAddr>>,
-    pub table: RouteTable,
+    table: RouteTable,
+    pub view: RouteView,
     complete: bool,
+    /// The last tunnel-peer write failed: try again on the next change.
+    tunnels_failed: bool,
+}
+
+/// Every node address with the node's underlay address (its first, the tunnel endpoint).
+fn node_addresses(view: &ClusterView) -> HashMap<IpAddr, IpAddr> {
+    view.nodes
+        .iter()
+        .flat_map(|n| n.addresses.iter().map(move |a| (*a, n.address)))
+        .collect()
 }
 
 impl Dataplane {
-    pub fn new(fabric: Fabric, programmer: Programmer, view: Arc<ClusterView>) -> Dataplane {
+    pub fn new(fabric: Fabric, programmer: Programmer, view: &ClusterView) -> Dataplane {
+        let mut table = RouteTable::default();
+        table.set_nodes(node_addresses(view));
         Dataplane {
             fabric,
             programmer,
-            view,
-            learned: BTreeMap::new(),
-            table: Arc::default(),
+            table,
+            view: Arc::default(),
             complete: false,
+            tunnels_failed: false,
         }
-    }
-
-    fn plan(&self, prefix: IpNet, hops: &[IpAddr]) -> Option<RouteView> {
-        let nhs: Vec<NextHop> = hops
-            .iter()
-            .map(|a| match self.view.node_by_address(*a) {
-                Some(n) => NextHop::node(*a, n.address),
-                None => NextHop::router(*a),
-            })
-            .collect();
-        self.fabric
-            .planner()
-            .route(prefix, &nhs)
-            .map(|(route, reach)| RouteView { route, reach })
     }
 
     /// Apply a batch of best-route changes.
     pub async fn apply(&mut self, events: Vec<RouteEvent>) {
-        let mut touched = BTreeSet::new();
-        for e in events {
-            touched.insert(e.prefix);
+        let updates = events.into_iter().map(|e| {
             let hops: Vec<IpAddr> = match &e.best {
                 Some(b) if !b.is_local() => b.next_hops.iter().map(|h| h.address).collect(),
                 _ => Vec::new(),
             };
-            if hops.is_empty() {
-                self.learned.remove(&e.prefix);
-            } else {
-                self.learned.insert(e.prefix, hops);
-            }
-        }
-        self.reprogram(touched).await;
+            (e.prefix, hops)
+        });
+        let delta = self.table.update(self.fabric.planner(), updates);
+        self.program(delta).await;
     }
 
-    /// Re-plan every learned prefix and program the `touched` ones.
-    async fn reprogram(&mut self, touched: BTreeSet<IpNet>) {
-        let table: BTreeMap<IpNet, RouteView> = self
-            .learned
-            .iter()
-            .filter_map(|(p, hops)| self.plan(*p, hops).map(|v| (*p, v)))
-            .collect();
-        let changes: Vec<Change> = touched
+    async fn program(&mut self, delta: ipip::Delta) {
+        if delta.tunnels_changed || self.tunnels_failed {
+            let r = self
+                .fabric
+                .set_tunnel_peers(self.table.tunnel_peers())
+                .await;
+            self.tunnels_failed = r.is_err();
+            if let Err(e) = r {
+                warn!(error = %e, "cannot update VXLAN neighbour/FDB entries");
+            }
+        }
+        {
+            let planned = self.table.planned();
+            let mut shown = self.view.lock().expect("route view");
+            for c in &delta.changes {
+                let prefix = match c {
+                    Change::Set(r) => r.prefix,
+                    Change::Remove(p) => *p,
+                };
+                match planned.get(&prefix) {
+                    Some(p) => shown.insert(prefix, p.clone()),
+                    None => shown.remove(&prefix),
+                };
+            }
+        }
+        // Until the first complete set, only add and replace: adopted routes stay.
+        let changes: Vec<Change> = delta
+            .changes
             .into_iter()
-            .filter_map(|p| match table.get(&p) {
-                Some(v) => Some(Change::Set(v.route.clone())),
-                // Until the first complete set, only add and replace: adopted routes stay.
-                None if self.complete => Some(Change::Remove(p)),
-                None => None,
-            })
+            .filter(|c| self.complete || matches!(c, Change::Set(_)))
             .collect();
-        self.sync_tunnels(&table).await;
-        *self.table.lock().expect("route table") = table;
         if changes.is_empty() {
             return;
         }
@@ -102,14 +101,7 @@ impl Dataplane {
 
     /// Hand felix-lite the complete set: from now on, routes of ours nobody wants are deleted.
     pub async fn complete(&mut self) {
-        let routes: Vec<Route> = self
-            .table
-            .lock()
-            .expect("route table")
-            .values()
-            .map(|v| v.route.clone())
-            .collect();
-        match self.programmer.replace_all(routes).await {
+        match self.programmer.replace_all(self.table.routes()).await {
             Ok(r) => info!(
                 applied = r.applied,
                 "complete route set handed to the programmer"
@@ -119,20 +111,14 @@ impl Dataplane {
         self.complete = true;
     }
 
-    /// A new cluster view: which next hops are nodes may have changed.
-    pub async fn set_view(&mut self, view: Arc<ClusterView>) {
-        self.view = view;
+    /// A new cluster view: which next hops are nodes may have changed, and so may the local
+    /// subnets.
+    pub async fn set_view(&mut self, view: &ClusterView) {
+        self.table.set_nodes(node_addresses(view));
         if let Err(e) = self.fabric.refresh().await {
             warn!(error = %e, "cannot re-read local addresses");
         }
-        let all = self.learned.keys().copied().collect();
-        self.reprogram(all).await;
-    }
-
-    async fn sync_tunnels(&mut self, table: &BTreeMap<IpNet, RouteView>) {
-        let peers = tunnel_peers(table.values().flat_map(|v| v.reach.iter()));
-        if let Err(e) = self.fabric.set_tunnel_peers(peers).await {
-            warn!(error = %e, "cannot update VXLAN neighbour/FDB entries");
-        }
+        let delta = self.table.replan(self.fabric.planner());
+        self.program(delta).await;
     }
 }

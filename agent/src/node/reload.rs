@@ -112,6 +112,6 @@ pub(super) async fn apply_view(
     }
     apply_peers(speaker, &new, &new_me, peers);
     *state.peers.lock().expect("peers") = peers.clone();
-    dp.set_view(new.clone()).await;
+    dp.set_view(&new).await;
     Some((new, new_me))
 }

@@ -148,12 +148,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let mut events = speaker.subscribe()?;
     let mut peers = BTreeMap::new();
     apply_peers(&speaker, &view, &me, &mut peers);
-    let mut dp = Dataplane::new(fabric, programmer.clone(), view.clone());
+    let mut dp = Dataplane::new(fabric, programmer.clone(), &view);
     let state = Arc::new(NodeState {
         node: me.name.clone(),
         speaker: speaker.clone(),
         programmer,
-        table: dp.table.clone(),
+        table: dp.view.clone(),
         peers: Mutex::new(peers.clone()),
         ready: AtomicBool::new(false),
         alive_ms: AtomicU64::new(0),

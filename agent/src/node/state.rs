@@ -2,7 +2,7 @@
 //! route programmer, the route table as programmed, the peers as derived, readiness and the
 //! main loop's heartbeat. Written by the main loop only; read models cross as snapshots.
 
-use super::dataplane::RouteTable;
+use super::dataplane::RouteView;
 use crate::peers::DerivedPeer;
 use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
 use felix_lite::Programmer;
@@ -18,7 +18,7 @@ pub struct NodeState {
     pub node: String,
     pub speaker: Speaker,
     pub programmer: Programmer,
-    pub table: RouteTable,
+    pub table: RouteView,
     pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
     pub ready: AtomicBool,
     /// Milliseconds since start at the main loop's last turn (`/healthz`).
