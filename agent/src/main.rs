@@ -6,6 +6,7 @@ mod cni;
 mod control;
 mod http;
 mod lab;
+mod metrics;
 mod node;
 mod node_file;
 mod peers;

@@ -2,7 +2,7 @@
 //! it prints as columns.
 
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -17,6 +17,9 @@ pub struct PeerStatus {
     pub prefixes_accepted: usize,
     pub prefixes_advertised: usize,
     pub last_error: Option<String>,
+    /// Why the last Established session ended (NOTIFICATION sent or received, hold timer,
+    /// connection closed, stopped here).
+    pub last_down: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -36,31 +39,16 @@ pub struct Status {
     pub routes: Vec<RouteStatus>,
 }
 
-/// `now - ago` as RFC 3339 UTC (`2026-11-21T12:00:00Z`), without a date crate for one format.
+/// `now - ago` as RFC 3339 UTC in whole seconds (`2026-11-21T12:00:00Z`).
 pub fn rfc3339_ago(ago: Duration) -> String {
-    let t = SystemTime::now()
-        .checked_sub(ago)
-        .unwrap_or(UNIX_EPOCH)
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let now = jiff::Timestamp::now();
+    let then = jiff::SignedDuration::try_from(ago)
+        .ok()
+        .and_then(|d| now.checked_sub(d).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    jiff::Timestamp::from_second(then.as_second())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 fn table(rows: Vec<Vec<String>>) -> String {
@@ -139,6 +127,7 @@ mod tests {
                 prefixes_accepted: 1,
                 prefixes_advertised: 1,
                 last_error: None,
+                last_down: None,
             }],
             routes: vec![RouteStatus {
                 prefix: "10.244.2.0/24".into(),
@@ -157,6 +146,7 @@ mod tests {
             "prefixesAccepted",
             "prefixesAdvertised",
             "lastError",
+            "lastDown",
         ] {
             assert!(v["peers"][0].get(k).is_some(), "missing {k}");
         }
@@ -173,5 +163,10 @@ mod tests {
         let s = rfc3339_ago(Duration::ZERO);
         assert_eq!(s.len(), 20, "{s}");
         assert!(s.starts_with("20") && s.ends_with('Z'));
+        let t: jiff::Timestamp = s.parse().unwrap();
+        let a: jiff::Timestamp = rfc3339_ago(Duration::from_secs(3600)).parse().unwrap();
+        assert!((t - a).get_seconds() >= 3599, "{t} {a}");
+        // Longer ago than the epoch: the epoch, not a panic.
+        assert_eq!(rfc3339_ago(Duration::MAX), "1970-01-01T00:00:00Z");
     }
 }

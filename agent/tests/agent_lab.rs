@@ -108,6 +108,29 @@ fn three_agents_two_racks_vxlan_cross_subnet() {
         "{metrics}"
     );
     assert!(metrics.contains("twill_routes_programmed 2"), "{metrics}");
+    // What a Prometheus server reads: the whole scrape parses, counters keep their names.
+    let scrape =
+        prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let received = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "twill_bgp_updates_received_total")
+        .count();
+    assert_eq!(received, 2, "one per peer: {metrics}");
+    let headers = nodes[0].ns.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "http://127.0.0.1:9099/metrics",
+    ]);
+    assert!(
+        headers.contains("application/openmetrics-text"),
+        "{headers}"
+    );
+    assert_eq!(http(&nodes[0].ns, "/nowhere"), 404);
 
     // Routes: direct within rack A, VXLAN across.
     let s = nodes[0].agent.as_ref().unwrap().status().unwrap();
@@ -295,6 +318,15 @@ fn readyz_waits_for_the_mesh_then_stays_ready() {
             .any(|p| p["address"] == "10.1.0.12" && p["state"] != "Established")
             .then_some(())
     });
+    // Killed (SIGKILL): the kernel closed its connection without a NOTIFICATION.
+    let s = a1.status().unwrap();
+    let gone = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == "10.1.0.12")
+        .unwrap();
+    assert_eq!(gone["lastDown"], "connection closed", "{gone}");
     assert_eq!(http(&nodes[0], "/readyz"), 200, "readiness flipped back");
     assert!(a1.log().contains("ready"), "{}", a1.log());
     // With no peer ever up, the timeout makes a node ready anyway (and says so).

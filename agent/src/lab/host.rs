@@ -3,6 +3,8 @@
 //! namespaces (after stopping their processes) removes all of it.
 
 use super::LabError;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -76,10 +78,11 @@ pub fn spawn_daemon(mut c: Command, log: &Path) -> Result<u32, LabError> {
         source: e,
     })?;
     let line = format!("{c:?}");
-    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    // SAFETY: `pre_exec` runs the closure between fork and exec; setsid(2) is
+    // async-signal-safe and touches nothing of the parent.
     unsafe {
         c.pre_exec(|| {
-            libc::setsid();
+            nix::unistd::setsid()?;
             Ok(())
         });
     }
@@ -118,16 +121,15 @@ fn alive(pid: i32) -> bool {
 pub fn stop_processes(namespaces: &[String], grace: Duration) {
     let pids: Vec<i32> = namespaces.iter().flat_map(|n| pids_in(n)).collect();
     for p in &pids {
-        // SAFETY: plain kill(2) on pids that live in the lab's own namespaces.
-        unsafe { libc::kill(*p, libc::SIGTERM) };
+        // Pids that live in the lab's own namespaces; one already gone is no error.
+        let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     for p in pids.iter().filter(|p| alive(**p)) {
-        // SAFETY: as above.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
     }
     for _ in 0..40 {
         if !pids.iter().any(|p| alive(*p)) {

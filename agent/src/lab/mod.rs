@@ -117,8 +117,7 @@ pub fn down(base: &Path, name: Option<&str>) -> Result<String, LabError> {
 }
 
 fn must_be_root() -> Result<(), LabError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Err(LabError::NotRoot);
     }
     Ok(())

@@ -48,6 +48,7 @@ impl NodeState {
                 prefixes_accepted: p.prefixes_accepted,
                 prefixes_advertised: p.prefixes_advertised,
                 last_error: p.last_error,
+                last_down: p.last_down,
             })
             .collect();
         let routes = self
