@@ -5,6 +5,8 @@
 //! NetworkPolicies) and services the same way.
 
 pub mod k8s;
+mod overlap;
+mod raw;
 pub mod selector;
 pub mod view;
 

@@ -4,10 +4,11 @@
 //! numbers, then [`ClusterView::from_raw`] validates each value and names the field and the bad
 //! value when one is wrong (`nodes[2].podCIDR: 10.244.1.0/33 is not a CIDR`).
 
-use crate::selector::{LabelSelector, Selector};
+use crate::overlap::CidrIndex;
+pub(crate) use crate::raw::*;
+use crate::selector::Selector;
 use ipip::{Encap, EncapMode, EncapType, VxlanConfig};
 use ipnet::IpNet;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -39,75 +40,6 @@ fn bad(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<Str
         value: value.to_string(),
         reason: reason.into(),
     }
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawView {
-    pub(crate) as_number: Option<u64>,
-    pub(crate) pod_network: Option<String>,
-    pub(crate) node_to_node_mesh: Option<bool>,
-    pub(crate) encapsulation: Option<RawEncap>,
-    pub(crate) vxlan: Option<RawVxlan>,
-    pub(crate) listen_port: Option<u64>,
-    pub(crate) timers: Option<RawTimers>,
-    #[serde(default)]
-    pub(crate) nodes: Vec<RawNode>,
-    #[serde(default)]
-    pub(crate) peers: Vec<RawPeer>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawEncap {
-    #[serde(rename = "type")]
-    pub(crate) kind: Option<String>,
-    pub(crate) mode: Option<String>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawVxlan {
-    pub(crate) vni: Option<u64>,
-    pub(crate) port: Option<u64>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawTimers {
-    pub(crate) hold_time: Option<u64>,
-    pub(crate) keepalive_time: Option<u64>,
-    pub(crate) connect_retry_time: Option<u64>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawNode {
-    pub(crate) name: Option<String>,
-    pub(crate) address: Option<String>,
-    #[serde(rename = "podCIDR")]
-    pub(crate) pod_cidr: Option<String>,
-    pub(crate) as_number: Option<u64>,
-    #[serde(rename = "routeReflectorClusterID")]
-    pub(crate) route_reflector_cluster_id: Option<String>,
-    #[serde(default)]
-    pub(crate) labels: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RawPeer {
-    pub(crate) address: Option<String>,
-    pub(crate) as_number: Option<u64>,
-    pub(crate) node_selector: Option<LabelSelector>,
-    pub(crate) password: Option<RawPassword>,
-    pub(crate) accept_prefixes: Option<Vec<String>>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPassword {
-    pub(crate) file: String,
 }
 
 /// BGP timers in seconds, BIRD / Calico defaults.
@@ -169,48 +101,6 @@ pub struct ClusterView {
     /// Index of `nodes` by name and by each address, built once at validation.
     by_name: HashMap<String, usize>,
     by_address: HashMap<IpAddr, usize>,
-}
-
-/// The pod CIDRs seen so far, as disjoint intervals keyed by (family, first address): checking
-/// one more for an overlap is two ordered lookups, so a view of n nodes validates in
-/// O(n log n) rather than comparing every pair.
-#[derive(Default)]
-struct CidrIndex(std::collections::BTreeMap<(bool, u128), (u128, usize, IpNet)>);
-
-fn bounds(c: &IpNet) -> (bool, u128, u128) {
-    match c {
-        IpNet::V4(n) => (
-            false,
-            u32::from(n.network()).into(),
-            u32::from(n.broadcast()).into(),
-        ),
-        IpNet::V6(n) => (true, n.network().into(), n.broadcast().into()),
-    }
-}
-
-impl CidrIndex {
-    /// The earliest-listed node whose CIDR overlaps `c`, with that CIDR. Blocks nest or are
-    /// disjoint, and the stored ones are disjoint, so only the block starting at or before
-    /// `c` can contain it, and any that `c` contains start inside it.
-    fn overlap(&self, c: &IpNet) -> Option<(usize, IpNet)> {
-        let (v6, first, last) = bounds(c);
-        let before = self
-            .0
-            .range(..=(v6, first))
-            .next_back()
-            .filter(|((f, _), (end, _, _))| *f == v6 && *end >= first)
-            .map(|(_, (_, i, o))| (*i, *o));
-        let inside = self
-            .0
-            .range((v6, first)..=(v6, last))
-            .map(|(_, (_, i, o))| (*i, *o));
-        before.into_iter().chain(inside).min_by_key(|(i, _)| *i)
-    }
-
-    fn insert(&mut self, c: &IpNet, node: usize) {
-        let (v6, first, last) = bounds(c);
-        self.0.insert((v6, first), (last, node, *c));
-    }
 }
 
 fn cidr(field: &str, s: &str) -> Result<IpNet, ViewError> {
