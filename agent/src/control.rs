@@ -1,7 +1,7 @@
 //! The control socket: one JSON line of [`Status`] per request line. Both ends live here: the
 //! agent's server ([`serve`]) and the client the CLI and the lab use ([`ask`]).
 
-use crate::node::state::NodeState;
+use crate::state::NodeState;
 use crate::status::Status;
 use std::path::Path;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! CIDR), so the handlers read it through [`Endpoint`], which the main loop fills once.
 
 use crate::metrics::{self, Scrape};
-use crate::node::state::NodeState;
+use crate::state::NodeState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

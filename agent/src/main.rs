@@ -10,6 +10,7 @@ mod metrics;
 mod node;
 mod node_file;
 mod peers;
+mod state;
 mod status;
 
 use clap::{Parser, Subcommand};

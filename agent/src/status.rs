@@ -45,6 +45,7 @@ pub fn rfc3339_ago(ago: Duration) -> String {
     let then = jiff::SignedDuration::try_from(ago)
         .ok()
         .and_then(|d| now.checked_sub(d).ok())
+        .filter(|t| *t >= jiff::Timestamp::UNIX_EPOCH)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     jiff::Timestamp::from_second(then.as_second())
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
@@ -168,5 +169,7 @@ mod tests {
         assert!((t - a).get_seconds() >= 3599, "{t} {a}");
         // Longer ago than the epoch: the epoch, not a panic.
         assert_eq!(rfc3339_ago(Duration::MAX), "1970-01-01T00:00:00Z");
+        let ages = Duration::from_secs(200 * 365 * 86_400);
+        assert_eq!(rfc3339_ago(ages), "1970-01-01T00:00:00Z");
     }
 }

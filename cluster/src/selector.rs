@@ -35,39 +35,20 @@ pub struct LabelRequirement {
 pub struct Selector(kube::core::Selector);
 
 impl Selector {
-    /// Check `raw` as the API server does (operator names; values required by In / NotIn and
-    /// forbidden with Exists / DoesNotExist), naming `field` on error.
+    /// Check `raw`'s operators, naming `field` on error. Values are taken as given, as the
+    /// view always did: `In` with none matches nothing, `NotIn` with none everything, and
+    /// `Exists` / `DoesNotExist` ignore them.
     pub fn new(raw: &LabelSelector, field: &str) -> Result<Selector, ViewError> {
         for (k, r) in raw.match_expressions.iter().enumerate() {
-            let at = format!("{field}.matchExpressions[{k}]");
-            let bad = |f: &str, v: &str, why: &str| ViewError {
-                field: format!("{at}.{f}"),
-                value: v.to_string(),
-                reason: why.to_string(),
-            };
-            match (r.operator.as_str(), r.values.is_empty()) {
-                ("In" | "NotIn", true) => {
-                    return Err(bad(
-                        "values",
-                        "[]",
-                        "must be given with operator In or NotIn",
-                    ))
-                }
-                ("Exists" | "DoesNotExist", false) => {
-                    return Err(bad(
-                        "values",
-                        &format!("[{}]", r.values.join(", ")),
-                        "must be empty with operator Exists or DoesNotExist",
-                    ))
-                }
-                ("In" | "NotIn" | "Exists" | "DoesNotExist", _) => {}
-                (op, _) => {
-                    return Err(bad(
-                        "operator",
-                        op,
-                        "is not one of In, NotIn, Exists, DoesNotExist",
-                    ))
-                }
+            if !matches!(
+                r.operator.as_str(),
+                "In" | "NotIn" | "Exists" | "DoesNotExist"
+            ) {
+                return Err(ViewError {
+                    field: format!("{field}.matchExpressions[{k}].operator"),
+                    value: r.operator.clone(),
+                    reason: "is not one of In, NotIn, Exists, DoesNotExist".into(),
+                });
             }
         }
         let k8s = meta::LabelSelector {
@@ -130,18 +111,17 @@ mod tests {
     }
 
     #[test]
-    fn bad_selectors_name_the_field() {
+    fn bad_operators_name_the_field_and_empty_values_keep_their_old_meaning() {
         assert_eq!(
             sel("matchExpressions: [{key: rack, operator: Near}]").unwrap_err(),
             "nodeSelector.matchExpressions[0].operator: Near is not one of In, NotIn, Exists, DoesNotExist"
         );
-        assert_eq!(
-            sel("matchExpressions: [{key: rack, operator: In}]").unwrap_err(),
-            "nodeSelector.matchExpressions[0].values: [] must be given with operator In or NotIn"
-        );
-        assert_eq!(
-            sel("matchExpressions: [{key: rack, operator: Exists, values: [a]}]").unwrap_err(),
-            "nodeSelector.matchExpressions[0].values: [a] must be empty with operator Exists or DoesNotExist"
-        );
+        let labels: BTreeMap<String, String> = [("rack".to_string(), "a".to_string())].into();
+        let m = |yaml: &str| sel(yaml).unwrap().matches(&labels);
+        assert!(!m("matchExpressions: [{key: rack, operator: In}]"));
+        assert!(m("matchExpressions: [{key: rack, operator: NotIn}]"));
+        assert!(m(
+            "matchExpressions: [{key: rack, operator: Exists, values: [b]}]"
+        ));
     }
 }

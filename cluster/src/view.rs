@@ -98,7 +98,8 @@ pub struct ClusterView {
     pub timers: Timers,
     pub nodes: Vec<Node>,
     pub peers: Vec<ExternalPeer>,
-    /// Index of `nodes` by name and by each address, built once at validation.
+    /// Index of `nodes` by name and by each address, built once at validation: a view is
+    /// only made by parsing, and `nodes` is read, never edited, afterwards.
     by_name: HashMap<String, usize>,
     by_address: HashMap<IpAddr, usize>,
 }

@@ -78,6 +78,9 @@ impl RouteTable {
 
     fn plan(&mut self, planner: &Planner, prefixes: BTreeSet<IpNet>) -> Delta {
         let mut delta = Delta::default();
+        // Peers that lost their last user and peers that gained their first: a peer moving
+        // from one prefix to another within this call is in neither.
+        let (mut gone, mut new_peers) = (BTreeSet::new(), BTreeSet::new());
         for prefix in prefixes {
             let new = self.learned.get(&prefix).and_then(|hops| {
                 let nhs: Vec<NextHop> = hops
@@ -109,16 +112,21 @@ impl RouteTable {
                     *n -= 1;
                     if *n == 0 {
                         self.tunnels.remove(&t);
-                        delta.tunnels_changed = true;
+                        if !new_peers.remove(&t) {
+                            gone.insert(t);
+                        }
                     }
                 }
             }
             for t in new.iter().flat_map(tunnels_of) {
                 let n = self.tunnels.entry(t).or_insert(0);
-                delta.tunnels_changed |= *n == 0;
+                if *n == 0 && !gone.remove(&t) {
+                    new_peers.insert(t);
+                }
                 *n += 1;
             }
         }
+        delta.tunnels_changed = !gone.is_empty() || !new_peers.is_empty();
         delta
     }
 
@@ -218,6 +226,21 @@ mod tests {
         assert!(d.tunnels_changed);
         assert_eq!(t.tunnel_peers().len(), 1);
         assert_eq!(t.routes().len(), 2);
+    }
+
+    #[test]
+    fn a_changed_route_with_the_same_tunnel_peer_changes_no_tunnel() {
+        let p = planner();
+        let mut t = table();
+        t.update(&p, [(net("10.244.3.0/24"), vec![ip("10.2.0.11")])]);
+        // An ECMP hop via a router joins: a new route, the same tunnel peer.
+        let d = t.update(
+            &p,
+            [(net("10.244.3.0/24"), vec![ip("10.2.0.11"), ip("10.1.0.1")])],
+        );
+        assert_eq!(d.changes.len(), 1);
+        assert!(!d.tunnels_changed);
+        assert_eq!(t.tunnel_peers().len(), 1);
     }
 
     #[test]

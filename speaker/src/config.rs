@@ -240,8 +240,6 @@ impl PeerConfig {
             || self.next_hop_v6_local != old.next_hop_v6_local
             // A connection keeps the key it was made with; a new key needs a new connection.
             || self.password != old.password
-            // Reflection changes what the peer is sent and where its routes go.
-            || self.reflector_client != old.reflector_client
     }
 }
 

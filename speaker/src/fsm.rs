@@ -96,8 +96,6 @@ pub enum DownCause {
     /// Stopped here: peer removed or reconfigured, or the speaker shutting down (the Cease
     /// subcode that was sent).
     Administrative(u8),
-    /// This connection lost a collision (RFC 4271 §6.8); the other one carries the session.
-    Collision,
     /// BFD declared the forwarding path down (RFC 5882). Nothing raises it yet.
     Bfd,
 }
@@ -112,7 +110,6 @@ impl std::fmt::Display for DownCause {
             DownCause::Administrative(sub) => {
                 write!(f, "stopped here ({})", Notification::cease(*sub))
             }
-            DownCause::Collision => f.write_str("connection collision"),
             DownCause::Bfd => f.write_str("BFD down"),
         }
     }
@@ -355,10 +352,11 @@ impl Fsm {
                 self.enter_idle(out, DownCause::NotificationReceived(n.clone()));
             }
             Event::CollisionDump => {
-                out.push(Action::Send(Send::Notification(Notification::cease(
-                    cease::CONNECTION_COLLISION,
-                ))));
-                self.enter_idle(out, DownCause::Collision);
+                // Only ever before Established (the core resolves collisions in OpenSent /
+                // OpenConfirm), so this cause is never reported.
+                let n = Notification::cease(cease::CONNECTION_COLLISION);
+                out.push(Action::Send(Send::Notification(n.clone())));
+                self.enter_idle(out, DownCause::NotificationSent(n));
                 // The surviving connection carries the session: no error, no restart.
                 self.last_error = None;
             }

@@ -426,6 +426,19 @@ fn end_of_rib_per_family_role_and_the_cause_of_a_session_down() {
     w.push(0, Input::UpdatePeer(bad));
     w.run();
     assert_eq!(w.established(0), 2);
+    // A new role on a running peer re-advertises; it does not reset the session.
+    let notifications = w.sent_notifications.len();
+    let mut plain = PeerConfig::new(w.addrs[1], 64512);
+    plain.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+    w.push(0, Input::UpdatePeer(plain));
+    w.run();
+    assert_eq!(w.sent_notifications.len(), notifications);
+    let snap = w.cores[0].snapshot(Instant::now());
+    let p = snap.iter().find(|p| p.address == w.addrs[1]).unwrap();
+    assert_eq!(
+        (p.role, p.state),
+        (speaker::PeerRole::Ibgp, speaker::State::Established)
+    );
     // Core 1 removes core 0: core 0 sees a Cease and says so; its per-family state is gone.
     w.push(1, Input::RemovePeer(w.addrs[0]));
     w.run();

@@ -2,18 +2,15 @@
 //! (which plans only the prefixes that changed: direct / VXLAN / IPIP / via router), tunnel
 //! peers to the fabric, route changes to felix-lite.
 
+use crate::state::RouteView;
 use cluster::ClusterView;
 use felix_lite::{Change, Programmer};
-use ipip::{Fabric, Planned, RouteTable};
-use ipnet::IpNet;
+use ipip::{Fabric, RouteTable};
 use speaker::RouteEvent;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tracing::{info, warn};
-
-/// The planned prefixes as `twill routes` shows them, kept in step by the dataplane.
-pub type RouteView = Arc<Mutex<BTreeMap<IpNet, Planned>>>;
 
 pub struct Dataplane {
     pub fabric: Fabric,
@@ -21,8 +18,10 @@ pub struct Dataplane {
     table: RouteTable,
     pub view: RouteView,
     complete: bool,
-    /// The last tunnel-peer write failed: try again on the next change.
-    tunnels_failed: bool,
+    /// The fabric may not hold exactly the table's tunnel peers: entries adopted at start
+    /// (some perhaps of nodes gone meanwhile), or a write that failed. Written on the next
+    /// change, as before the table existed.
+    tunnels_stale: bool,
 }
 
 /// Every node address with the node's underlay address (its first, the tunnel endpoint).
@@ -43,7 +42,7 @@ impl Dataplane {
             table,
             view: Arc::default(),
             complete: false,
-            tunnels_failed: false,
+            tunnels_stale: true,
         }
     }
 
@@ -61,15 +60,8 @@ impl Dataplane {
     }
 
     async fn program(&mut self, delta: ipip::Delta) {
-        if delta.tunnels_changed || self.tunnels_failed {
-            let r = self
-                .fabric
-                .set_tunnel_peers(self.table.tunnel_peers())
-                .await;
-            self.tunnels_failed = r.is_err();
-            if let Err(e) = r {
-                warn!(error = %e, "cannot update VXLAN neighbour/FDB entries");
-            }
+        if delta.tunnels_changed || self.tunnels_stale {
+            self.sync_tunnels().await;
         }
         {
             let planned = self.table.planned();
@@ -99,8 +91,23 @@ impl Dataplane {
         }
     }
 
-    /// Hand felix-lite the complete set: from now on, routes of ours nobody wants are deleted.
+    async fn sync_tunnels(&mut self) {
+        let r = self
+            .fabric
+            .set_tunnel_peers(self.table.tunnel_peers())
+            .await;
+        self.tunnels_stale = r.is_err();
+        if let Err(e) = r {
+            warn!(error = %e, "cannot update VXLAN neighbour/FDB entries");
+        }
+    }
+
+    /// Hand felix-lite the complete set: from now on, routes of ours nobody wants are deleted
+    /// (and so are adopted tunnel entries nobody wants, if no change has removed them yet).
     pub async fn complete(&mut self) {
+        if self.tunnels_stale {
+            self.sync_tunnels().await;
+        }
         match self.programmer.replace_all(self.table.routes()).await {
             Ok(r) => info!(
                 applied = r.applied,

@@ -2,8 +2,8 @@
 //! timeout has passed. Only then does the data plane get the complete route set, so a restart
 //! never deletes an adopted route that BGP is about to confirm.
 
-use super::state::NodeState;
 use crate::peers::{DerivedPeer, PeerKind};
+use crate::state::NodeState;
 use speaker::State;
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -3,8 +3,8 @@
 //! the data plane's idea of which next hops are nodes.
 
 use super::dataplane::Dataplane;
-use super::state::NodeState;
 use crate::peers::{peer_config, peers_for, DerivedPeer};
+use crate::state::NodeState;
 use cluster::{ClusterView, Node};
 use speaker::{Password, Speaker};
 use std::collections::BTreeMap;

@@ -26,10 +26,10 @@ impl Core {
             debug!(peer = %peer, codes = ?u.discarded, "RFC 7606 attribute discard");
         }
         if let Some(f) = u.end_of_rib {
-            match p.families.get_mut(&f) {
-                Some(state) => state.eor_received = true,
-                None => debug!(peer = %peer, family = ?f, "End-of-RIB for a family not negotiated"),
+            if !p.families.contains_key(&f) {
+                debug!(peer = %peer, family = ?f, "End-of-RIB for a family not negotiated");
             }
+            p.families.entry(f).or_default().eor_received = true;
         }
         for prefix in u.withdrawn {
             withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);

@@ -23,7 +23,9 @@ pub(super) struct Session {
     pub(super) local: Option<IpAddr>,
 }
 
-/// One address family of a peer, as BIRD keeps a channel: what outlives a single UPDATE.
+/// One address family of a peer, as BIRD keeps a channel: what outlives a single UPDATE. The
+/// negotiated families have one each; a family the peer sends End-of-RIB for without having
+/// negotiated it gets one too, so that marker is never lost.
 /// Graceful restart's per-family flags (forwarding state kept, stale paths) join these.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FamilyState {
@@ -57,13 +59,14 @@ pub(super) enum Slot {
 }
 
 impl Peer {
-    /// End-of-RIB received for every negotiated family (false while down).
+    /// End-of-RIB received for some family on this session (false while down). Readiness
+    /// has always waited for the first one; graceful restart reads the families one by one.
     pub(super) fn eor_received(&self) -> bool {
-        !self.families.is_empty() && self.families.values().all(|f| f.eor_received)
+        self.families.values().any(|f| f.eor_received)
     }
 
     pub(super) fn eor_sent(&self) -> bool {
-        !self.families.is_empty() && self.families.values().all(|f| f.eor_sent)
+        self.families.values().any(|f| f.eor_sent)
     }
 }
 
@@ -114,7 +117,8 @@ impl Core {
             let reset = p.needs_reset(&old.cfg);
             let import_changed =
                 p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
-            let export_changed = p.export != old.cfg.export;
+            // A new role changes what the peer is sent (reflection), not the session.
+            let export_changed = p.export != old.cfg.export || role != old.role;
             if reset {
                 info!(peer = %addr, "peer configuration changed: resetting the session");
                 self.event(
@@ -130,7 +134,9 @@ impl Core {
                 peer.main.fsm.cfg = cfg;
                 self.event(addr, Slot::Main, Event::ManualStart);
             } else {
-                self.peers.get_mut(&addr).expect("peer exists").cfg = p;
+                let peer = self.peers.get_mut(&addr).expect("peer exists");
+                peer.cfg = p;
+                peer.role = role;
                 if import_changed {
                     self.reimport(addr);
                 }

@@ -30,11 +30,11 @@ pub struct PeerSnapshot {
     pub last_error: Option<String>,
     /// Why the last Established session ended.
     pub last_down: Option<String>,
-    /// End-of-RIB received for every negotiated family.
+    /// End-of-RIB received on this session (for some family; see `families`).
     pub end_of_rib_received: bool,
-    /// End-of-RIB sent for every negotiated family.
+    /// End-of-RIB sent on this session.
     pub end_of_rib_sent: bool,
-    /// Per negotiated family (empty while the session is down).
+    /// Per family: the negotiated ones (empty while the session is down).
     pub families: BTreeMap<Family, FamilyState>,
     pub graceful_restart: Option<wire::GracefulRestart>,
     pub four_octet_as: bool,

@@ -1,17 +1,22 @@
 //! The state the control socket and the HTTP endpoints read: handles to the speaker and the
 //! route programmer, the route table as programmed, the peers as derived, readiness and the
-//! main loop's heartbeat. Written by the main loop only; read models cross as snapshots.
+//! main loop's heartbeat. Written by the main loop only; the control socket and HTTP take snapshots through it and never
+//! change it.
 
-use super::dataplane::RouteView;
 use crate::peers::DerivedPeer;
 use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
 use felix_lite::Programmer;
+use ipip::Planned;
+use ipnet::IpNet;
 use speaker::Speaker;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The planned prefixes as `twill routes` shows them, kept in step by the node's dataplane.
+pub type RouteView = Arc<Mutex<BTreeMap<IpNet, Planned>>>;
 
 /// What the control socket and the metrics endpoint read.
 pub struct NodeState {
