@@ -219,6 +219,11 @@ impl Fsm {
     fn idle(&mut self, ev: Event, out: &mut Vec<Action>) {
         match ev {
             Event::ManualStart => {
+                // An automatic restart may be pending; this start replaces it. Left armed, it
+                // would fire into the new session (found by the `established` fuzz target:
+                // a reconfiguration within a second of a hold-timer expiry reset the session
+                // again with an FSM error once Established).
+                out.push(Action::StopTimer(Timer::IdleHold));
                 self.idle_hold_shift = 0;
                 self.start(out);
             }

@@ -291,3 +291,18 @@ fn every_way_out_of_established_says_why() {
         assert_eq!(got, Some(want), "{name}");
     }
 }
+
+#[test]
+fn a_manual_start_cancels_a_pending_automatic_restart() {
+    let mut f = fsm_in(State::Established);
+    let a = f.handle(Event::HoldExpired);
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::StartTimer(speaker::fsm::Timer::IdleHold, _))));
+    let a = f.handle(Event::ManualStart);
+    assert!(
+        a.contains(&Action::StopTimer(speaker::fsm::Timer::IdleHold)),
+        "{a:?}"
+    );
+    assert_eq!(f.state(), State::Connect);
+}
