@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the BGP daemons and tools the lab tests run against, the
-# rustfmt/clippy components, then checks formatting, lints, and runs every test.
+# rustfmt/clippy components, then checks formatting, lints, runs every test, and runs each fuzz
+# target for 30 s from the committed seeds (cargo-fuzz is installed if missing).
 # Run as root on Debian 12 (the lab tests create network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +23,5 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets 2>&1 | tee "$log"
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\nsuite: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+# Each fuzz target for a bounded time; a crash fails the suite (scripts/fuzz.sh says more).
+./scripts/fuzz.sh 30

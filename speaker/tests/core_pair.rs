@@ -60,6 +60,8 @@ impl Wire {
                 return;
             };
             let out = self.cores[c].handle(input, Instant::now());
+            let bad = self.cores[c].check_invariants();
+            assert!(bad.is_empty(), "core {c}: {bad:#?}");
             for o in out {
                 self.output(c, o);
             }

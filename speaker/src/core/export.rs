@@ -24,7 +24,7 @@ fn passes_split_horizon(source: &Source, to: PeerRole) -> bool {
 
 impl Core {
     /// The attributes to advertise to `peer` for `best`, or None to not advertise.
-    fn export(
+    pub(super) fn export(
         &self,
         peer: &Peer,
         prefix: &IpNet,

@@ -9,6 +9,7 @@
 //! checks and import), `export` (who gets what, attribute rewrite, packing, resend) and
 //! [`snapshot`] (what `twill status` reads).
 
+mod check;
 mod export;
 mod inbound;
 pub mod peer;

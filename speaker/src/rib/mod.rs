@@ -221,6 +221,18 @@ impl LocRib {
         self.entries.keys()
     }
 
+    /// All paths of one prefix (empty if none).
+    pub fn paths(&self, prefix: &IpNet) -> &[Path] {
+        self.entries.get(prefix).map_or(&[], |e| e.paths.as_slice())
+    }
+
+    /// Every prefix with all its paths and the index of the best (for invariant checks).
+    pub fn iter_paths(&self) -> impl Iterator<Item = (&IpNet, &[Path], usize)> {
+        self.entries
+            .iter()
+            .map(|(p, e)| (p, e.paths.as_slice(), e.best as usize))
+    }
+
     pub fn iter_best(&self) -> impl Iterator<Item = (&IpNet, Best)> {
         self.entries.iter().map(|(p, e)| (p, e.to_best()))
     }
