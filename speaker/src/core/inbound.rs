@@ -3,12 +3,13 @@
 
 use super::peer::Slot;
 use super::Core;
+use crate::config::{PeerConfig, PeerRole};
 use crate::fsm::Event;
 use crate::notification::{cease, code, Notification};
 use crate::rib::{AdjRibIn, LocRib, Path};
 use crate::wire::{self, Family, PathAttrs};
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -36,7 +37,6 @@ impl Core {
         }
         let ebgp = p.role.is_ebgp();
         for (attrs, prefixes) in u.announced {
-            let mut reason = None;
             if ebgp && attrs.as_path.neighbour_as() != Some(p.cfg.asn) {
                 // RFC 4271 §6.3 / RFC 7606 §7.2: treat-as-withdraw.
                 warn!(peer = %peer, path = %attrs.as_path, "AS_PATH does not start with the peer's AS: treat-as-withdraw");
@@ -45,21 +45,13 @@ impl Core {
                 }
                 continue;
             }
-            if attrs.as_path.contains(local_as) && ebgp {
-                reason = Some("AS loop");
-            } else if attrs.originator_id == Some(router_id) {
-                reason = Some("ORIGINATOR_ID is ours");
-            }
             let source = base.with_originator(attrs.originator_id);
             let attrs = Arc::new(attrs);
             for prefix in prefixes {
-                let family_ok = matches!(
-                    (prefix, attrs.next_hop),
-                    (IpNet::V4(_), IpAddr::V4(_)) | (IpNet::V6(_), IpAddr::V6(_))
-                );
-                let accepted = reason.is_none() && family_ok && p.cfg.import.allows(&prefix);
-                if !accepted {
-                    debug!(peer = %peer, prefix = %prefix, reason = reason.unwrap_or("import filter"), "prefix not accepted");
+                let reason = rejection(&p.cfg, p.role, local_as, router_id, &prefix, &attrs);
+                let accepted = reason.is_none();
+                if let Some(reason) = reason {
+                    debug!(peer = %peer, prefix = %prefix, reason, "prefix not accepted");
                 }
                 let path = Path {
                     source: source.clone(),
@@ -92,8 +84,9 @@ impl Core {
         }
     }
 
-    /// Re-run import policy over everything a peer sent (after a filter change).
+    /// Re-run the acceptance checks over everything a peer sent (after a filter change).
     pub(super) fn reimport(&mut self, peer: IpAddr) {
+        let (local_as, router_id) = (self.cfg.asn, self.cfg.router_id);
         let base = self.source_of(peer);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         let routes: Vec<(IpNet, Arc<PathAttrs>)> = p
@@ -103,7 +96,10 @@ impl Core {
             .map(|(k, v)| (*k, v.0.clone()))
             .collect();
         for (prefix, attrs) in routes {
-            let accepted = p.cfg.import.allows(&prefix);
+            // All of them, not just the filter: a looped route must stay out whatever the
+            // filter now lets through.
+            let accepted =
+                rejection(&p.cfg, p.role, local_as, router_id, &prefix, &attrs).is_none();
             if accepted == p.adj_in.routes.get(&prefix).is_some_and(|r| r.1) {
                 continue;
             }
@@ -118,6 +114,31 @@ impl Core {
                 accepted,
             );
         }
+    }
+}
+
+/// Why a route from a peer is kept out of the Loc-RIB (None: accepted). One place for the
+/// receipt checks, so an UPDATE, a re-import after a filter change and the invariant check
+/// agree: AS loop (eBGP), our own ORIGINATOR_ID, a next hop of the other family, the import
+/// filter.
+pub(super) fn rejection(
+    cfg: &PeerConfig,
+    role: PeerRole,
+    local_as: u32,
+    router_id: Ipv4Addr,
+    prefix: &IpNet,
+    attrs: &PathAttrs,
+) -> Option<&'static str> {
+    if role.is_ebgp() && attrs.as_path.contains(local_as) {
+        Some("AS loop")
+    } else if attrs.originator_id == Some(router_id) {
+        Some("ORIGINATOR_ID is ours")
+    } else if prefix.addr().is_ipv4() != attrs.next_hop.is_ipv4() {
+        Some("next hop of another family")
+    } else if !cfg.import.allows(prefix) {
+        Some("import filter")
+    } else {
+        None
     }
 }
 
