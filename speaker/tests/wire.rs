@@ -428,3 +428,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unknown_attribute_keeps_only_the_flags_that_mean_something() {
+    // Optional + Transitive + Extended Length + the four unused low bits, one byte of value.
+    let attrs = [
+        0x40, 1, 1, 0, // ORIGIN IGP
+        0x40, 2, 0, // AS_PATH empty (iBGP)
+        0x40, 3, 4, 10, 0, 0, 2, // NEXT_HOP
+        0xdd, 0xea, 0, 1, 0x7f, // unknown type 234
+    ];
+    let u = upd(
+        &update_bytes(&[], &attrs, &[24, 10, 244, 1]),
+        &neg(true, false),
+    );
+    let (a, _) = &u.announced[0];
+    assert_eq!(a.other.len(), 1);
+    assert_eq!(
+        (
+            a.other[0].flags,
+            a.other[0].code,
+            a.other[0].value.as_slice()
+        ),
+        (0xe0, 0xea, &[0x7f][..]),
+        "Optional, Transitive, and Partial as it is passed on"
+    );
+}

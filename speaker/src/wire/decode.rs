@@ -473,7 +473,11 @@ fn decode_update(body: &[u8], neg: &Negotiated) -> Result<Update, Notification> 
                 if optional && transitive {
                     // Pass on what we do not interpret, marked Partial (RFC 4271 §5).
                     attrs.other.push(RawAttr {
-                        flags: (w.flags | 0x20) & !0x10,
+                        // Only Optional, Transitive and Partial mean anything here: the
+                        // extended-length bit is the encoder's business and the low four bits
+                        // are ignored on receipt (RFC 4271 §4.3). Kept, they made equal routes
+                        // compare unequal (found by the established fuzz target).
+                        flags: (w.flags | 0x20) & 0xe0,
                         code: w.code,
                         value: w.value.to_vec(),
                     });
