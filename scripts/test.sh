@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in bird2 frr gobgpd exabgp iproute2 iptables ipset nftables iputils-ping tcpdump curl containernetworking-plugins; do
+for pkg in bird2 frr gobgpd exabgp iproute2 iptables ipset nftables iputils-ping tcpdump curl containernetworking-plugins g++; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -148,6 +148,11 @@ pub enum Op {
     Close,
     /// H connects again and goes through OPEN / KEEPALIVE.
     Reconnect,
+    /// H connects again and sends nothing yet (A answers with its OPEN): with a later
+    /// `Open`, a collision between two connections.
+    HalfOpen,
+    /// H's OPEN on its newest connection.
+    Open,
     /// A core originates the prefixes of its pool selected by `mask`.
     Originate {
         side: Side,
@@ -163,7 +168,7 @@ pub enum Op {
     },
 }
 
-const TAGS: u8 = 12;
+const TAGS: u8 = 14;
 
 /// At most this many operations per input: each runs both cores' invariant checks.
 pub const MAX_OPS: usize = 256;
@@ -249,7 +254,9 @@ pub fn parse(data: &[u8]) -> (Config, Vec<Op>) {
                 }
             }
             10 => Op::ReconfigureH { bits: r.u8() },
-            _ => Op::ReconfigureB { bits: r.u8() },
+            11 => Op::ReconfigureB { bits: r.u8() },
+            12 => Op::HalfOpen,
+            _ => Op::Open,
         };
         ops.push(op);
     }
@@ -288,6 +295,8 @@ pub fn encode(cfg: &Config, ops: &[Op]) -> Vec<u8> {
             Op::Originate { side, mask } => out.extend_from_slice(&[9, side_bit(*side) | mask]),
             Op::ReconfigureH { bits } => out.extend_from_slice(&[10, *bits]),
             Op::ReconfigureB { bits } => out.extend_from_slice(&[11, *bits]),
+            Op::HalfOpen => out.push(12),
+            Op::Open => out.push(13),
         }
     }
     out
@@ -332,6 +341,8 @@ mod tests {
             },
             Op::ReconfigureH { bits: 7 },
             Op::ReconfigureB { bits: 1 },
+            Op::HalfOpen,
+            Op::Open,
         ];
         assert_eq!(parse(&encode(&cfg, &ops)), (cfg, ops));
     }

@@ -34,7 +34,9 @@ pub fn run(data: &[u8]) -> Stats {
         _ => h_open(&cfg),
     };
     let mut net = Net::new(cfg);
+    net.check();
     net.establish_h(open);
+    net.check();
     for op in ops {
         net.apply(&op);
         net.check();

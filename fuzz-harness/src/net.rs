@@ -8,8 +8,8 @@ use speaker::fsm::State;
 use speaker::notification::{code, Notification};
 use speaker::rib::decision::DEFAULT_LOCAL_PREF;
 use speaker::wire::{self, AsPath, AsSegment, Family, Message, Negotiated, Origin, PathAttrs};
-use speaker::{ExportFilter, ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use speaker::{BestRoute, ExportFilter, ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,13 +111,18 @@ pub struct Net {
     queue: VecDeque<(Side, Input)>,
     timers_a: BTreeSet<(IpAddr, TimerKey)>,
     timers_b: BTreeSet<(IpAddr, TimerKey)>,
-    /// How H encodes its UPDATEs, and how A's messages to H must decode.
-    h_neg: Negotiated,
+    /// What each of H's connections negotiated (from the OPEN H sent on it): how H encodes
+    /// its UPDATEs there, and how A's messages on it must decode. Before H's OPEN: initial.
+    h_neg: HashMap<ConnId, Negotiated>,
+    /// H's AS relation, for the contexts above.
+    h_ebgp: bool,
     ab_neg: Negotiated,
     stats: Stats,
     was_established: bool,
     /// `FUZZ_TRACE` set: print every input and output (to read a crash).
     trace: bool,
+    /// A's best routes as its route events told them: must equal its Loc-RIB.
+    a_routes: BTreeMap<IpNet, BestRoute>,
 }
 
 impl Net {
@@ -131,17 +136,6 @@ impl Net {
         let mut a = Core::new(ac).expect("A's config");
         let b = Core::new(bc).expect("B's config");
         a.set_route_events(true);
-        let families = match cfg.families {
-            Families::Both => vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
-            Families::V4 | Families::Implicit => vec![Family::Ipv4Unicast],
-            Families::V6 => vec![Family::Ipv6Unicast],
-        };
-        let h_neg = Negotiated {
-            asn4: cfg.asn4,
-            extended_message: cfg.extended_message,
-            families,
-            ebgp: h_as != A_AS,
-        };
         let ab_neg = Negotiated {
             asn4: true,
             extended_message: true,
@@ -159,11 +153,13 @@ impl Net {
             queue: VecDeque::new(),
             timers_a: BTreeSet::new(),
             timers_b: BTreeSet::new(),
-            h_neg,
+            h_neg: HashMap::new(),
+            h_ebgp: h_as != A_AS,
             ab_neg,
             stats: Stats::default(),
             was_established: false,
             trace: std::env::var_os("FUZZ_TRACE").is_some(),
+            a_routes: BTreeMap::new(),
         };
         n.push(Side::A, Input::AddPeer(n.h_peer(0)));
         n.push(Side::A, Input::AddPeer(n.b_peer(0)));
@@ -181,7 +177,11 @@ impl Net {
         let mut p = PeerConfig::new(IpAddr::V4(H), peer_as(c.h_role, 65002));
         p.passive = true;
         p.next_hop_v6 = Some(v6(1));
-        p.reflector_client = (c.h_role == Role::Client) ^ (bits & 4 != 0);
+        // Bit 2 toggles reflection where it is allowed (iBGP); bit 6 asks for it even on an
+        // eBGP peer, which A must refuse and leave the session alone.
+        let ibgp = c.h_role != Role::Ebgp;
+        p.reflector_client =
+            ((c.h_role == Role::Client) ^ (bits & 4 != 0 && ibgp)) || bits & 0x40 != 0;
         p.import = if bits & 0x20 != 0 {
             ImportFilter::exact([net("10.244.1.0/24"), net("fd00:244:1::/64")])
         } else if c.import_pods_only ^ (bits & 1 != 0) {
@@ -216,7 +216,7 @@ impl Net {
         let c = &self.cfg;
         let mut p = PeerConfig::new(IpAddr::V4(B), peer_as(c.b_role, 65003));
         p.next_hop_v6 = Some(v6(1));
-        p.reflector_client = (c.b_role == Role::Client) ^ (bits & 2 != 0);
+        p.reflector_client = (c.b_role == Role::Client) ^ (bits & 2 != 0 && c.b_role != Role::Ebgp);
         p.export = if c.export_all_to_b ^ (bits & 1 != 0) {
             ExportFilter::All
         } else {
@@ -294,7 +294,7 @@ impl Net {
             }
             Output::Send { conn, bytes } => {
                 if side == Side::A && self.h_conns.contains(&conn) {
-                    let neg = self.h_neg.clone();
+                    let neg = self.h_context(conn);
                     self.stats.updates_to_h += check_sent("A to H", &bytes, &neg, false);
                 } else if let Some((other, their)) = self.links.get(&(side, conn)).copied() {
                     let neg = self.ab_neg.clone();
@@ -326,25 +326,31 @@ impl Net {
                     set.remove(&(peer, key));
                 }
             }
+            Output::Route(r) if side == Side::A => match r.best {
+                Some(b) => {
+                    self.a_routes.insert(r.prefix, b);
+                }
+                None => {
+                    self.a_routes.remove(&r.prefix);
+                }
+            },
             Output::ListenKey { .. } | Output::Route(_) => {}
         }
     }
 
     /// H connects (again) and goes through OPEN / KEEPALIVE.
     pub fn establish_h(&mut self, open: Vec<u8>) {
-        // What A negotiates follows from H's OPEN (A itself offers both families, 4-octet AS
-        // and Extended Message), so that OPEN decides how H encodes and how A's messages to H
-        // must decode, whoever wrote it.
-        if let Ok(Some(len)) = wire::frame_len(&open, wire::MAX_MESSAGE) {
-            if let Ok(Message::Open(o)) = wire::decode(&open[..len], &Negotiated::initial()) {
-                self.h_neg = Negotiated {
-                    asn4: o.caps.asn4.is_some(),
-                    extended_message: o.caps.extended_message,
-                    families: o.caps.families.clone(),
-                    ebgp: self.h_neg.ebgp,
-                };
-            }
+        self.connect_h();
+        self.send_open(open);
+        self.send_from_h(wire::encode_keepalive());
+        self.settle();
+        if self.stats.ops == 0 {
+            self.stats.established = self.h_state() == State::Established;
         }
+    }
+
+    /// A new TCP connection from H, nothing sent on it yet.
+    fn connect_h(&mut self) {
         let conn = self.a.alloc_conn();
         self.h_conns.push(conn);
         self.next_port += 1;
@@ -356,26 +362,42 @@ impl Net {
                 local: SocketAddr::new(IpAddr::V4(A), 179),
             },
         );
-        self.push(Side::A, Input::Data { conn, bytes: open });
-        self.push(
-            Side::A,
-            Input::Data {
-                conn,
-                bytes: wire::encode_keepalive(),
-            },
-        );
-        self.settle();
-        if self.stats.ops == 0 {
-            self.stats.established = self.h_state() == State::Established;
+    }
+
+    /// `open` on H's newest connection. What A negotiates there follows from it (A itself
+    /// offers both families, 4-octet AS and Extended Message), whoever wrote it.
+    fn send_open(&mut self, open: Vec<u8>) {
+        let Some(conn) = self.h_conns.last().copied() else {
+            return;
+        };
+        if let Ok(Some(len)) = wire::frame_len(&open, wire::MAX_MESSAGE) {
+            if let Ok(Message::Open(o)) = wire::decode(&open[..len], &Negotiated::initial()) {
+                self.h_neg.insert(
+                    conn,
+                    Negotiated {
+                        asn4: o.caps.asn4.is_some(),
+                        extended_message: o.caps.extended_message,
+                        families: o.caps.families.clone(),
+                        ebgp: self.h_ebgp,
+                    },
+                );
+            }
         }
+        self.send_from_h(open);
+    }
+
+    /// The context of one of H's connections.
+    fn h_context(&self, conn: ConnId) -> Negotiated {
+        self.h_neg
+            .get(&conn)
+            .cloned()
+            .unwrap_or_else(Negotiated::initial)
     }
 
     fn h_state(&self) -> State {
         self.a
-            .snapshot(self.now)
-            .iter()
-            .find(|p| p.address == IpAddr::V4(H))
-            .map_or(State::Idle, |p| p.state)
+            .peer_brief(IpAddr::V4(H))
+            .map_or(State::Idle, |(s, _, _)| s)
     }
 
     /// Bytes from H on its newest connection (none: nothing to send them on).
@@ -404,7 +426,10 @@ impl Net {
                         groups.push((Arc::new(self.recipe(*attrs, is_v6)), prefixes));
                     }
                 }
-                for bytes in wire::pack_updates(&self.h_neg, &withdraw, &groups) {
+                let neg = self.h_conns.last().map(|c| self.h_context(*c));
+                for bytes in
+                    wire::pack_updates(&neg.unwrap_or_else(Negotiated::initial), &withdraw, &groups)
+                {
                     self.send_from_h(bytes);
                 }
             }
@@ -444,6 +469,8 @@ impl Net {
                 self.establish_h(h_open(&self.cfg));
                 return;
             }
+            Op::HalfOpen => self.connect_h(),
+            Op::Open => self.send_open(h_open(&self.cfg)),
             Op::Originate { side, mask } => {
                 let p = match side {
                     Side::A => pool(&A_POOL, *mask),
@@ -528,29 +555,66 @@ impl Net {
 
     /// Record how far the session with H got.
     fn observe(&mut self) {
-        let snap = self.a.snapshot(self.now);
-        let Some(h) = snap.iter().find(|p| p.address == IpAddr::V4(H)) else {
+        let Some((state, accepted, updates)) = self.a.peer_brief(IpAddr::V4(H)) else {
             return;
         };
         let rank = |s: State| s as u8;
-        if self.stats.deepest.is_none_or(|d| rank(h.state) > rank(d)) {
-            self.stats.deepest = Some(h.state);
+        if self.stats.deepest.is_none_or(|d| rank(state) > rank(d)) {
+            self.stats.deepest = Some(state);
         }
-        let established = h.state == State::Established;
+        let established = state == State::Established;
         if self.was_established && !established {
             self.stats.h_downs += 1;
         }
         self.was_established = established;
-        self.stats.updates_from_h = h.updates_received;
-        self.stats.max_accepted_from_h = self.stats.max_accepted_from_h.max(h.prefixes_accepted);
+        self.stats.updates_from_h = updates;
+        self.stats.max_accepted_from_h = self.stats.max_accepted_from_h.max(accepted);
         self.stats.max_loc_rib = self.stats.max_loc_rib.max(self.a.loc_rib_len());
     }
 
-    /// Both cores' invariants; panics naming each broken one.
+    /// Both cores' invariants, A's route events against its Loc-RIB, and, while A and B are
+    /// Established both ways, each side's Adj-RIB-In from the other equal to what the other
+    /// advertised: what went over the wire arrived as sent. Panics naming what broke.
     pub fn check(&self) {
         for (name, core) in [("A", &self.a), ("B", &self.b)] {
             let bad = core.check_invariants();
             assert!(bad.is_empty(), "core {name}: {bad:#?}");
+        }
+        let rib: BTreeMap<IpNet, BestRoute> = self
+            .a
+            .routes()
+            .into_iter()
+            .filter_map(|e| e.best.map(|b| (e.prefix, b)))
+            .collect();
+        assert!(
+            rib == self.a_routes,
+            "A's route events {:#?} differ from its Loc-RIB {rib:#?}",
+            self.a_routes
+        );
+        let up = |c: &Core, peer: Ipv4Addr| {
+            c.peer_brief(IpAddr::V4(peer))
+                .is_some_and(|(s, _, _)| s == State::Established)
+        };
+        if up(&self.a, B) && up(&self.b, A) {
+            for (from, to, from_addr, to_addr, what) in [
+                (&self.a, &self.b, A, B, "A to B"),
+                (&self.b, &self.a, B, A, "B to A"),
+            ] {
+                let sent: Vec<(IpNet, PathAttrs)> = from
+                    .adj_rib_out(IpAddr::V4(to_addr))
+                    .into_iter()
+                    .map(|(p, a)| (p, (*a).clone()))
+                    .collect();
+                let got: Vec<(IpNet, PathAttrs)> = to
+                    .adj_rib_in(IpAddr::V4(from_addr))
+                    .into_iter()
+                    .map(|(p, a, _)| (p, (*a).clone()))
+                    .collect();
+                assert!(
+                    sent == got,
+                    "{what}: advertised {sent:#?}, received {got:#?}"
+                );
+            }
         }
     }
 

@@ -114,6 +114,24 @@ fn a_loop_a_bad_first_as_and_the_prefix_limit() {
 }
 
 #[test]
+fn a_looped_route_stays_out_after_a_filter_change() {
+    // The AS path holds A's own AS: rejected on receipt. A filter change re-runs the receipt
+    // checks; it once ran only the filter and let the looped route in (the acceptance
+    // invariant in `check_invariants` catches that).
+    let ops = vec![
+        Op::Update {
+            withdraw: vec![],
+            announce: vec![0],
+            attrs: 3 << 2,
+        },
+        Op::ReconfigureH { bits: 1 },
+        Op::ReconfigureH { bits: 0 },
+    ];
+    let s = fuzz_harness::run(&encode(&ebgp(), &ops));
+    assert_eq!(s.max_accepted_from_h, 0, "{s:?}");
+}
+
+#[test]
 fn the_seed_corpus_replays_and_mostly_reaches_established() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/established");
     let mut n = 0;

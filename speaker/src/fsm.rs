@@ -224,6 +224,8 @@ impl Fsm {
                 // a reconfiguration within a second of a hold-timer expiry reset the session
                 // again with an FSM error once Established).
                 out.push(Action::StopTimer(Timer::IdleHold));
+                // An operator's start also ends a max-prefix hold-down.
+                self.hold_down = false;
                 self.idle_hold_shift = 0;
                 self.start(out);
             }

@@ -2,22 +2,33 @@
 //! a check costs a walk over every RIB). Each broken one comes back as a sentence naming the
 //! peer and prefix, so a fuzzer's crash report says what went wrong, not just where.
 
+use super::inbound::rejection;
 use super::peer::Peer;
 use super::Core;
 use crate::fsm::State;
+use crate::policy::ExportFilter;
 use crate::rib::{decision, Source};
+use crate::wire::Family;
 use ipnet::IpNet;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 impl Core {
     /// Every invariant that does not hold now (empty when all do):
     /// - the Loc-RIB holds exactly the accepted Adj-RIB-In routes and the originated prefixes,
     ///   with the same attributes, and nothing from a peer whose session is down;
     /// - each prefix's best path is what the decision process picks;
-    /// - each Established peer's Adj-RIB-Out is exactly what the export rules give for the
-    ///   current best routes (so a withdrawn route is gone everywhere), and a peer that is not
-    ///   Established has advertised nothing.
+    /// - each stored route's accepted flag is what the receipt checks give now (AS loop,
+    ///   ORIGINATOR_ID, next-hop family, import filter), whatever changed since it arrived;
+    /// - each Established peer's Adj-RIB-Out is exactly what `export` gives for the current
+    ///   best routes (so a withdrawn route is gone everywhere), and a peer that is not
+    ///   Established has advertised nothing;
+    /// - and, checked apart from `export` so that a wrong rule there shows: nothing goes back
+    ///   to the peer it came from, nor in a family not negotiated, nor with a next hop of the
+    ///   other family; an `Originated` filter lets only local routes out; iBGP-learned routes
+    ///   do not go to iBGP peers; eBGP peers see our AS first and no LOCAL_PREF, ORIGINATOR_ID
+    ///   or CLUSTER_LIST; iBGP peers always get a LOCAL_PREF.
     pub fn check_invariants(&self) -> Vec<String> {
         let mut bad = Vec::new();
         for (addr, p) in &self.peers {
@@ -47,7 +58,8 @@ impl Core {
                             .get(addr)
                             .and_then(|p| p.adj_in.routes.get(prefix));
                         match held {
-                            Some((a, true)) if **a == *path.attrs => {}
+                            // The Loc-RIB shares the Adj-RIB-In's Arc: compare pointers first.
+                            Some((a, true)) if Arc::ptr_eq(a, &path.attrs) || **a == *path.attrs => {}
                             Some((_, true)) => bad.push(format!(
                                 "{prefix}: Loc-RIB path from {addr} differs from its Adj-RIB-In"
                             )),
@@ -88,6 +100,20 @@ impl Core {
             ));
         }
         for (prefix, (attrs, ok)) in &p.adj_in.routes {
+            let want = rejection(
+                &p.cfg,
+                p.role,
+                self.cfg.asn,
+                self.cfg.router_id,
+                prefix,
+                attrs,
+            );
+            if want.is_none() != *ok {
+                bad.push(format!(
+                    "{prefix}: from {addr} stored as accepted = {ok}, the receipt checks say {}",
+                    want.unwrap_or("accepted")
+                ));
+            }
             let from_peer = self
                 .rib
                 .paths(prefix)
@@ -100,9 +126,10 @@ impl Core {
                 (false, Some(_)) => bad.push(format!(
                     "{prefix}: not accepted from {addr} but in the Loc-RIB"
                 )),
-                (true, Some(x)) if *x.attrs != **attrs => bad.push(format!(
-                    "{prefix}: Loc-RIB attributes from {addr} differ from its Adj-RIB-In"
-                )),
+                (true, Some(x)) if !Arc::ptr_eq(&x.attrs, attrs) && *x.attrs != **attrs => bad
+                    .push(format!(
+                        "{prefix}: Loc-RIB attributes from {addr} differ from its Adj-RIB-In"
+                    )),
                 _ => {}
             }
         }
@@ -125,17 +152,77 @@ impl Core {
             .chain(p.adj_out.routes.keys())
             .copied()
             .collect();
+        // `export` depends on the source's attributes, the family and the source peer only
+        // (as in `advertise`): compute each combination once.
+        type Key = (*const crate::wire::PathAttrs, Family, Option<IpAddr>);
+        let mut memo: HashMap<Key, Option<crate::wire::PathAttrs>> = HashMap::new();
         for prefix in prefixes {
-            let want = self
-                .rib
-                .best_attrs(&prefix)
-                .and_then(|(source, attrs)| self.export(p, &prefix, source, attrs));
+            let best = self.rib.best_attrs(&prefix);
+            let want = best.and_then(|(source, attrs)| {
+                let key = (Arc::as_ptr(attrs), Family::of(&prefix), source.peer_addr());
+                memo.entry(key)
+                    .or_insert_with(|| self.export(p, &prefix, source, attrs))
+                    .clone()
+            });
             let have = p.adj_out.routes.get(&prefix).map(|a| &**a);
             if want.as_ref() != have {
                 bad.push(format!(
                     "{prefix}: advertised to {addr} as {have:?}, the export rules give {want:?}"
                 ));
             }
+            if let (Some(a), Some((source, _))) = (have, best) {
+                for rule in self.broken_export_rules(p, &prefix, source, a) {
+                    bad.push(format!("{prefix}: advertised to {addr}: {rule}"));
+                }
+            }
         }
+    }
+
+    /// The advertisement rules, each stated on its own (not by calling `export`).
+    fn broken_export_rules(
+        &self,
+        p: &Peer,
+        prefix: &IpNet,
+        source: &Source,
+        sent: &crate::wire::PathAttrs,
+    ) -> Vec<&'static str> {
+        let mut broken = Vec::new();
+        let negotiated = p
+            .main
+            .fsm
+            .session()
+            .is_some_and(|i| i.negotiated.families.contains(&Family::of(prefix)));
+        if !negotiated {
+            broken.push("a family the session did not negotiate");
+        }
+        if source.peer_addr() == Some(p.cfg.address) {
+            broken.push("sent back to the peer it came from");
+        }
+        if prefix.addr().is_ipv4() != sent.next_hop.is_ipv4() {
+            broken.push("a next hop of the other family");
+        }
+        if p.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
+            broken.push("a learned route through an Originated filter");
+        }
+        let from_ibgp = matches!(source, Source::Peer { ebgp: false, .. });
+        if p.role.is_ebgp() {
+            if sent.as_path.neighbour_as() != Some(self.cfg.asn) {
+                broken.push("to eBGP without our AS first");
+            }
+            if sent.local_pref.is_some() || sent.originator_id.is_some() {
+                broken.push("to eBGP with LOCAL_PREF or ORIGINATOR_ID");
+            }
+            if !sent.cluster_list.is_empty() {
+                broken.push("to eBGP with a CLUSTER_LIST");
+            }
+        } else {
+            if from_ibgp {
+                broken.push("iBGP-learned to an iBGP peer");
+            }
+            if sent.local_pref.is_none() {
+                broken.push("to iBGP without LOCAL_PREF");
+            }
+        }
+        broken
     }
 }

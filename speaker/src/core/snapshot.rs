@@ -5,10 +5,12 @@ use super::peer::FamilyState;
 use super::Core;
 use crate::config::PeerRole;
 use crate::fsm::State;
-use crate::wire::{self, Family};
+use crate::wire::{self, Family, PathAttrs};
+use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One peer as `twill status` shows it.
@@ -77,5 +79,50 @@ impl Core {
                 }
             })
             .collect()
+    }
+}
+
+impl Core {
+    /// One peer's session state, accepted prefixes and UPDATEs received, without building a
+    /// snapshot (cheap enough to ask after every input, as the fuzz harness does).
+    pub fn peer_brief(&self, peer: IpAddr) -> Option<(State, usize, u64)> {
+        self.peers
+            .get(&peer.to_canonical())
+            .map(|p| (p.main.fsm.state(), p.adj_in.accepted, p.updates_in))
+    }
+
+    /// A peer's Adj-RIB-In: each prefix with its attributes and whether it was accepted,
+    /// sorted (for tests, fuzzing and, later, `twill explain`).
+    pub fn adj_rib_in(&self, peer: IpAddr) -> Vec<(IpNet, Arc<PathAttrs>, bool)> {
+        let mut v: Vec<_> = self
+            .peers
+            .get(&peer.to_canonical())
+            .map(|p| {
+                p.adj_in
+                    .routes
+                    .iter()
+                    .map(|(k, (a, ok))| (*k, a.clone(), *ok))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|r| r.0);
+        v
+    }
+
+    /// What has been advertised to a peer, sorted.
+    pub fn adj_rib_out(&self, peer: IpAddr) -> Vec<(IpNet, Arc<PathAttrs>)> {
+        let mut v: Vec<_> = self
+            .peers
+            .get(&peer.to_canonical())
+            .map(|p| {
+                p.adj_out
+                    .routes
+                    .iter()
+                    .map(|(k, a)| (*k, a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|r| r.0);
+        v
     }
 }

@@ -310,8 +310,9 @@ fn main() {
         );
         assert!(updates.len() >= 2, "{kind} sent too little: {:?}", r.after);
         let all: Vec<u8> = r.after.concat();
-        // decode: bit 0 of the first byte is 4-octet AS; the OPEN and everything after it.
-        let mut d = vec![1u8];
+        // decode: the first byte's bits say 4-octet AS (1) and eBGP (4), as negotiated with
+        // the daemon; then its OPEN and everything after it.
+        let mut d = vec![5u8];
         d.extend_from_slice(&r.open);
         d.extend_from_slice(&all);
         write(&decode_dir, &format!("{kind}-session"), &d);
