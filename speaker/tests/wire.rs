@@ -454,3 +454,12 @@ fn an_unknown_attribute_keeps_only_the_flags_that_mean_something() {
         "Optional, Transitive, and Partial as it is passed on"
     );
 }
+
+#[test]
+fn only_prefixes_unicast_nlri_can_carry_are_unicast() {
+    let u = |s: &str| wire::unicast_prefix(&s.parse().unwrap());
+    assert!(u("10.244.1.0/24") && u("0.0.0.0/0") && u("fd00:244:1::/64"));
+    // What the encoder would leave out: multicast, or ending on the broadcast address.
+    assert!(!u("234.253.0.0/24") && !u("224.0.0.0/4") && !u("255.255.255.255/32"));
+    assert!(!u("ff02::/16"));
+}

@@ -201,6 +201,9 @@ impl Core {
         if prefix.addr().is_ipv4() != sent.next_hop.is_ipv4() {
             broken.push("a next hop of the other family");
         }
+        if !crate::wire::unicast_prefix(prefix) {
+            broken.push("a prefix unicast NLRI cannot carry");
+        }
         if p.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             broken.push("a learned route through an Originated filter");
         }

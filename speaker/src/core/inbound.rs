@@ -119,8 +119,8 @@ impl Core {
 
 /// Why a route from a peer is kept out of the Loc-RIB (None: accepted). One place for the
 /// receipt checks, so an UPDATE, a re-import after a filter change and the invariant check
-/// agree: AS loop (eBGP), our own ORIGINATOR_ID, a next hop of the other family, the import
-/// filter.
+/// agree: AS loop (eBGP), our own ORIGINATOR_ID, a next hop of the other family, a prefix
+/// that unicast NLRI cannot carry (multicast, broadcast), the import filter.
 pub(super) fn rejection(
     cfg: &PeerConfig,
     role: PeerRole,
@@ -135,6 +135,8 @@ pub(super) fn rejection(
         Some("ORIGINATOR_ID is ours")
     } else if prefix.addr().is_ipv4() != attrs.next_hop.is_ipv4() {
         Some("next hop of another family")
+    } else if !wire::unicast_prefix(prefix) {
+        Some("not a unicast prefix")
     } else if !cfg.import.allows(prefix) {
         Some("import filter")
     } else {

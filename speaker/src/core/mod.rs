@@ -243,7 +243,17 @@ impl Core {
     }
 
     fn set_originated(&mut self, v: Vec<IpNet>) {
-        let new: HashSet<IpNet> = v.into_iter().map(|p| p.trunc()).collect();
+        let new: HashSet<IpNet> = v
+            .into_iter()
+            .map(|p| p.trunc())
+            .filter(|p| {
+                let ok = crate::wire::unicast_prefix(p);
+                if !ok {
+                    tracing::warn!(prefix = %p, "not a unicast prefix: not originated");
+                }
+                ok
+            })
+            .collect();
         for p in self
             .originated
             .difference(&new)

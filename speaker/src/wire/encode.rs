@@ -284,6 +284,17 @@ fn prefix_size(p: &IpNet) -> usize {
     1 + (p.prefix_len() as usize).div_ceil(8)
 }
 
+/// Whether `p` can be carried as unicast NLRI: not multicast, and for IPv4 neither starting
+/// nor ending on a multicast or broadcast address. The encoder leaves out any prefix that
+/// fails this, so the speaker refuses such prefixes on receipt and at origination, rather than
+/// recording routes as advertised that never went out (found by the established fuzz target).
+pub fn unicast_prefix(p: &IpNet) -> bool {
+    match p {
+        IpNet::V4(n) => Ipv4Unicast::from_net(*n).is_ok(),
+        IpNet::V6(n) => Ipv6Unicast::from_net(*n).is_ok(),
+    }
+}
+
 fn v4_nlri(ps: &[IpNet]) -> Vec<Ipv4UnicastAddress> {
     ps.iter()
         .filter_map(|p| match p {

@@ -14,7 +14,7 @@ pub use attrs::{AsPath, AsSegment, Origin, PathAttrs, RawAttr};
 pub use decode::{decode, Capabilities, GracefulRestart, Open, Update};
 pub use encode::{
     encode_end_of_rib, encode_keepalive, encode_notification, encode_open, encode_route_refresh,
-    pack_updates, OpenParams, AS_TRANS,
+    pack_updates, unicast_prefix, OpenParams, AS_TRANS,
 };
 pub use frame::{frame_len, HEADER_LEN, MAX_EXTENDED_MESSAGE, MAX_MESSAGE};
 
