@@ -116,6 +116,9 @@ pub struct Net {
     h_neg: HashMap<ConnId, Negotiated>,
     /// H's AS relation, for the contexts above.
     h_ebgp: bool,
+    /// The bytes H sent on each connection until its first message is complete: if that one
+    /// is an OPEN, it is what A negotiated there (raw bytes may carry it, not only `Open`).
+    h_first: HashMap<ConnId, Vec<u8>>,
     ab_neg: Negotiated,
     stats: Stats,
     was_established: bool,
@@ -155,6 +158,7 @@ impl Net {
             timers_b: BTreeSet::new(),
             h_neg: HashMap::new(),
             h_ebgp: h_as != A_AS,
+            h_first: HashMap::new(),
             ab_neg,
             stats: Stats::default(),
             was_established: false,
@@ -364,26 +368,37 @@ impl Net {
         );
     }
 
-    /// `open` on H's newest connection. What A negotiates there follows from it (A itself
-    /// offers both families, 4-octet AS and Extended Message), whoever wrote it.
+    /// `open` on H's newest connection.
     fn send_open(&mut self, open: Vec<u8>) {
-        let Some(conn) = self.h_conns.last().copied() else {
+        self.send_from_h(open);
+    }
+
+    /// Watch the start of what H sends on `conn`: when its first message is an OPEN, what A
+    /// negotiates there follows from it (A itself offers both families, 4-octet AS and
+    /// Extended Message), whoever wrote it. Any other first message ends the session.
+    fn note_first_message(&mut self, conn: ConnId, bytes: &[u8]) {
+        if self.h_neg.contains_key(&conn) {
+            return;
+        }
+        let buf = self.h_first.entry(conn).or_default();
+        if buf.len() > wire::MAX_MESSAGE {
+            return;
+        }
+        buf.extend_from_slice(bytes);
+        let Ok(Some(len)) = wire::frame_len(buf, wire::MAX_MESSAGE) else {
             return;
         };
-        if let Ok(Some(len)) = wire::frame_len(&open, wire::MAX_MESSAGE) {
-            if let Ok(Message::Open(o)) = wire::decode(&open[..len], &Negotiated::initial()) {
-                self.h_neg.insert(
-                    conn,
-                    Negotiated {
-                        asn4: o.caps.asn4.is_some(),
-                        extended_message: o.caps.extended_message,
-                        families: o.caps.families.clone(),
-                        ebgp: self.h_ebgp,
-                    },
-                );
-            }
-        }
-        self.send_from_h(open);
+        let first = self.h_first.remove(&conn).unwrap_or_default();
+        let neg = match wire::decode(&first[..len], &Negotiated::initial()) {
+            Ok(Message::Open(o)) => Negotiated {
+                asn4: o.caps.asn4.is_some(),
+                extended_message: o.caps.extended_message,
+                families: o.caps.families.clone(),
+                ebgp: self.h_ebgp,
+            },
+            _ => Negotiated::initial(),
+        };
+        self.h_neg.insert(conn, neg);
     }
 
     /// The context of one of H's connections.
@@ -403,6 +418,7 @@ impl Net {
     /// Bytes from H on its newest connection (none: nothing to send them on).
     fn send_from_h(&mut self, bytes: Vec<u8>) {
         if let Some(conn) = self.h_conns.last().copied() {
+            self.note_first_message(conn, &bytes);
             self.push(Side::A, Input::Data { conn, bytes });
         }
     }
