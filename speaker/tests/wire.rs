@@ -463,3 +463,31 @@ fn only_prefixes_unicast_nlri_can_carry_are_unicast() {
     assert!(!u("234.253.0.0/24") && !u("224.0.0.0/4") && !u("255.255.255.255/32"));
     assert!(!u("ff02::/16"));
 }
+
+#[test]
+fn attributes_we_do_not_interpret_go_on_unvalidated_and_known_ones_without_partial() {
+    // OTC (35) with Partial and a length its own definition would refuse, as one Twill passes
+    // it to the next; large communities (32) as they came.
+    let attrs = [
+        0x40, 1, 1, 0, // ORIGIN IGP
+        0x40, 2, 0, // AS_PATH empty (iBGP)
+        0x40, 3, 4, 10, 0, 0, 2, // NEXT_HOP
+        0xc0, 32, 12, 0, 0, 0xfd, 0xea, 0, 0, 0, 1, 0, 0, 0, 1, // large community
+        0xe0, 35, 3, 1, 2, 3, // OTC, Partial, 3 bytes
+    ];
+    let u = upd(
+        &update_bytes(&[], &attrs, &[24, 10, 244, 1]),
+        &neg(true, false),
+    );
+    assert!(
+        u.discarded.is_empty() && u.treat_as_withdraw.is_none(),
+        "{u:?}"
+    );
+    let other: Vec<(u8, u8)> = u.announced[0]
+        .0
+        .other
+        .iter()
+        .map(|r| (r.code, r.flags))
+        .collect();
+    assert_eq!(other, vec![(32, 0xc0), (35, 0xe0)]);
+}

@@ -234,6 +234,14 @@ fn action_for(code: u8) -> (Action, u8) {
     }
 }
 
+/// The flags of an attribute passed on as it came: only Optional, Transitive and Partial mean
+/// anything here (the extended-length bit is the encoder's business, the low four bits are
+/// ignored on receipt, RFC 4271 §4.3; kept, they made equal routes compare unequal — found by
+/// the established fuzz target). Partial is set on what we do not recognise (RFC 4271 §5).
+fn raw_flags(flags: u8, unrecognised: bool) -> u8 {
+    (flags | if unrecognised { 0x20 } else { 0 }) & 0xe0
+}
+
 /// Attribute codes Twill recognises as defined; anything else must be optional.
 fn is_known(code: u8) -> bool {
     matches!(code, 1..=10 | 14..=18 | 32)
@@ -351,6 +359,21 @@ fn decode_update(body: &[u8], neg: &Negotiated) -> Result<Update, Notification> 
                 upd_err::UNRECOGNIZED_WELL_KNOWN,
                 w.raw.to_vec(),
             ));
+        }
+        if !is_known(w.code) {
+            // Not ours to validate (RFC 4271 §5): an optional transitive attribute goes on
+            // marked Partial, an optional non-transitive one is quietly dropped. Asking the
+            // parser anyway made codes it knows and we do not (OTC, AIGP…) fail its own checks
+            // after we had passed them on with Partial set, so the next Twill discarded them
+            // (found by the established fuzz target's A-to-B check).
+            if optional && transitive {
+                attrs.other.push(RawAttr {
+                    flags: raw_flags(w.flags, true),
+                    code: w.code,
+                    value: w.value.to_vec(),
+                });
+            }
+            continue;
         }
         let (action, subcode) = action_for(w.code);
         let flags_ok = expected_flags(w.code).is_none_or(|e| e == (optional, transitive));
@@ -470,14 +493,11 @@ fn decode_update(body: &[u8], neg: &Negotiated) -> Result<Update, Notification> 
                 _ => {}
             },
             _ => {
+                // Recognised and valid, but carried as it came (extended and large
+                // communities): no Partial bit of ours.
                 if optional && transitive {
-                    // Pass on what we do not interpret, marked Partial (RFC 4271 §5).
                     attrs.other.push(RawAttr {
-                        // Only Optional, Transitive and Partial mean anything here: the
-                        // extended-length bit is the encoder's business and the low four bits
-                        // are ignored on receipt (RFC 4271 §4.3). Kept, they made equal routes
-                        // compare unequal (found by the established fuzz target).
-                        flags: (w.flags | 0x20) & 0xe0,
+                        flags: raw_flags(w.flags, false),
                         code: w.code,
                         value: w.value.to_vec(),
                     });
