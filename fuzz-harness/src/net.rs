@@ -134,6 +134,11 @@ impl Net {
         let b_as = peer_as(cfg.b_role, 65003);
         let mut ac = SpeakerConfig::new(A_AS, A);
         ac.originate = pool(&A_POOL, 1);
+        // A reflects (cluster 10.255.0.1, which the UPDATE recipes also put in CLUSTER_LISTs)
+        // when it has a client.
+        if cfg.h_role == Role::Client || cfg.b_role == Role::Client {
+            ac.cluster_id = Some(Ipv4Addr::new(10, 255, 0, 1));
+        }
         let mut bc = SpeakerConfig::new(b_as, B);
         bc.originate = pool(&B_POOL, 3);
         let mut a = Core::new(ac).expect("A's config");

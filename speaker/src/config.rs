@@ -34,6 +34,9 @@ pub struct SpeakerConfig {
     pub originate: Vec<IpNet>,
     /// Offer Extended Message (RFC 8654).
     pub extended_message: bool,
+    /// Reflect routes between iBGP peers as a route reflector of this cluster (RFC 4456);
+    /// `None`: no reflection (RFC 4271 §9.2 split horizon).
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
 impl SpeakerConfig {
@@ -45,6 +48,7 @@ impl SpeakerConfig {
             listen_address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             originate: Vec::new(),
             extended_message: true,
+            cluster_id: None,
         }
     }
 

@@ -453,3 +453,70 @@ fn end_of_rib_per_family_role_and_the_cause_of_a_session_down() {
     );
     assert!(gone.families.is_empty() && !gone.end_of_rib_received);
 }
+
+/// A reflector (cluster 10.255.0.1) and two clients: each client's route reaches the other
+/// with ORIGINATOR_ID and CLUSTER_LIST set and its next hop unchanged (RFC 4456 §8); without a
+/// cluster ID the same sessions do not pass routes between the clients (RFC 4271 §9.2).
+#[test]
+fn a_reflector_passes_routes_between_its_clients() {
+    for reflecting in [true, false] {
+        let mut w = Wire::new(&[
+            (64512, "10.0.0.1"),
+            (64512, "10.0.0.2"),
+            (64512, "10.0.0.3"),
+        ]);
+        let mut c = SpeakerConfig::new(64512, "10.0.0.1".parse().unwrap());
+        c.originate = vec!["10.244.1.0/24".parse().unwrap()];
+        c.cluster_id = reflecting.then(|| "10.255.0.1".parse().unwrap());
+        w.cores[0] = Core::new(c).unwrap();
+        for client in [1, 2] {
+            let mut p = PeerConfig::new(w.addrs[client], 64512);
+            p.families = vec![Family::Ipv4Unicast];
+            p.reflector_client = true;
+            w.push(0, Input::AddPeer(p));
+            w.peer(client, 0, 64512);
+        }
+        w.run();
+        assert_eq!(w.established(0), 2);
+        let got = w
+            .last_event(2, "10.244.2.0/24")
+            .and_then(|r| r.best.clone());
+        if !reflecting {
+            assert!(got.is_none(), "no reflection without a cluster ID");
+            continue;
+        }
+        let b = got.expect("client 2 learns client 1's route through the reflector");
+        assert_eq!(b.next_hops[0].address, w.addrs[1], "next hop unchanged");
+        assert_eq!(b.attrs.originator_id, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(
+            b.attrs.cluster_list,
+            vec!["10.255.0.1".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert!(w.best_of(1, "10.244.3.0/24"));
+        // The reflector's own route goes to both as usual, without reflection attributes.
+        let own = w
+            .last_event(1, "10.244.1.0/24")
+            .and_then(|r| r.best.clone())
+            .unwrap();
+        assert!(own.attrs.cluster_list.is_empty() && own.attrs.originator_id.is_none());
+        // Roles change without a reset: 2 becomes a non-client (a client's routes still reach
+        // it), then 1 does too (a non-client's routes go to clients only: 2 loses 1's route).
+        let notifications = w.sent_notifications.len();
+        for (client, still_learns) in [(2, true), (1, false)] {
+            let mut p = PeerConfig::new(w.addrs[client], 64512);
+            p.families = vec![Family::Ipv4Unicast];
+            w.push(0, Input::UpdatePeer(p));
+            w.run();
+            assert_eq!(
+                w.best_of(2, "10.244.2.0/24"),
+                still_learns,
+                "after {client}"
+            );
+        }
+        assert_eq!(
+            w.sent_notifications.len(),
+            notifications,
+            "no session was reset"
+        );
+    }
+}

@@ -100,14 +100,7 @@ impl Core {
             ));
         }
         for (prefix, (attrs, ok)) in &p.adj_in.routes {
-            let want = rejection(
-                &p.cfg,
-                p.role,
-                self.cfg.asn,
-                self.cfg.router_id,
-                prefix,
-                attrs,
-            );
+            let want = rejection(&self.cfg, &p.cfg, p.role, prefix, attrs);
             if want.is_none() != *ok {
                 bad.push(format!(
                     "{prefix}: from {addr} stored as accepted = {ok}, the receipt checks say {}",
@@ -207,7 +200,11 @@ impl Core {
         if p.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             broken.push("a learned route through an Originated filter");
         }
-        let from_ibgp = matches!(source, Source::Peer { ebgp: false, .. });
+        let from = source
+            .peer_addr()
+            .and_then(|s| self.peers.get(&s))
+            .map(|s| s.role);
+        let reflecting = self.cfg.cluster_id.is_some();
         if p.role.is_ebgp() {
             if sent.as_path.neighbour_as() != Some(self.cfg.asn) {
                 broken.push("to eBGP without our AS first");
@@ -219,8 +216,17 @@ impl Core {
                 broken.push("to eBGP with a CLUSTER_LIST");
             }
         } else {
-            if from_ibgp {
-                broken.push("iBGP-learned to an iBGP peer");
+            let from_ibgp = matches!(source, Source::Peer { ebgp: false, .. });
+            let from_client = from == Some(crate::config::PeerRole::ReflectorClient);
+            let to_client = p.role == crate::config::PeerRole::ReflectorClient;
+            if from_ibgp && !(reflecting && (from_client || to_client)) {
+                broken.push("iBGP-learned to an iBGP peer, not reflected (RFC 4456 §6)");
+            }
+            if from_ibgp && reflecting {
+                let cluster = self.cfg.cluster_id;
+                if sent.cluster_list.first() != cluster.as_ref() || sent.originator_id.is_none() {
+                    broken.push("reflected without our cluster ID first and an ORIGINATOR_ID");
+                }
             }
             if sent.local_pref.is_none() {
                 broken.push("to iBGP without LOCAL_PREF");

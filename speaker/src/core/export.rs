@@ -14,12 +14,21 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-/// Whether a path from `source` may go to a peer of role `to` at all (before its export
-/// filter). RFC 4271 §9.2: iBGP-learned routes are not re-advertised to iBGP peers. Route
-/// reflection (RFC 4456 §6) relaxes this table for reflector clients.
-fn passes_split_horizon(source: &Source, to: PeerRole) -> bool {
+/// Whether a path from `source` (a peer of role `from`, if a peer) may go to a peer of role
+/// `to` at all, before its export filter. RFC 4271 §9.2: iBGP-learned routes are not
+/// re-advertised to iBGP peers — unless this speaker reflects (RFC 4456 §6): a client's routes
+/// go to every other iBGP peer, a non-client's to clients only.
+pub(super) fn may_advertise(
+    source: &Source,
+    from: Option<PeerRole>,
+    to: PeerRole,
+    reflecting: bool,
+) -> bool {
     let from_ibgp = matches!(source, Source::Peer { ebgp: false, .. });
-    !from_ibgp || to.is_ebgp()
+    if !from_ibgp || to.is_ebgp() {
+        return true;
+    }
+    reflecting && (from == Some(PeerRole::ReflectorClient) || to == PeerRole::ReflectorClient)
 }
 
 impl Core {
@@ -41,11 +50,31 @@ impl Core {
         if peer.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             return None;
         }
-        if !passes_split_horizon(source, peer.role) {
+        let from = source
+            .peer_addr()
+            .and_then(|s| self.peers.get(&s))
+            .map(|s| s.role);
+        let reflecting = self.cfg.cluster_id.is_some();
+        if !may_advertise(source, from, peer.role, reflecting) {
             return None;
         }
         let to_ebgp = peer.role.is_ebgp();
         let mut a = (**attrs).clone();
+        if let (
+            Source::Peer {
+                ebgp: false,
+                router_id,
+                ..
+            },
+            Some(cluster),
+            false,
+        ) = (source, self.cfg.cluster_id, to_ebgp)
+        {
+            // Reflected (RFC 4456 §8): the originator is remembered once, our cluster is
+            // prepended; everything else, the next hop included, goes on unchanged.
+            a.originator_id.get_or_insert(*router_id);
+            a.cluster_list.insert(0, cluster);
+        }
         let self_hop = || -> Option<(IpAddr, Option<Ipv6Addr>)> {
             let local = peer.main.local;
             let v = match (prefix, local) {

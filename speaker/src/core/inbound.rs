@@ -3,20 +3,18 @@
 
 use super::peer::Slot;
 use super::Core;
-use crate::config::{PeerConfig, PeerRole};
+use crate::config::{PeerConfig, PeerRole, SpeakerConfig};
 use crate::fsm::Event;
 use crate::notification::{cease, code, Notification};
 use crate::rib::{AdjRibIn, LocRib, Path};
 use crate::wire::{self, Family, PathAttrs};
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
 impl Core {
     pub(super) fn update(&mut self, peer: IpAddr, u: wire::Update) {
-        let local_as = self.cfg.asn;
-        let router_id = self.cfg.router_id;
         let base = self.source_of(peer);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         p.updates_in += 1;
@@ -48,7 +46,7 @@ impl Core {
             let source = base.with_originator(attrs.originator_id);
             let attrs = Arc::new(attrs);
             for prefix in prefixes {
-                let reason = rejection(&p.cfg, p.role, local_as, router_id, &prefix, &attrs);
+                let reason = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs);
                 let accepted = reason.is_none();
                 if let Some(reason) = reason {
                     debug!(peer = %peer, prefix = %prefix, reason, "prefix not accepted");
@@ -86,7 +84,6 @@ impl Core {
 
     /// Re-run the acceptance checks over everything a peer sent (after a filter change).
     pub(super) fn reimport(&mut self, peer: IpAddr) {
-        let (local_as, router_id) = (self.cfg.asn, self.cfg.router_id);
         let base = self.source_of(peer);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         let routes: Vec<(IpNet, Arc<PathAttrs>)> = p
@@ -98,8 +95,7 @@ impl Core {
         for (prefix, attrs) in routes {
             // All of them, not just the filter: a looped route must stay out whatever the
             // filter now lets through.
-            let accepted =
-                rejection(&p.cfg, p.role, local_as, router_id, &prefix, &attrs).is_none();
+            let accepted = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs).is_none();
             if accepted == p.adj_in.routes.get(&prefix).is_some_and(|r| r.1) {
                 continue;
             }
@@ -119,20 +115,25 @@ impl Core {
 
 /// Why a route from a peer is kept out of the Loc-RIB (None: accepted). One place for the
 /// receipt checks, so an UPDATE, a re-import after a filter change and the invariant check
-/// agree: AS loop (eBGP), our own ORIGINATOR_ID, a next hop of the other family, a prefix
+/// agree: AS loop (eBGP), our own ORIGINATOR_ID or cluster ID, a next hop of the other family, a prefix
 /// that unicast NLRI cannot carry (multicast, broadcast), the import filter.
 pub(super) fn rejection(
+    speaker: &SpeakerConfig,
     cfg: &PeerConfig,
     role: PeerRole,
-    local_as: u32,
-    router_id: Ipv4Addr,
     prefix: &IpNet,
     attrs: &PathAttrs,
 ) -> Option<&'static str> {
-    if role.is_ebgp() && attrs.as_path.contains(local_as) {
+    if role.is_ebgp() && attrs.as_path.contains(speaker.asn) {
         Some("AS loop")
-    } else if attrs.originator_id == Some(router_id) {
+    } else if attrs.originator_id == Some(speaker.router_id) {
         Some("ORIGINATOR_ID is ours")
+    } else if speaker
+        .cluster_id
+        .is_some_and(|c| attrs.cluster_list.contains(&c))
+    {
+        // RFC 4456 §8: reflected back into our own cluster.
+        Some("CLUSTER_LIST holds our cluster ID")
     } else if prefix.addr().is_ipv4() != attrs.next_hop.is_ipv4() {
         Some("next hop of another family")
     } else if !wire::unicast_prefix(prefix) {

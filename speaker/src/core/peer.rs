@@ -118,7 +118,8 @@ impl Core {
             let import_changed =
                 p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
             // A new role changes what the peer is sent (reflection), not the session.
-            let export_changed = p.export != old.cfg.export || role != old.role;
+            let role_changed = role != old.role;
+            let export_changed = p.export != old.cfg.export || role_changed;
             if reset {
                 info!(peer = %addr, "peer configuration changed: resetting the session");
                 self.event(
@@ -148,6 +149,25 @@ impl Core {
                     prefixes.sort_unstable();
                     prefixes.dedup();
                     self.advertise(addr, &prefixes);
+                }
+                if role_changed {
+                    // Where this peer's routes may go depends on its role too (a client's
+                    // are reflected to everyone, a non-client's only to clients).
+                    let from_it: Vec<IpNet> = self
+                        .rib
+                        .prefixes()
+                        .filter(|x| {
+                            self.rib
+                                .best_attrs(x)
+                                .is_some_and(|(src, _)| src.peer_addr() == Some(addr))
+                        })
+                        .copied()
+                        .collect();
+                    let others: Vec<IpAddr> =
+                        self.peers.keys().copied().filter(|o| *o != addr).collect();
+                    for other in others {
+                        self.advertise(other, &from_it);
+                    }
                 }
             }
             return;

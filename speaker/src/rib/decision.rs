@@ -47,10 +47,11 @@ fn multipath_steps(a: &Path, b: &Path) -> Ordering {
 }
 
 /// Full comparison: the multipath steps, then lowest BGP identifier (ORIGINATOR_ID when
-/// present, RFC 4456 §9), then lowest peer address.
+/// present), then shorter CLUSTER_LIST (both RFC 4456 §9), then lowest peer address.
 pub fn compare(a: &Path, b: &Path) -> Ordering {
     multipath_steps(a, b)
         .then_with(|| a.source.tie_break_id().cmp(&b.source.tie_break_id()))
+        .then_with(|| a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()))
         .then_with(|| a.source.peer_addr().cmp(&b.source.peer_addr()))
 }
 
