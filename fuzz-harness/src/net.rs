@@ -350,7 +350,7 @@ impl Net {
     /// H connects (again) and goes through OPEN / KEEPALIVE.
     pub fn establish_h(&mut self, open: Vec<u8>) {
         self.connect_h();
-        self.send_open(open);
+        self.send_from_h(open);
         self.send_from_h(wire::encode_keepalive());
         self.settle();
         if self.stats.ops == 0 {
@@ -371,11 +371,6 @@ impl Net {
                 local: SocketAddr::new(IpAddr::V4(A), 179),
             },
         );
-    }
-
-    /// `open` on H's newest connection.
-    fn send_open(&mut self, open: Vec<u8>) {
-        self.send_from_h(open);
     }
 
     /// Watch the start of what H sends on `conn`: when its first message is an OPEN, what A
@@ -491,7 +486,7 @@ impl Net {
                 return;
             }
             Op::HalfOpen => self.connect_h(),
-            Op::Open => self.send_open(h_open(&self.cfg)),
+            Op::Open => self.send_from_h(h_open(&self.cfg)),
             Op::Originate { side, mask } => {
                 let p = match side {
                     Side::A => pool(&A_POOL, *mask),

@@ -200,10 +200,7 @@ impl Core {
         if p.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             broken.push("a learned route through an Originated filter");
         }
-        let from = source
-            .peer_addr()
-            .and_then(|s| self.peers.get(&s))
-            .map(|s| s.role);
+        let from = self.source_role(source);
         let reflecting = self.cfg.cluster_id.is_some();
         if p.role.is_ebgp() {
             if sent.as_path.neighbour_as() != Some(self.cfg.asn) {

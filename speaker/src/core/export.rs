@@ -32,6 +32,14 @@ pub(super) fn may_advertise(
 }
 
 impl Core {
+    /// The role of the peer a path came from (`None` for a local path).
+    pub(super) fn source_role(&self, source: &Source) -> Option<PeerRole> {
+        source
+            .peer_addr()
+            .and_then(|s| self.peers.get(&s))
+            .map(|s| s.role)
+    }
+
     /// The attributes to advertise to `peer` for `best`, or None to not advertise.
     pub(super) fn export(
         &self,
@@ -50,10 +58,7 @@ impl Core {
         if peer.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             return None;
         }
-        let from = source
-            .peer_addr()
-            .and_then(|s| self.peers.get(&s))
-            .map(|s| s.role);
+        let from = self.source_role(source);
         let reflecting = self.cfg.cluster_id.is_some();
         if !may_advertise(source, from, peer.role, reflecting) {
             return None;
