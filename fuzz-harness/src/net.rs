@@ -8,7 +8,9 @@ use speaker::fsm::State;
 use speaker::notification::{code, Notification};
 use speaker::rib::decision::DEFAULT_LOCAL_PREF;
 use speaker::wire::{self, AsPath, AsSegment, Family, Message, Negotiated, Origin, PathAttrs};
-use speaker::{BestRoute, ExportFilter, ImportFilter, PeerConfig, PrefixRule, SpeakerConfig};
+use speaker::{
+    BestRoute, ExportFilter, ImportFilter, NextHopOwners, PeerConfig, PrefixRule, SpeakerConfig,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -213,6 +215,13 @@ impl Net {
             ExportFilter::Originated
         };
         p.max_prefixes = (c.max_prefixes ^ (bits & 8 != 0)).then_some(8);
+        if bits & 0x80 != 0 {
+            // The agent's hijack filter: these pod CIDRs only with their owner's next hop.
+            p.next_hop_owners = NextHopOwners::new([
+                (net("10.244.1.0/24"), vec![IpAddr::V4(H)]),
+                (net("10.244.2.0/24"), vec![IpAddr::V4(B)]),
+            ]);
+        }
         if bits & 0x10 != 0 {
             p.hold_time = 30;
             p.keepalive = 10;
@@ -226,7 +235,9 @@ impl Net {
         let mut p = PeerConfig::new(IpAddr::V4(B), peer_as(c.b_role, 65003));
         p.next_hop_v6 = Some(v6(1));
         p.reflector_client = (c.b_role == Role::Client) ^ (bits & 2 != 0 && c.b_role != Role::Ebgp);
-        p.export = if c.export_all_to_b ^ (bits & 1 != 0) {
+        p.export = if bits & 8 != 0 {
+            ExportFilter::OriginatedAndReflected
+        } else if c.export_all_to_b ^ (bits & 1 != 0) {
             ExportFilter::All
         } else {
             ExportFilter::Originated

@@ -1,6 +1,6 @@
 //! Speaker and peer configuration, validated with errors that name the field and the value.
 
-use crate::policy::{ExportFilter, ImportFilter};
+use crate::policy::{ExportFilter, ImportFilter, NextHopOwners};
 use crate::wire::Family;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -82,6 +82,8 @@ pub struct PeerConfig {
     pub idle_hold: Duration,
     pub families: Vec<Family>,
     pub import: ImportFilter,
+    /// Which next hops listed prefixes may come with (after `import`); empty: not checked.
+    pub next_hop_owners: NextHopOwners,
     pub export: ExportFilter,
     /// Close the session with Cease / Maximum Number of Prefixes Reached above this count.
     pub max_prefixes: Option<usize>,
@@ -163,6 +165,7 @@ impl PeerConfig {
             idle_hold: Duration::from_secs(1),
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             import: ImportFilter::Any,
+            next_hop_owners: NextHopOwners::default(),
             export: ExportFilter::All,
             max_prefixes: None,
             next_hop_v4: None,

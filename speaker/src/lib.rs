@@ -20,5 +20,5 @@ pub use api::{Speaker, SpeakerError};
 pub use config::{ConfigError, Password, PeerConfig, PeerRole, SpeakerConfig};
 pub use core::{BestRoute, FamilyState, NextHop, PeerSnapshot, RouteEvent, ShutdownMode};
 pub use fsm::{DownCause, State};
-pub use policy::{ExportFilter, ImportFilter, PrefixRule};
+pub use policy::{ExportFilter, ImportFilter, NextHopOwners, PrefixRule, Rejection};
 pub use wire::Family;

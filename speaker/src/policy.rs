@@ -1,6 +1,10 @@
 //! Peer policy: which prefixes a peer may announce to us, and which we pass on to it.
 
 use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One allowed range: any prefix inside `prefix` no longer than `max_len`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,74 @@ pub enum ExportFilter {
     /// announces the pod CIDR it owns and never passes on what it learned (a node re-announcing
     /// its rack neighbours' routes to the ToR would make itself a path to them).
     Originated,
+    /// The prefixes this speaker originates and the routes it learned over iBGP, which the
+    /// reflection rules then pass on (RFC 4456 §6): a reflector node towards its clients and
+    /// the other reflectors. What it learned over eBGP (a ToR's routes) stays with it, as with
+    /// `Originated`.
+    OriginatedAndReflected,
+}
+
+/// Which next hops a prefix may arrive with: a pod CIDR only with an address of the node that
+/// owns it. The prefix filter says *what* a peer may announce; this says *through whom*, which
+/// is what keeps a route reflector from carrying one node's claim on another node's traffic
+/// (a client's reflector may pass on every pod CIDR, but each only towards its owner). Prefixes
+/// not listed are not checked. Shared (`Arc`): a reflector holds one copy for all its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NextHopOwners(Arc<BTreeMap<IpNet, Vec<IpAddr>>>);
+
+impl NextHopOwners {
+    pub fn new(owners: impl IntoIterator<Item = (IpNet, Vec<IpAddr>)>) -> Self {
+        NextHopOwners(Arc::new(owners.into_iter().collect()))
+    }
+
+    pub fn allows(&self, prefix: &IpNet, next_hop: &IpAddr) -> bool {
+        self.0
+            .get(prefix)
+            .is_none_or(|owners| owners.contains(next_hop))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Why a route a peer sent is kept out of the Loc-RIB. Kept with the route in the Adj-RIB-In,
+/// so the peer snapshot can count the routes refused for each reason right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rejection {
+    /// eBGP: our AS is in the AS_PATH.
+    AsLoop,
+    /// The ORIGINATOR_ID is our router ID: our own route reflected back (RFC 4456 §8).
+    OriginatorIsUs,
+    /// The CLUSTER_LIST holds our cluster ID: reflected back into our cluster (RFC 4456 §8).
+    ClusterLoop,
+    NextHopFamily,
+    NotUnicast,
+    /// The peer may not announce this prefix.
+    ImportFilter,
+    /// A pod CIDR with a next hop that is not its owner's.
+    NextHopNotOwner,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::AsLoop => "AS loop",
+            Rejection::OriginatorIsUs => "ORIGINATOR_ID is ours",
+            Rejection::ClusterLoop => "CLUSTER_LIST holds our cluster ID",
+            Rejection::NextHopFamily => "next hop of another family",
+            Rejection::NotUnicast => "not a unicast prefix",
+            Rejection::ImportFilter => "import filter",
+            Rejection::NextHopNotOwner => "next hop is not the prefix owner's",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -74,6 +146,15 @@ mod tests {
         assert!(!f.allows(&n("10.244.2.0/25")), "more specific");
         assert!(!f.allows(&n("10.244.0.0/16")), "covering");
         assert!(!f.allows(&n("10.244.3.0/24")), "someone else's");
+    }
+
+    #[test]
+    fn next_hop_owners_check_only_listed_prefixes() {
+        let o = NextHopOwners::new([(n("10.244.2.0/24"), vec!["10.1.0.12".parse().unwrap()])]);
+        assert!(o.allows(&n("10.244.2.0/24"), &"10.1.0.12".parse().unwrap()));
+        assert!(!o.allows(&n("10.244.2.0/24"), &"10.1.0.13".parse().unwrap()));
+        assert!(o.allows(&n("10.244.3.0/24"), &"10.1.0.13".parse().unwrap()));
+        assert!(NextHopOwners::default().is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use speaker::core::{ConnId, Core, Input, Output, RouteEvent};
-use speaker::{ExportFilter, Family, PeerConfig, SpeakerConfig};
+use speaker::{ExportFilter, Family, NextHopOwners, PeerConfig, Rejection, SpeakerConfig};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -519,4 +519,133 @@ fn a_reflector_passes_routes_between_its_clients() {
             "no session was reset"
         );
     }
+}
+
+/// Configure core `c` as a reflector with `cluster`, peered with `clients` as its clients and
+/// `others` as non-clients, all iBGP; `clients` peer back with plain iBGP sessions.
+fn reflector(w: &mut Wire, c: usize, cluster: &str, clients: &[usize], others: &[usize]) {
+    let id = w.addrs[c].to_string();
+    let mut cfg = SpeakerConfig::new(64512, id.parse().unwrap());
+    cfg.originate = vec![format!("10.244.{}.0/24", &id[id.len() - 1..])
+        .parse()
+        .unwrap()];
+    cfg.cluster_id = Some(cluster.parse().unwrap());
+    w.cores[c] = Core::new(cfg).unwrap();
+    for (&o, client) in clients
+        .iter()
+        .map(|o| (o, true))
+        .chain(others.iter().map(|o| (o, false)))
+    {
+        let mut p = PeerConfig::new(w.addrs[o], 64512);
+        p.families = vec![Family::Ipv4Unicast];
+        p.reflector_client = client;
+        w.push(c, Input::AddPeer(p));
+    }
+}
+
+fn rejected(w: &Wire, c: usize, from: usize, why: Rejection) -> usize {
+    w.cores[c]
+        .snapshot(Instant::now())
+        .into_iter()
+        .find(|p| p.address == w.addrs[from])
+        .and_then(|p| p.prefixes_rejected.get(&why).copied())
+        .unwrap_or(0)
+}
+
+/// Two reflectors with one cluster ID (a redundant pair), both serving clients 3 and 4: each
+/// client learns the other's route through both; what one reflector reflects to the other
+/// comes back with their shared cluster ID and is refused (RFC 4456 §8), counted in the
+/// snapshot, and nothing loops (the exchange settles).
+#[test]
+fn a_redundant_reflector_pair_with_one_cluster_id_does_not_loop() {
+    let mut w = Wire::new(&[
+        (64512, "10.0.0.1"),
+        (64512, "10.0.0.2"),
+        (64512, "10.0.0.3"),
+        (64512, "10.0.0.4"),
+    ]);
+    reflector(&mut w, 0, "10.255.0.1", &[2, 3], &[1]);
+    reflector(&mut w, 1, "10.255.0.1", &[2, 3], &[0]);
+    for client in [2, 3] {
+        w.peer(client, 0, 64512);
+        w.peer(client, 1, 64512);
+    }
+    w.run();
+    assert_eq!((w.established(0), w.established(1)), (3, 3));
+    for (client, other) in [(2, "10.244.4.0/24"), (3, "10.244.3.0/24")] {
+        let paths = w.cores[client]
+            .snapshot(Instant::now())
+            .iter()
+            .filter(|p| p.prefixes_accepted > 0)
+            .count();
+        assert_eq!(paths, 2, "client {client} hears from both reflectors");
+        assert!(w.best_of(client, other));
+    }
+    // Each reflector refuses the two clients' routes reflected by the other.
+    assert_eq!(rejected(&w, 0, 1, Rejection::ClusterLoop), 2);
+    assert_eq!(rejected(&w, 1, 0, Rejection::ClusterLoop), 2);
+}
+
+/// Two reflectors with different cluster IDs, one client each: a client's route crosses both
+/// (to the other reflector as a non-client, from it to its client), arriving with both
+/// cluster IDs, the nearer first, and the first originator kept.
+#[test]
+fn reflectors_with_different_cluster_ids_chain_their_clusters() {
+    let mut w = Wire::new(&[
+        (64512, "10.0.0.1"),
+        (64512, "10.0.0.2"),
+        (64512, "10.0.0.3"),
+        (64512, "10.0.0.4"),
+    ]);
+    reflector(&mut w, 0, "10.255.0.1", &[2], &[1]);
+    reflector(&mut w, 1, "10.255.0.2", &[3], &[0]);
+    w.peer(2, 0, 64512);
+    w.peer(3, 1, 64512);
+    w.run();
+    let b = w
+        .last_event(3, "10.244.3.0/24")
+        .and_then(|r| r.best.clone())
+        .expect("client 4 learns client 3's route across both clusters");
+    assert_eq!(b.next_hops[0].address, w.addrs[2], "next hop unchanged");
+    assert_eq!(b.attrs.originator_id, Some("10.0.0.3".parse().unwrap()));
+    let ids: Vec<std::net::Ipv4Addr> =
+        vec!["10.255.0.2".parse().unwrap(), "10.255.0.1".parse().unwrap()];
+    assert_eq!(b.attrs.cluster_list, ids);
+    assert!(w.best_of(2, "10.244.4.0/24"));
+}
+
+/// The hijack filter across a reflector: a client that knows who owns which pod CIDR refuses
+/// one reflected with another node's next hop, counts it, and takes it once the owner is right.
+#[test]
+fn a_client_refuses_a_reflected_pod_cidr_whose_next_hop_is_not_its_owner() {
+    let mut w = Wire::new(&[
+        (64512, "10.0.0.1"),
+        (64512, "10.0.0.2"),
+        (64512, "10.0.0.3"),
+    ]);
+    reflector(&mut w, 0, "10.255.0.1", &[1, 2], &[]);
+    w.peer(1, 0, 64512);
+    let mut p = PeerConfig::new(w.addrs[0], 64512);
+    p.families = vec![Family::Ipv4Unicast];
+    // Client 3 believes 10.244.2.0/24 belongs to 10.0.0.9, not to 10.0.0.2 which announces it.
+    let owners = |owner: &str| {
+        NextHopOwners::new([(
+            "10.244.2.0/24".parse().unwrap(),
+            vec![owner.parse().unwrap()],
+        )])
+    };
+    p.next_hop_owners = owners("10.0.0.9");
+    w.push(2, Input::AddPeer(p.clone()));
+    w.run();
+    assert!(!w.best_of(2, "10.244.2.0/24"));
+    assert_eq!(rejected(&w, 2, 0, Rejection::NextHopNotOwner), 1);
+    assert!(
+        w.best_of(2, "10.244.1.0/24"),
+        "the reflector's own route is not listed"
+    );
+    p.next_hop_owners = owners("10.0.0.2");
+    w.push(2, Input::UpdatePeer(p));
+    w.run();
+    assert!(w.best_of(2, "10.244.2.0/24"));
+    assert_eq!(rejected(&w, 2, 0, Rejection::NextHopNotOwner), 0);
 }

@@ -59,8 +59,8 @@ impl Core {
                             .and_then(|p| p.adj_in.routes.get(prefix));
                         match held {
                             // The Loc-RIB shares the Adj-RIB-In's Arc: compare pointers first.
-                            Some((a, true)) if Arc::ptr_eq(a, &path.attrs) || **a == *path.attrs => {}
-                            Some((_, true)) => bad.push(format!(
+                            Some((a, None)) if Arc::ptr_eq(a, &path.attrs) || **a == *path.attrs => {}
+                            Some((_, None)) => bad.push(format!(
                                 "{prefix}: Loc-RIB path from {addr} differs from its Adj-RIB-In"
                             )),
                             _ => bad.push(format!(
@@ -85,7 +85,12 @@ impl Core {
     }
 
     fn check_adj_in(&self, addr: IpAddr, p: &Peer, bad: &mut Vec<String>) {
-        let accepted = p.adj_in.routes.values().filter(|(_, a)| *a).count();
+        let accepted = p
+            .adj_in
+            .routes
+            .values()
+            .filter(|(_, r)| r.is_none())
+            .count();
         if accepted != p.adj_in.accepted {
             bad.push(format!(
                 "peer {addr}: {} accepted counted, {accepted} held",
@@ -99,12 +104,11 @@ impl Core {
                 p.main.fsm.state()
             ));
         }
-        for (prefix, (attrs, ok)) in &p.adj_in.routes {
+        for (prefix, (attrs, stored)) in &p.adj_in.routes {
             let want = rejection(&self.cfg, &p.cfg, p.role, prefix, attrs);
-            if want.is_none() != *ok {
+            if want != *stored {
                 bad.push(format!(
-                    "{prefix}: from {addr} stored as accepted = {ok}, the receipt checks say {}",
-                    want.unwrap_or("accepted")
+                    "{prefix}: from {addr} stored as {stored:?}, the receipt checks say {want:?}"
                 ));
             }
             let from_peer = self
@@ -112,7 +116,7 @@ impl Core {
                 .paths(prefix)
                 .iter()
                 .find(|x| x.source.peer_addr() == Some(addr));
-            match (ok, from_peer) {
+            match (stored.is_none(), from_peer) {
                 (true, None) => bad.push(format!(
                     "{prefix}: accepted from {addr} but not in the Loc-RIB"
                 )),
@@ -199,6 +203,11 @@ impl Core {
         }
         if p.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
             broken.push("a learned route through an Originated filter");
+        }
+        if p.cfg.export == ExportFilter::OriginatedAndReflected
+            && matches!(source, Source::Peer { ebgp: true, .. })
+        {
+            broken.push("an eBGP-learned route through an OriginatedAndReflected filter");
         }
         let from = self.source_role(source);
         let reflecting = self.cfg.cluster_id.is_some();

@@ -55,7 +55,14 @@ impl Core {
         if source.peer_addr() == Some(peer.cfg.address) {
             return None;
         }
-        if peer.cfg.export == ExportFilter::Originated && !matches!(source, Source::Local) {
+        let filtered_out = match peer.cfg.export {
+            ExportFilter::All => false,
+            ExportFilter::Originated => !matches!(source, Source::Local),
+            ExportFilter::OriginatedAndReflected => {
+                matches!(source, Source::Peer { ebgp: true, .. })
+            }
+        };
+        if filtered_out {
             return None;
         }
         let from = self.source_role(source);

@@ -6,6 +6,7 @@ use super::Core;
 use crate::config::{PeerConfig, PeerRole, SpeakerConfig};
 use crate::fsm::Event;
 use crate::notification::{cease, code, Notification};
+use crate::policy::Rejection;
 use crate::rib::{AdjRibIn, LocRib, Path};
 use crate::wire::{self, Family, PathAttrs};
 use ipnet::IpNet;
@@ -47,9 +48,8 @@ impl Core {
             let attrs = Arc::new(attrs);
             for prefix in prefixes {
                 let reason = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs);
-                let accepted = reason.is_none();
                 if let Some(reason) = reason {
-                    debug!(peer = %peer, prefix = %prefix, reason, "prefix not accepted");
+                    debug!(peer = %peer, prefix = %prefix, %reason, next_hop = %attrs.next_hop, "prefix not accepted");
                 }
                 let path = Path {
                     source: source.clone(),
@@ -61,7 +61,7 @@ impl Core {
                     &mut self.dirty,
                     prefix,
                     path,
-                    accepted,
+                    reason,
                 );
             }
         }
@@ -95,8 +95,8 @@ impl Core {
         for (prefix, attrs) in routes {
             // All of them, not just the filter: a looped route must stay out whatever the
             // filter now lets through.
-            let accepted = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs).is_none();
-            if accepted == p.adj_in.routes.get(&prefix).is_some_and(|r| r.1) {
+            let reason = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs);
+            if p.adj_in.routes.get(&prefix).map(|r| r.1) == Some(reason) {
                 continue;
             }
             let source = base.with_originator(attrs.originator_id);
@@ -107,7 +107,7 @@ impl Core {
                 &mut self.dirty,
                 prefix,
                 path,
-                accepted,
+                reason,
             );
         }
     }
@@ -116,30 +116,32 @@ impl Core {
 /// Why a route from a peer is kept out of the Loc-RIB (None: accepted). One place for the
 /// receipt checks, so an UPDATE, a re-import after a filter change and the invariant check
 /// agree: AS loop (eBGP), our own ORIGINATOR_ID or cluster ID, a next hop of the other family, a prefix
-/// that unicast NLRI cannot carry (multicast, broadcast), the import filter.
+/// that unicast NLRI cannot carry (multicast, broadcast), the import filter, the prefix's owner.
 pub(super) fn rejection(
     speaker: &SpeakerConfig,
     cfg: &PeerConfig,
     role: PeerRole,
     prefix: &IpNet,
     attrs: &PathAttrs,
-) -> Option<&'static str> {
+) -> Option<Rejection> {
     if role.is_ebgp() && attrs.as_path.contains(speaker.asn) {
-        Some("AS loop")
+        Some(Rejection::AsLoop)
     } else if attrs.originator_id == Some(speaker.router_id) {
-        Some("ORIGINATOR_ID is ours")
+        Some(Rejection::OriginatorIsUs)
     } else if speaker
         .cluster_id
         .is_some_and(|c| attrs.cluster_list.contains(&c))
     {
         // RFC 4456 §8: reflected back into our own cluster.
-        Some("CLUSTER_LIST holds our cluster ID")
+        Some(Rejection::ClusterLoop)
     } else if prefix.addr().is_ipv4() != attrs.next_hop.is_ipv4() {
-        Some("next hop of another family")
+        Some(Rejection::NextHopFamily)
     } else if !wire::unicast_prefix(prefix) {
-        Some("not a unicast prefix")
+        Some(Rejection::NotUnicast)
     } else if !cfg.import.allows(prefix) {
-        Some("import filter")
+        Some(Rejection::ImportFilter)
+    } else if !cfg.next_hop_owners.allows(prefix, &attrs.next_hop) {
+        Some(Rejection::NextHopNotOwner)
     } else {
         None
     }
@@ -153,11 +155,11 @@ fn import_route(
     dirty: &mut Vec<IpNet>,
     prefix: IpNet,
     path: Path,
-    accepted: bool,
+    rejected: Option<Rejection>,
 ) {
     let peer = path.source.peer_addr();
-    let was_accepted = adj_in.insert(prefix, path.attrs.clone(), accepted);
-    let changed = if accepted {
+    let was_accepted = adj_in.insert(prefix, path.attrs.clone(), rejected);
+    let changed = if rejected.is_none() {
         rib.upsert(prefix, path)
     } else {
         was_accepted && rib.remove(prefix, peer)

@@ -115,8 +115,9 @@ impl Core {
         }
         if let Some(old) = self.peers.get(&addr) {
             let reset = p.needs_reset(&old.cfg);
-            let import_changed =
-                p.import != old.cfg.import || p.max_prefixes != old.cfg.max_prefixes;
+            let import_changed = p.import != old.cfg.import
+                || p.next_hop_owners != old.cfg.next_hop_owners
+                || p.max_prefixes != old.cfg.max_prefixes;
             // A new role changes what the peer is sent (reflection), not the session.
             let role_changed = role != old.role;
             let export_changed = p.export != old.cfg.export || role_changed;
@@ -266,8 +267,8 @@ impl Core {
         p.adj_out.routes.clear();
         p.families.clear();
         let n = routes.len();
-        for (prefix, (_, accepted)) in routes {
-            if accepted && self.rib.remove(prefix, Some(peer)) {
+        for (prefix, (_, rejected)) in routes {
+            if rejected.is_none() && self.rib.remove(prefix, Some(peer)) {
                 self.dirty.push(prefix);
             }
         }

@@ -5,6 +5,7 @@ use super::peer::FamilyState;
 use super::Core;
 use crate::config::PeerRole;
 use crate::fsm::State;
+use crate::policy::Rejection;
 use crate::wire::{self, Family, PathAttrs};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -26,6 +27,9 @@ pub struct PeerSnapshot {
     pub hold_time: Option<u16>,
     pub prefixes_received: usize,
     pub prefixes_accepted: usize,
+    /// Routes held but not accepted now, by reason (a reflected route looping back, a pod
+    /// CIDR with another node's next hop, …).
+    pub prefixes_rejected: BTreeMap<Rejection, usize>,
     pub prefixes_advertised: usize,
     pub updates_received: u64,
     pub updates_sent: u64,
@@ -64,6 +68,13 @@ impl Core {
                     hold_time: info.map(|i| i.hold_time),
                     prefixes_received: p.adj_in.routes.len(),
                     prefixes_accepted: p.adj_in.accepted,
+                    prefixes_rejected: p.adj_in.routes.values().filter_map(|r| r.1).fold(
+                        BTreeMap::new(),
+                        |mut m, r| {
+                            *m.entry(r).or_default() += 1;
+                            m
+                        },
+                    ),
                     prefixes_advertised: p.adj_out.routes.len(),
                     updates_received: p.updates_in,
                     updates_sent: p.updates_out,
@@ -101,7 +112,7 @@ impl Core {
                 p.adj_in
                     .routes
                     .iter()
-                    .map(|(k, (a, ok))| (*k, a.clone(), *ok))
+                    .map(|(k, (a, r))| (*k, a.clone(), r.is_none()))
                     .collect()
             })
             .unwrap_or_default();

@@ -183,6 +183,25 @@ mod tests {
     }
 
     #[test]
+    fn shorter_cluster_list_after_the_originator() {
+        // Same originator (9.9.9.9) through two reflectors: one cluster beats two, even from
+        // the higher peer address; a lower originator still wins over a shorter list.
+        let via = |addr: u8, rid: u8, originator: u8, clusters: u8| {
+            let mut s = peer(addr, rid, false);
+            if let Source::Peer { originator_id, .. } = &mut s {
+                *originator_id = Some(Ipv4Addr::new(originator, 9, 9, 9));
+            }
+            path(s, |a| {
+                a.cluster_list = (0..clusters)
+                    .map(|i| Ipv4Addr::new(10, 255, 0, i))
+                    .collect()
+            })
+        };
+        assert_eq!(winner(via(1, 1, 9, 2), via(2, 2, 9, 1)), 1);
+        assert_eq!(winner(via(1, 1, 8, 2), via(2, 2, 9, 1)), 0);
+    }
+
+    #[test]
     fn local_routes_win_and_are_not_multipath() {
         let a = path(Source::Local, |a| a.local_pref = Some(0));
         let b = path(peer(2, 5, false), |a| a.local_pref = Some(500));

@@ -3,6 +3,7 @@
 
 pub mod decision;
 
+use crate::policy::Rejection;
 use crate::wire::PathAttrs;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -78,23 +79,25 @@ pub struct Best {
 /// What a peer sent us, before and after import policy.
 #[derive(Default, Debug)]
 pub struct AdjRibIn {
-    pub routes: HashMap<IpNet, (Arc<PathAttrs>, bool)>,
+    /// Each route with why it was not accepted (None: accepted).
+    pub routes: HashMap<IpNet, (Arc<PathAttrs>, Option<Rejection>)>,
     pub accepted: usize,
 }
 
 impl AdjRibIn {
     /// Store a route; returns whether the route it replaced had been accepted.
-    pub fn insert(&mut self, p: IpNet, attrs: Arc<PathAttrs>, accepted: bool) -> bool {
+    pub fn insert(&mut self, p: IpNet, attrs: Arc<PathAttrs>, rejected: Option<Rejection>) -> bool {
+        let accepted = rejected.is_none();
         let was = self
             .routes
-            .insert(p, (attrs, accepted))
-            .is_some_and(|o| o.1);
+            .insert(p, (attrs, rejected))
+            .is_some_and(|o| o.1.is_none());
         self.accepted = self.accepted + accepted as usize - was as usize;
         was
     }
     /// Remove a route; returns whether it had been accepted.
     pub fn remove(&mut self, p: &IpNet) -> bool {
-        let was = self.routes.remove(p).is_some_and(|o| o.1);
+        let was = self.routes.remove(p).is_some_and(|o| o.1.is_none());
         self.accepted -= was as usize;
         was
     }
