@@ -86,6 +86,10 @@ enum Command {
         socket: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Also the BGP peer each route was learned from and, for a reflected route, its
+        /// ORIGINATOR_ID and CLUSTER_LIST.
+        #[arg(long)]
+        detail: bool,
     },
     /// Print Twill's CustomResourceDefinitions (the ones in deploy/twill.yaml) as YAML.
     Crds,
@@ -166,7 +170,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn show(socket: PathBuf, json: bool, routes: bool) -> ExitCode {
+/// What `show` prints without `--json`.
+enum Shown {
+    Peers,
+    Routes { detail: bool },
+}
+
+fn show(socket: PathBuf, json: bool, what: Shown) -> ExitCode {
     let Some(s) = runtime().block_on(control::ask(&socket, "status")) else {
         eprintln!(
             "twill: no agent is running (nothing answers on {})",
@@ -176,10 +186,11 @@ fn show(socket: PathBuf, json: bool, routes: bool) -> ExitCode {
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s).expect("json"));
-    } else if routes {
-        print!("{}", s.routes_table());
     } else {
-        print!("{}", s.peers_table());
+        match what {
+            Shown::Routes { detail } => print!("{}", s.routes_table(detail)),
+            Shown::Peers => print!("{}", s.peers_table()),
+        }
     }
     ExitCode::SUCCESS
 }
@@ -235,8 +246,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { socket, json } => show(socket, json, false),
-        Command::Routes { socket, json } => show(socket, json, true),
+        Command::Status { socket, json } => show(socket, json, Shown::Peers),
+        Command::Routes {
+            socket,
+            json,
+            detail,
+        } => show(socket, json, Shown::Routes { detail }),
         Command::Lab { command } => lab_main(command),
         Command::Crds => {
             print!("{}", cluster::k8s::crd::manifests());

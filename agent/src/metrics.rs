@@ -95,6 +95,21 @@ impl Collector for Scrape {
                 ConstGauge::new(get(p) as i64).encode(m.encode_family(&labels)?)?;
             }
         }
+        let mut m = e.encode_descriptor(
+            "twill_bgp_prefixes_rejected",
+            "Prefixes held from the peer but not accepted, by reason (cluster-loop, next-hop-not-owner, import-filter, ...).",
+            None,
+            gauge.metric_type(),
+        )?;
+        for p in &self.peers {
+            for (why, n) in &p.prefixes_rejected {
+                let labels = [
+                    ("peer", p.address.to_string()),
+                    ("reason", why.key().to_string()),
+                ];
+                ConstGauge::new(*n as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
         let r = &self.routes;
         ConstGauge::new(r.programmed as i64).encode(e.encode_descriptor(
             "twill_routes_programmed",
@@ -170,6 +185,7 @@ mod tests {
             hold_time: None,
             prefixes_received: 2,
             prefixes_accepted: 1,
+            prefixes_rejected: [(speaker::Rejection::NextHopNotOwner, 1)].into(),
             prefixes_advertised: 1,
             updates_received: 7,
             updates_sent: 5,
@@ -233,6 +249,15 @@ mod tests {
             value("twill_bgp_prefixes_accepted", Some(("peer", "10.1.0.12"))),
             1.0
         );
+        let rejected = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "twill_bgp_prefixes_rejected"
+                    && s.labels.get("reason") == Some("next-hop-not-owner")
+            })
+            .expect("rejections by reason");
+        assert_eq!(rejected.labels.get("peer"), Some("10.1.0.12"));
         assert_eq!(value("twill_routes_programmed", None), 2.0);
         assert_eq!(value("twill_routes_added_total", None), 3.0);
         assert_eq!(value("twill_route_errors_total", None), 0.0);

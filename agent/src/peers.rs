@@ -2,7 +2,9 @@
 //! reflectors and their clients, and external peers (ToRs) whose node selector matches.
 
 use cluster::{ClusterView, Node};
-use speaker::{ExportFilter, ImportFilter, Password, PeerConfig, PrefixRule, SpeakerConfig};
+use speaker::{
+    ExportFilter, ImportFilter, NextHopOwners, Password, PeerConfig, PrefixRule, SpeakerConfig,
+};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +14,7 @@ pub enum PeerKind {
     Mesh,
     /// The peer is a route reflector (seen from a client or another reflector).
     Reflector,
-    /// The peer is this reflector's client.
+    /// The peer is this reflector's client (`client` in `twill status`).
     ReflectorClient,
     External,
 }
@@ -22,7 +24,7 @@ impl PeerKind {
         match self {
             PeerKind::Mesh => "mesh",
             PeerKind::Reflector => "reflector",
-            PeerKind::ReflectorClient => "reflector-client",
+            PeerKind::ReflectorClient => "client",
             PeerKind::External => "external",
         }
     }
@@ -34,14 +36,32 @@ pub struct DerivedPeer {
     pub as_number: u32,
     pub kind: PeerKind,
     pub import: ImportFilter,
+    /// Pod CIDRs only with their owner's address as next hop (cluster and iBGP peers).
+    pub next_hop_owners: NextHopOwners,
     pub password_file: Option<PathBuf>,
     /// The key read from `password_file` (by the agent, which owns the I/O).
     pub password: Option<Password>,
 }
 
-/// Everything the node `me` peers with.
+/// Which next hop each node's pod CIDRs may arrive with: that node's addresses. Built once per
+/// view and shared by every peer (a reflector has one per client).
+pub fn owners(view: &ClusterView) -> NextHopOwners {
+    NextHopOwners::new(
+        view.nodes
+            .iter()
+            .flat_map(|n| n.pod_cidrs.iter().map(move |c| (*c, n.addresses.clone()))),
+    )
+}
+
+/// Everything the node `me` peers with. Calico's semantics: nodes with a cluster ID are route
+/// reflectors; every other node is a client of every reflector, and reflectors peer with each
+/// other as non-clients. The node-to-node mesh adds sessions between the other pairs while it
+/// is on, so a running mesh can gain reflectors first and then be turned off without a route
+/// going away (each client already has every route through a reflector when its mesh
+/// sessions close).
 pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
     let mut out = Vec::new();
+    let owners = owners(view);
     let same_as = view
         .nodes
         .iter()
@@ -54,30 +74,29 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
         kind,
         // A cluster node may only announce the pod CIDRs it owns.
         import: ImportFilter::exact(n.pod_cidrs.iter().copied()),
+        next_hop_owners: owners.clone(),
         password_file: None,
         password: None,
     };
-    if view.has_reflectors() {
-        let i_reflect = me.route_reflector_cluster_id.is_some();
-        for n in same_as {
-            match (i_reflect, n.route_reflector_cluster_id.is_some()) {
-                (_, true) => {
-                    // A reflector passes on every node's pod CIDR.
-                    let mut p = cluster(n, PeerKind::Reflector);
-                    p.import = ImportFilter::exact(
-                        view.nodes
-                            .iter()
-                            .filter(|o| o.name != me.name)
-                            .flat_map(|o| o.pod_cidrs.iter().copied()),
-                    );
-                    out.push(p);
-                }
-                (true, false) => out.push(cluster(n, PeerKind::ReflectorClient)),
-                (false, false) => {}
+    let i_reflect = me.route_reflector_cluster_id.is_some();
+    for n in same_as {
+        match (i_reflect, n.route_reflector_cluster_id.is_some()) {
+            (_, true) => {
+                // A reflector passes on every other node's pod CIDR, each only with its owner
+                // as next hop (`next_hop_owners`).
+                let mut p = cluster(n, PeerKind::Reflector);
+                p.import = ImportFilter::exact(
+                    view.nodes
+                        .iter()
+                        .filter(|o| o.name != me.name)
+                        .flat_map(|o| o.pod_cidrs.iter().copied()),
+                );
+                out.push(p);
             }
+            (true, false) => out.push(cluster(n, PeerKind::ReflectorClient)),
+            (false, false) if view.node_to_node_mesh => out.push(cluster(n, PeerKind::Mesh)),
+            (false, false) => {}
         }
-    } else if view.node_to_node_mesh {
-        out.extend(same_as.map(|n| cluster(n, PeerKind::Mesh)));
     }
     for p in &view.peers {
         if p.node_selector
@@ -93,6 +112,14 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
                 address: p.address,
                 as_number: p.as_number,
                 kind: PeerKind::External,
+                // An external peer in our AS (a reflector such as FRR or BIRD) passes node
+                // routes with their next hop unchanged, so it gets the owner check too; an eBGP
+                // ToR puts itself as next hop and is trusted with the pod network.
+                next_hop_owners: if p.as_number == me.as_number {
+                    owners.clone()
+                } else {
+                    NextHopOwners::default()
+                },
                 import: ImportFilter::Prefixes(
                     accept
                         .into_iter()
@@ -128,6 +155,7 @@ pub fn speaker_config(view: &ClusterView, me: &Node) -> SpeakerConfig {
     let mut c = SpeakerConfig::new(me.as_number, router_id(me));
     c.listen_port = view.listen_port;
     c.originate = me.pod_cidrs.clone();
+    c.cluster_id = me.route_reflector_cluster_id;
     c
 }
 
@@ -151,10 +179,18 @@ pub fn peer_config(view: &ClusterView, me: &Node, d: &DerivedPeer) -> PeerConfig
     p.keepalive = view.timers.keepalive;
     p.connect_retry = Duration::from_secs(view.timers.connect_retry.into());
     p.import = d.import.clone();
+    p.next_hop_owners = d.next_hop_owners.clone();
     p.password = d.password.clone();
-    // A node announces the pod CIDR it owns and nothing it learned. (Reflectors passing routes
-    // to their clients will relax this for reflector-client peers when reflection lands.)
-    p.export = ExportFilter::Originated;
+    // A node announces the pod CIDR it owns and nothing it learned; a reflector node also
+    // passes on, to its clients and the other reflectors, what the reflection rules allow.
+    // Never what it learned from a ToR: a node is not a transit.
+    let reflecting = me.route_reflector_cluster_id.is_some()
+        && matches!(d.kind, PeerKind::ReflectorClient | PeerKind::Reflector);
+    p.export = if reflecting {
+        ExportFilter::OriginatedAndReflected
+    } else {
+        ExportFilter::Originated
+    };
     // The speaker's role for the peer; what `twill status` calls it stays the agent's kind.
     p.reflector_client = d.kind == PeerKind::ReflectorClient;
     p
@@ -193,16 +229,71 @@ mod tests {
     }
 
     #[test]
-    fn reflectors_replace_the_mesh() {
-        let v = view("");
-        let mut v2 = v.clone();
-        v2.nodes[2].route_reflector_cluster_id = Some("10.255.0.1".parse().unwrap());
-        assert_eq!(kinds(&v2, "a1"), vec![("10.2.0.11".into(), "reflector")]);
+    fn reflectors_replace_the_mesh_once_it_is_off() {
+        let mut v = view("nodeToNodeMesh: false\n");
+        v.nodes[2].route_reflector_cluster_id = Some("10.255.0.1".parse().unwrap());
+        assert_eq!(kinds(&v, "a1"), vec![("10.2.0.11".into(), "reflector")]);
         assert_eq!(
-            kinds(&v2, "b1"),
+            kinds(&v, "b1"),
             vec![
-                ("10.1.0.11".into(), "reflector-client"),
-                ("10.1.0.12".into(), "reflector-client")
+                ("10.1.0.11".into(), "client"),
+                ("10.1.0.12".into(), "client")
+            ]
+        );
+        let b1 = v.node("b1").unwrap();
+        assert_eq!(
+            speaker_config(&v, b1).cluster_id,
+            Some("10.255.0.1".parse().unwrap())
+        );
+        // The reflector passes on its clients' routes (never a ToR's); a client only its own.
+        let peers = peers_for(&v, b1);
+        assert_eq!(
+            peer_config(&v, b1, &peers[0]).export,
+            ExportFilter::OriginatedAndReflected
+        );
+        let a1 = v.node("a1").unwrap();
+        let to_reflector = &peers_for(&v, a1)[0];
+        assert_eq!(
+            peer_config(&v, a1, to_reflector).export,
+            ExportFilter::Originated
+        );
+        // From its reflector a client takes the other nodes' pod CIDRs, each only with its
+        // owner's address as next hop.
+        assert!(to_reflector
+            .import
+            .allows(&"10.244.2.0/24".parse().unwrap()));
+        assert!(!to_reflector
+            .import
+            .allows(&"10.244.1.0/24".parse().unwrap()));
+        let owners = &to_reflector.next_hop_owners;
+        assert!(owners.allows(
+            &"10.244.2.0/24".parse().unwrap(),
+            &"10.1.0.12".parse().unwrap()
+        ));
+        assert!(!owners.allows(
+            &"10.244.2.0/24".parse().unwrap(),
+            &"10.2.0.11".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn while_the_mesh_is_on_reflectors_join_it() {
+        // The migration's middle step: reflectors labelled, mesh still on. Clients keep their
+        // mesh sessions to each other; sessions with a reflector take the reflector's roles.
+        let mut v = view("");
+        v.nodes[2].route_reflector_cluster_id = Some("10.255.0.1".parse().unwrap());
+        assert_eq!(
+            kinds(&v, "a1"),
+            vec![
+                ("10.1.0.12".into(), "mesh"),
+                ("10.2.0.11".into(), "reflector")
+            ]
+        );
+        assert_eq!(
+            kinds(&v, "b1"),
+            vec![
+                ("10.1.0.11".into(), "client"),
+                ("10.1.0.12".into(), "client")
             ]
         );
     }

@@ -8,7 +8,7 @@ use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
 use felix_lite::Programmer;
 use ipip::Planned;
 use ipnet::IpNet;
-use speaker::Speaker;
+use speaker::{BestRoute, Speaker};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -51,10 +51,23 @@ impl NodeState {
                 since: rfc3339_ago(Duration::from_secs(p.since_secs)),
                 prefixes_received: p.prefixes_received,
                 prefixes_accepted: p.prefixes_accepted,
+                prefixes_rejected: p
+                    .prefixes_rejected
+                    .iter()
+                    .map(|(k, v)| (k.key().to_string(), *v))
+                    .collect(),
                 prefixes_advertised: p.prefixes_advertised,
                 last_error: p.last_error,
                 last_down: p.last_down,
             })
+            .collect();
+        let best: BTreeMap<IpNet, BestRoute> = self
+            .speaker
+            .routes()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.prefix, e.best?)))
             .collect();
         let routes = self
             .table
@@ -62,6 +75,18 @@ impl NodeState {
             .expect("route table")
             .values()
             .map(|v| RouteStatus {
+                learned_from: best
+                    .get(&v.route.prefix)
+                    .and_then(|b| b.from)
+                    .map(|a| a.to_string()),
+                originator_id: best
+                    .get(&v.route.prefix)
+                    .and_then(|b| b.attrs.originator_id)
+                    .map(|a| a.to_string()),
+                cluster_list: best
+                    .get(&v.route.prefix)
+                    .map(|b| b.attrs.cluster_list.iter().map(|c| c.to_string()).collect())
+                    .unwrap_or_default(),
                 prefix: v.route.prefix.to_string(),
                 next_hops: v
                     .route

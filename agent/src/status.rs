@@ -2,6 +2,7 @@
 //! it prints as columns.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub struct PeerStatus {
     pub since: String,
     pub prefixes_received: usize,
     pub prefixes_accepted: usize,
+    /// Held but not accepted, by reason (`cluster-loop`, `next-hop-not-owner`, …).
+    #[serde(default)]
+    pub prefixes_rejected: BTreeMap<String, usize>,
     pub prefixes_advertised: usize,
     pub last_error: Option<String>,
     /// Why the last Established session ended (NOTIFICATION sent or received, hold timer,
@@ -29,6 +33,15 @@ pub struct RouteStatus {
     pub next_hops: Vec<String>,
     /// direct / vxlan / ipip / via router (several, comma-separated, for a mixed ECMP route).
     pub via: String,
+    /// The BGP peer of the best path (a reflector, for a reflected route).
+    #[serde(default)]
+    pub learned_from: Option<String>,
+    /// Set by the first reflector the route crossed (RFC 4456).
+    #[serde(default)]
+    pub originator_id: Option<String>,
+    /// The reflectors' cluster IDs, nearest first.
+    #[serde(default)]
+    pub cluster_list: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -81,6 +94,7 @@ impl Status {
             "RCVD",
             "ACCEPTED",
             "ADVERTISED",
+            "REJECTED",
             "LAST ERROR",
         ]
         .map(String::from)
@@ -95,16 +109,32 @@ impl Status {
                 p.prefixes_received.to_string(),
                 p.prefixes_accepted.to_string(),
                 p.prefixes_advertised.to_string(),
+                p.prefixes_rejected.values().sum::<usize>().to_string(),
                 p.last_error.clone().unwrap_or_default(),
             ]);
         }
         format!("node {}\n{}", self.node, table(rows))
     }
 
-    pub fn routes_table(&self) -> String {
-        let mut rows = vec![["PREFIX", "NEXT HOPS", "VIA"].map(String::from).to_vec()];
+    /// `detail` adds where the route was learned and what reflectors added to it.
+    pub fn routes_table(&self, detail: bool) -> String {
+        let mut head = vec!["PREFIX", "NEXT HOPS", "VIA"];
+        if detail {
+            head.extend(["FROM", "ORIGINATOR", "CLUSTER LIST"]);
+        }
+        let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
         for r in &self.routes {
-            rows.push(vec![r.prefix.clone(), r.next_hops.join(","), r.via.clone()]);
+            let mut row = vec![r.prefix.clone(), r.next_hops.join(","), r.via.clone()];
+            if detail {
+                row.push(r.learned_from.clone().unwrap_or_else(|| "-".into()));
+                row.push(r.originator_id.clone().unwrap_or_else(|| "-".into()));
+                row.push(if r.cluster_list.is_empty() {
+                    "-".into()
+                } else {
+                    r.cluster_list.join(",")
+                });
+            }
+            rows.push(row);
         }
         table(rows)
     }
@@ -126,6 +156,7 @@ mod tests {
                 since: rfc3339_ago(Duration::ZERO),
                 prefixes_received: 1,
                 prefixes_accepted: 1,
+                prefixes_rejected: [("next-hop-not-owner".to_string(), 2)].into(),
                 prefixes_advertised: 1,
                 last_error: None,
                 last_down: None,
@@ -134,6 +165,9 @@ mod tests {
                 prefix: "10.244.2.0/24".into(),
                 next_hops: vec!["10.1.0.12".into()],
                 via: "direct".into(),
+                learned_from: Some("10.2.0.11".into()),
+                originator_id: Some("10.1.0.12".into()),
+                cluster_list: vec!["10.255.0.1".into()],
             }],
         };
         let v = serde_json::to_value(&s).unwrap();
@@ -145,18 +179,41 @@ mod tests {
             "since",
             "prefixesReceived",
             "prefixesAccepted",
+            "prefixesRejected",
             "prefixesAdvertised",
             "lastError",
             "lastDown",
         ] {
             assert!(v["peers"][0].get(k).is_some(), "missing {k}");
         }
-        for k in ["prefix", "nextHops", "via"] {
+        for k in [
+            "prefix",
+            "nextHops",
+            "via",
+            "learnedFrom",
+            "originatorId",
+            "clusterList",
+        ] {
             assert!(v["routes"][0].get(k).is_some(), "missing {k}");
         }
         assert!(s
             .peers_table()
             .contains("10.1.0.12  64512  mesh  Established"));
+        assert!(s.peers_table().contains("  2\n"), "{}", s.peers_table());
+        let detail = s.routes_table(true);
+        let row: Vec<&str> = detail.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "10.244.2.0/24",
+                "10.1.0.12",
+                "direct",
+                "10.2.0.11",
+                "10.1.0.12",
+                "10.255.0.1"
+            ]
+        );
+        assert!(!s.routes_table(false).contains("10.255.0.1"));
     }
 
     #[test]

@@ -94,8 +94,7 @@ impl NextHopOwners {
 
 /// Why a route a peer sent is kept out of the Loc-RIB. Kept with the route in the Adj-RIB-In,
 /// so the peer snapshot can count the routes refused for each reason right now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rejection {
     /// eBGP: our AS is in the AS_PATH.
     AsLoop,
@@ -112,6 +111,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The name in JSON and metric labels.
+    pub fn key(self) -> &'static str {
+        match self {
+            Rejection::AsLoop => "as-loop",
+            Rejection::OriginatorIsUs => "originator-is-us",
+            Rejection::ClusterLoop => "cluster-loop",
+            Rejection::NextHopFamily => "next-hop-family",
+            Rejection::NotUnicast => "not-unicast",
+            Rejection::ImportFilter => "import-filter",
+            Rejection::NextHopNotOwner => "next-hop-not-owner",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::AsLoop => "AS loop",
@@ -122,6 +134,12 @@ impl Rejection {
             Rejection::ImportFilter => "import filter",
             Rejection::NextHopNotOwner => "next hop is not the prefix owner's",
         }
+    }
+}
+
+impl Serialize for Rejection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
     }
 }
 

@@ -54,7 +54,7 @@ pub fn test(base: &Path, name: Option<&str>) -> Result<(String, bool), LabError>
         match status {
             Some(s) => {
                 out += &s.peers_table();
-                out += &s.routes_table();
+                out += &s.routes_table(true);
             }
             None => out += "no agent is running\n",
         }
