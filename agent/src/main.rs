@@ -120,6 +120,27 @@ enum LabCommand {
         #[arg(long, default_value = lab::DEFAULT_DIR)]
         dir: PathBuf,
     },
+    /// Stop one node's daemons (SIGTERM, or SIGKILL with --kill); its namespace, links and
+    /// pods stay.
+    Stop {
+        node: String,
+        /// SIGKILL at once: a crash rather than a shutdown.
+        #[arg(long)]
+        kill: bool,
+        /// The lab's name (needed only when several are up).
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Start a stopped node's daemons again; returns once the fabric has converged.
+    Start {
+        node: String,
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
     /// Stop the lab's processes and delete its namespaces and state.
     Down {
         name: Option<String>,
@@ -144,6 +165,15 @@ fn lab_main(command: LabCommand) -> ExitCode {
             })
             .map(|s| (s, true)),
         LabCommand::Test { name, dir } => lab::test(&dir, name.as_deref()),
+        LabCommand::Stop {
+            node,
+            kill,
+            lab,
+            dir,
+        } => lab::stop(&dir, lab.as_deref(), &node, kill).map(|s| (s, true)),
+        LabCommand::Start { node, lab, dir } => {
+            lab::start(&dir, lab.as_deref(), &node).map(|s| (s, true))
+        }
         LabCommand::Down { name, dir } => lab::down(&dir, name.as_deref()).map(|s| (s, true)),
     };
     match r {

@@ -102,7 +102,7 @@ pub fn spawn_daemon(mut c: Command, log: &Path) -> Result<u32, LabError> {
 }
 
 /// Pids of every process whose network namespace is `ns`.
-fn pids_in(ns: &str) -> Vec<i32> {
+pub fn pids_in(ns: &str) -> Vec<i32> {
     ip(&["netns", "pids", ns])
         .unwrap_or_default()
         .split_whitespace()

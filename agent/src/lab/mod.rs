@@ -1,4 +1,4 @@
-//! `twill lab up | test | down`: a whole fabric on one machine, in network namespaces, from a
+//! `twill lab up | test | stop | start | down`: a whole fabric on one machine, in network namespaces, from a
 //! containerlab topology file. A node whose image is Twill's runs the local `twill` binary,
 //! FRR / BIRD / GoBGP images run the local daemon with the bound configuration, every other
 //! image is a bare namespace; `exec` lines run inside the node's namespace and `links` become
@@ -6,6 +6,7 @@
 
 mod check;
 mod host;
+mod lifecycle;
 mod needs;
 mod state;
 mod topology;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use check::test;
+pub use lifecycle::{start, stop};
 pub use up::{up, UpOptions};
 
 /// Where labs keep their state when `--dir` is not given.
@@ -116,7 +118,7 @@ pub fn down(base: &Path, name: Option<&str>) -> Result<String, LabError> {
     ))
 }
 
-fn must_be_root() -> Result<(), LabError> {
+pub(super) fn must_be_root() -> Result<(), LabError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(LabError::NotRoot);
     }

@@ -154,7 +154,7 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
     Ok(out)
 }
 
-fn start_node(
+pub(super) fn start_node(
     n: &Node,
     st: &NodeState,
     twill: &Path,

@@ -3,6 +3,8 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use serde_json::Value;
 use std::ffi::OsString;
 use std::io::Write;

@@ -1,0 +1,313 @@
+//! Route reflection end to end in `twill lab`: the shipped `rr-fabric` topology (twelve Twill
+//! nodes in three racks, two Twill reflectors with one cluster ID), and three Twill nodes as
+//! clients of an external FRR or BIRD reflector. Pods ping; one reflector stops while steady
+//! pings run and none of them may lose a packet.
+
+mod common;
+
+use common::lab::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A pod's address as `lab up` printed it (`  a2-pod1    10.244.2.2      on a2`).
+fn pod_address(lab: &Lab, pod: &str) -> String {
+    lab.up_output
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut w| (w.next() == Some(pod)).then(|| w.next().unwrap().to_string()))
+        .unwrap_or_else(|| panic!("no {pod} in:\n{}", lab.up_output))
+}
+
+/// A steady ping (100 per second, `count` packets) from the first pod of `from` to the first
+/// pod of `to`; `lost` waits for it to finish and reads the count ping itself reports.
+struct Steady {
+    what: String,
+    child: Child,
+}
+
+impl Steady {
+    fn start(lab: &Lab, from: &str, to: &str, count: u32) -> Steady {
+        let dst = pod_address(lab, &format!("{to}-pod1"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-pod1", lab.ns(from))])
+            .args([
+                "ping",
+                "-q",
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "-c",
+                &count.to_string(),
+                &dst,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ping");
+        Steady {
+            what: format!("{from} -> {to} ({dst})"),
+            child,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("ping").is_none()
+    }
+
+    /// (sent, lost)
+    fn lost(self) -> (u32, u32) {
+        let out = self.child.wait_with_output().expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("{}: no summary in {text}", self.what));
+        let n: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (n[0], n[0] - n[1])
+    }
+}
+
+fn peers(lab: &Lab, node: &str) -> Vec<Value> {
+    lab.json("status", node)["peers"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn route_json(lab: &Lab, node: &str, prefix: &str) -> Value {
+    let v = lab.json("routes", node);
+    v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == prefix)
+        .cloned()
+        .unwrap_or_else(|| panic!("{node} has no route to {prefix}: {v}"))
+}
+
+fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const REFLECTORS: [&str; 2] = ["a1", "b1"];
+
+#[test]
+fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
+    let lab = Lab::up_file("rr-fabric", &topology("rr-fabric"));
+    assert!(lab.up_output.contains("12 pods"), "{}", lab.up_output);
+    let o = lab.test();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("all 132 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
+
+    // Each client has exactly one session per reflector; each reflector one per other node.
+    let nodes: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|r| (1..=4).map(move |k| format!("{r}{k}")))
+        .collect();
+    for n in &nodes {
+        let p = peers(&lab, n);
+        let kinds: Vec<&str> = p.iter().map(|p| p["kind"].as_str().unwrap()).collect();
+        if REFLECTORS.contains(&n.as_str()) {
+            assert_eq!(p.len(), 11, "{n}: {kinds:?}");
+            assert_eq!(kinds.iter().filter(|k| **k == "client").count(), 10, "{n}");
+        } else {
+            assert_eq!(kinds, ["reflector", "reflector"], "{n}");
+        }
+    }
+    // A route one client learned from another through a reflector: the owner's address as
+    // next hop (direct inside rack c), the owner as ORIGINATOR_ID, the cluster ID in the list.
+    let r = route_json(&lab, "c2", "10.244.11.0/24");
+    assert_eq!(r["nextHops"], serde_json::json!(["10.3.0.13"]), "{r}");
+    assert_eq!(r["via"], "direct");
+    assert_eq!(r["originatorId"], "10.3.0.13");
+    assert_eq!(r["clusterList"], serde_json::json!(["10.255.0.1"]));
+    assert!(
+        ["10.1.0.11", "10.2.0.11"].contains(&r["learnedFrom"].as_str().unwrap()),
+        "{r}"
+    );
+    assert!(lab
+        .kernel_route("c2", "10.244.11.0/24")
+        .contains("via 10.3.0.13"));
+
+    // Steady pings across racks and within racks, none involving a1's pods, while a1's agent
+    // is stopped (SIGTERM: Cease to every client) and started again.
+    let pairs = [
+        ("a2", "c1"),
+        ("c3", "b2"),
+        ("b4", "a3"),
+        ("a3", "a4"),
+        ("c2", "c4"),
+    ];
+    let mut pings: Vec<Steady> = pairs
+        .iter()
+        .map(|(f, t)| Steady::start(&lab, f, t, 1500))
+        .collect();
+    let o = lab.twill(&["lab", "stop", "a1"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    poll(
+        "the clients to see a1 gone",
+        Duration::from_secs(20),
+        || {
+            nodes
+                .iter()
+                .filter(|n| !REFLECTORS.contains(&n.as_str()))
+                .all(|n| {
+                    peers(&lab, n)
+                        .iter()
+                        .any(|p| p["address"] == "10.1.0.11" && p["state"] != "Established")
+                })
+                .then_some(())
+        },
+    );
+    // a1's own pod CIDR is gone (its agent is); everything else stays, through b1.
+    assert!(lab.kernel_route("c2", "10.244.1.0/24").is_empty());
+    assert!(lab
+        .kernel_route("c2", "10.244.11.0/24")
+        .contains("via 10.3.0.13"));
+    let o = lab.twill(&["lab", "start", "a1"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    for p in &mut pings {
+        assert!(
+            p.running(),
+            "{}: the pings ended before a1 was back; they did not cover the stop",
+            p.what
+        );
+    }
+    let mut lost = Vec::new();
+    for p in pings {
+        let what = p.what.clone();
+        let (sent, l) = p.lost();
+        assert_eq!(sent, 1500, "{what}");
+        lost.push((what, l));
+    }
+    eprintln!("packets lost while reflector a1 was stopped and started: {lost:?}");
+    assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
+    // a1's pods are back.
+    let o = lab.test();
+    assert!(
+        text(&o).contains("all 132 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
+    assert!(lab.down().status.success());
+    assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/external-rr/{name}.clab.yml"))
+}
+
+/// Three Twill clients of an external reflector: routes `via` the owning node, the
+/// reflector's attributes visible, pods ping.
+fn external_reflector(name: &'static str) -> Lab {
+    let lab = Lab::up_file(name, &fixture(name));
+    let o = lab.test();
+    assert!(
+        text(&o).contains("all 6 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
+    for (node, prefix, owner) in [
+        ("a1", "10.244.2.0/24", "10.9.0.12"),
+        ("a1", "10.244.3.0/24", "10.9.0.13"),
+        ("a3", "10.244.1.0/24", "10.9.0.11"),
+    ] {
+        let r = route_json(&lab, node, prefix);
+        assert_eq!(r["nextHops"], serde_json::json!([owner]), "{name} {r}");
+        assert_eq!(r["learnedFrom"], "10.9.0.2");
+        assert_eq!(r["originatorId"], owner);
+        assert_eq!(r["clusterList"], serde_json::json!(["10.255.0.9"]));
+        let k = lab.kernel_route(node, prefix);
+        assert!(
+            k.contains(&format!("via {owner}")) && k.contains("proto 77"),
+            "{k}"
+        );
+    }
+    lab
+}
+
+#[test]
+fn bird_reflects_for_three_twill_clients() {
+    let lab = external_reflector("bird-rr");
+    assert!(lab.down().status.success());
+}
+
+/// FRR as the reflector; then FRR announces a2's pod CIDR with itself as next hop (a
+/// misconfigured or hostile reflector): the clients refuse it and count it, and the kernel
+/// never sends a2's pod traffic to the reflector.
+#[test]
+fn frr_reflects_for_three_twill_clients_and_cannot_pull_a_node_s_traffic() {
+    let lab = external_reflector("frr-rr");
+    let vty = lab.dir.join("frr-rr/rr");
+    let vtysh = |lines: &[&str]| {
+        let mut c = Command::new("vtysh");
+        c.arg("--vty_socket")
+            .arg(&vty)
+            .args(["-c", "configure terminal"]);
+        for l in lines {
+            c.args(["-c", l]);
+        }
+        let o = c.output().expect("vtysh");
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    vtysh(&[
+        "route-map HIJACK permit 10",
+        "set ip next-hop 10.9.0.2",
+        "exit",
+        "router bgp 64512",
+        "address-family ipv4 unicast",
+        "network 10.244.2.0/24 route-map HIJACK",
+    ]);
+    let refused = |node: &str| {
+        peers(&lab, node)[0]["prefixesRejected"]["next-hop-not-owner"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    poll(
+        "a1 and a3 to refuse the hijack",
+        Duration::from_secs(20),
+        || (refused("a1") == 1 && refused("a3") == 1).then_some(()),
+    );
+    for node in ["a1", "a3"] {
+        assert!(
+            !lab.kernel_route(node, "10.244.2.0/24")
+                .contains("10.9.0.2 "),
+            "{node} routes a2's pods through the reflector"
+        );
+    }
+    // Withdrawn again: a2's own announcement, reflected, is the best path once more.
+    vtysh(&[
+        "router bgp 64512",
+        "address-family ipv4 unicast",
+        "no network 10.244.2.0/24 route-map HIJACK",
+    ]);
+    poll(
+        "a1 to route a2's pods via a2 again",
+        Duration::from_secs(20),
+        || {
+            lab.kernel_route("a1", "10.244.2.0/24")
+                .contains("via 10.9.0.12")
+                .then_some(())
+        },
+    );
+    assert_eq!(refused("a1"), 0);
+    assert!(lab.down().status.success());
+}
