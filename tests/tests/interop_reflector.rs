@@ -77,6 +77,9 @@ fn gobgp_conf() -> String {
     )
 }
 
+/// How a daemon prints one route.
+type Show = fn(&Daemon, &str) -> String;
+
 fn frr_show(d: &Daemon, prefix: &str) -> String {
     d.vtysh(&format!("show bgp ipv4 unicast {prefix}"))
 }
@@ -130,7 +133,7 @@ fn twill_reflects_between_frr_bird_and_gobgp_clients() {
     // Every client holds the other two clients' prefixes with the owner as next hop, the
     // owner as ORIGINATOR_ID and Twill's cluster ID as CLUSTER_LIST; and Twill's own route
     // without either.
-    let show: [(&str, &Daemon, fn(&Daemon, &str) -> String); 3] = [
+    let show: [(&str, &Daemon, Show); 3] = [
         (FRR, &frr, frr_show),
         (BIRD, &bird, bird_show),
         (GOBGP, &gobgp, gobgp_show),
