@@ -117,10 +117,7 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
     );
 
     // Each client has exactly one session per reflector; each reflector one per other node.
-    let nodes: Vec<String> = ["a", "b", "c"]
-        .iter()
-        .flat_map(|r| (1..=4).map(move |k| format!("{r}{k}")))
-        .collect();
+    let nodes = twelve();
     for n in &nodes {
         let p = peers(&lab, n);
         let kinds: Vec<&str> = p.iter().map(|p| p["kind"].as_str().unwrap()).collect();
@@ -309,5 +306,127 @@ fn frr_reflects_for_three_twill_clients_and_cannot_pull_a_node_s_traffic() {
         },
     );
     assert_eq!(refused("a1"), 0);
+    assert!(lab.down().status.success());
+}
+
+/// Send `signal` to every process in every Twill node's namespace (the agents).
+fn signal_agents(lab: &Lab, nodes: &[String], signal: &str) {
+    for n in nodes {
+        let o = Command::new("ip")
+            .args(["netns", "pids", &lab.ns(n)])
+            .output()
+            .expect("ip netns pids");
+        for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+            let _ = Command::new("kill").args([signal, pid]).status();
+        }
+    }
+}
+
+fn twelve() -> Vec<String> {
+    ["a", "b", "c"]
+        .iter()
+        .flat_map(|r| (1..=4).map(move |k| format!("{r}{k}")))
+        .collect()
+}
+
+/// The README's migration, on a running 12-node mesh with steady pings: annotate the
+/// reflectors with the mesh still on, then turn the mesh off (each step a SIGHUP reload).
+/// No ping may lose a packet, and at the end every client has exactly the two reflector
+/// sessions.
+#[test]
+fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
+    let dir = twill_lab::TempDir::new("mig");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/containerlab");
+    std::fs::create_dir_all(dir.join("rr-fabric")).unwrap();
+    std::fs::copy(
+        src.join("rr-fabric.clab.yml"),
+        dir.join("rr-fabric.clab.yml"),
+    )
+    .unwrap();
+    let shipped = std::fs::read_to_string(src.join("rr-fabric/cluster.yaml")).unwrap();
+    let view = dir.join("rr-fabric/cluster.yaml");
+    let with_reflectors_and_mesh = shipped.replace("nodeToNodeMesh: false", "nodeToNodeMesh: true");
+    let mesh_only = with_reflectors_and_mesh.replace(", routeReflectorClusterID: 10.255.0.1", "");
+    std::fs::write(&view, &mesh_only).unwrap();
+    let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
+    let nodes = twelve();
+    let clients: Vec<String> = nodes
+        .iter()
+        .filter(|n| !REFLECTORS.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert!(peers(&lab, "c2").iter().all(|p| p["kind"] == "mesh"));
+
+    let pairs = [
+        ("a2", "c1"),
+        ("c3", "b2"),
+        ("b4", "a3"),
+        ("a3", "a4"),
+        ("a1", "c4"),
+    ];
+    let mut pings: Vec<Steady> = pairs
+        .iter()
+        .map(|(f, t)| Steady::start(&lab, f, t, 1500))
+        .collect();
+    // Step 1: reflectors annotated, mesh on. Sessions keep running and take their roles.
+    std::fs::write(&view, &with_reflectors_and_mesh).unwrap();
+    signal_agents(&lab, &nodes, "-HUP");
+    poll(
+        "clients to see both reflectors",
+        Duration::from_secs(20),
+        || {
+            clients
+                .iter()
+                .all(|n| {
+                    let p = peers(&lab, n);
+                    p.len() == 11
+                        && p.iter()
+                            .filter(|p| p["kind"] == "reflector" && p["state"] == "Established")
+                            .count()
+                            == 2
+                })
+                .then_some(())
+        },
+    );
+    // Step 2: the mesh off. Client-to-client sessions close; nothing else changes.
+    std::fs::write(&view, &shipped).unwrap();
+    signal_agents(&lab, &nodes, "-HUP");
+    poll(
+        "clients to keep only the reflectors",
+        Duration::from_secs(20),
+        || {
+            clients
+                .iter()
+                .all(|n| {
+                    let p = peers(&lab, n);
+                    p.len() == 2 && p.iter().all(|p| p["state"] == "Established")
+                })
+                .then_some(())
+        },
+    );
+    for p in &mut pings {
+        assert!(
+            p.running(),
+            "{}: pings ended before the migration did",
+            p.what
+        );
+    }
+    let lost: Vec<(String, u32)> = pings
+        .into_iter()
+        .map(|p| {
+            let what = p.what.clone();
+            (what, p.lost().1)
+        })
+        .collect();
+    eprintln!("packets lost while the mesh moved to reflectors: {lost:?}");
+    assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
+    let r = route_json(&lab, "c2", "10.244.11.0/24");
+    assert_eq!(r["clusterList"], serde_json::json!(["10.255.0.1"]), "{r}");
+    let o = lab.test();
+    assert!(
+        text(&o).contains("all 132 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
     assert!(lab.down().status.success());
 }

@@ -162,7 +162,8 @@ pub enum Op {
     ReconfigureH {
         bits: u8,
     },
-    /// A's configuration of B changes (export, reflector client).
+    /// A's configuration of B changes (export, reflector client); bit 4 sets A's cluster ID
+    /// (bit 5: on or off).
     ReconfigureB {
         bits: u8,
     },

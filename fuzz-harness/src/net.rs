@@ -510,6 +510,11 @@ impl Net {
                 self.push(Side::A, Input::UpdatePeer(p));
             }
             Op::ReconfigureB { bits } => {
+                if bits & 0x10 != 0 {
+                    // A starts or stops reflecting at run time (a node labelled a reflector).
+                    let id = (bits & 0x20 != 0).then_some(Ipv4Addr::new(10, 255, 0, 1));
+                    self.push(Side::A, Input::SetClusterId(id));
+                }
                 let p = self.b_peer(*bits);
                 self.push(Side::A, Input::UpdatePeer(p));
             }

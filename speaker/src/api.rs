@@ -76,6 +76,11 @@ impl Speaker {
         self.send(Command::Input(Box::new(Input::SetOriginated(prefixes))))
     }
 
+    /// Start (Some) or stop (None) reflecting routes with this cluster ID; no session resets.
+    pub fn set_cluster_id(&self, id: Option<std::net::Ipv4Addr>) -> Result<(), SpeakerError> {
+        self.send(Command::Input(Box::new(Input::SetClusterId(id))))
+    }
+
     pub async fn snapshot(&self) -> Result<Vec<PeerSnapshot>, SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Snapshot(tx))?;

@@ -38,6 +38,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
 /// Build the lab; returns what to print. On error the state written so far stays, so
 /// `twill lab down` removes the half-built lab.
 pub fn up(opts: &UpOptions) -> Result<String, LabError> {
+    let started = std::time::Instant::now();
     must_be_root()?;
     let topo = Topology::load(&opts.topology)?;
     let missing = needs::missing(&topo, needs::on_this_machine);
@@ -109,6 +110,7 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
         waiting,
         dir: dir.display().to_string(),
     })?;
+    let converged = started.elapsed();
     for (n, ns) in topo.nodes.iter().zip(st.nodes.clone()) {
         for i in 1..=n.pods {
             let name = format!("{}-pod{i}", n.name);
@@ -133,6 +135,10 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
         topo.nodes.len(),
         topo.links.len(),
         st.pods.len()
+    );
+    out += &format!(
+        "converged: every session up and every node routing every pod CIDR {:.2} s after lab up started\n",
+        converged.as_secs_f64()
     );
     for n in &st.nodes {
         let role = format!("{:?}", n.role).to_lowercase();
@@ -352,7 +358,7 @@ pub fn not_converged(st: &LabState) -> Vec<String> {
 /// Poll until converged or `limit`; the error is what was still missing.
 pub fn wait_converged(st: &LabState, limit: Duration) -> Result<(), Vec<String>> {
     let mut last = Vec::new();
-    match poll(limit, Duration::from_millis(250), || {
+    match poll(limit, Duration::from_millis(50), || {
         last = not_converged(st);
         last.is_empty().then_some(())
     }) {

@@ -110,6 +110,12 @@ pub(super) async fn apply_view(
             "pod CIDRs changed: announcing the new ones; restart the agent to move the tunnel address and CNI file");
         let _ = speaker.set_originated(new_me.pod_cidrs.clone());
     }
+    if new_me.route_reflector_cluster_id != me.route_reflector_cluster_id {
+        // Before the peers' roles change, so a new reflector's clients get reflected routes
+        // as soon as they are its clients.
+        info!(cluster_id = ?new_me.route_reflector_cluster_id, "this node's route reflector cluster ID changed");
+        let _ = speaker.set_cluster_id(new_me.route_reflector_cluster_id);
+    }
     apply_peers(speaker, &new, &new_me, peers);
     *state.peers.lock().expect("peers") = peers.clone();
     dp.set_view(&new).await;

@@ -42,6 +42,8 @@ pub enum Input {
     /// Stop every session.
     Shutdown(ShutdownMode),
     SetOriginated(Vec<IpNet>),
+    /// Start or stop reflecting routes (RFC 4456) with this cluster ID; sessions stay up.
+    SetClusterId(Option<Ipv4Addr>),
     /// An accepted TCP connection; the core adopts it or asks for it to be closed.
     Incoming {
         conn: ConnId,
@@ -225,6 +227,7 @@ impl Core {
                 }
             }
             Input::SetOriginated(v) => self.set_originated(v),
+            Input::SetClusterId(id) => self.set_cluster_id(id),
             Input::Incoming {
                 conn,
                 remote,
@@ -240,6 +243,28 @@ impl Core {
         }
         self.flush();
         std::mem::take(&mut self.out)
+    }
+
+    /// A node labelled as a reflector (or no longer one) at run time. The loop check on
+    /// receipt depends on the cluster ID, and what every peer may be sent on whether we
+    /// reflect: re-check what each peer sent, then re-advertise everything to everyone.
+    fn set_cluster_id(&mut self, id: Option<Ipv4Addr>) {
+        if self.cfg.cluster_id == id {
+            return;
+        }
+        tracing::info!(cluster_id = ?id, "route reflection cluster ID changed");
+        self.cfg.cluster_id = id;
+        let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for p in &peers {
+            self.reimport(*p);
+        }
+        for p in peers {
+            let mut prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
+            prefixes.extend(self.peers[&p].adj_out.routes.keys().copied());
+            prefixes.sort_unstable();
+            prefixes.dedup();
+            self.advertise(p, &prefixes);
+        }
     }
 
     fn set_originated(&mut self, v: Vec<IpNet>) {
