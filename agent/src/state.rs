@@ -74,31 +74,27 @@ impl NodeState {
             .lock()
             .expect("route table")
             .values()
-            .map(|v| RouteStatus {
-                learned_from: best
-                    .get(&v.route.prefix)
-                    .and_then(|b| b.from)
-                    .map(|a| a.to_string()),
-                originator_id: best
-                    .get(&v.route.prefix)
-                    .and_then(|b| b.attrs.originator_id)
-                    .map(|a| a.to_string()),
-                cluster_list: best
-                    .get(&v.route.prefix)
-                    .map(|b| b.attrs.cluster_list.iter().map(|c| c.to_string()).collect())
-                    .unwrap_or_default(),
-                prefix: v.route.prefix.to_string(),
-                next_hops: v
-                    .route
-                    .next_hops()
-                    .iter()
-                    .map(|h| h.gateway.to_string())
-                    .collect(),
-                via: {
-                    let mut names: Vec<&str> = v.reach.iter().map(|r| r.name()).collect();
-                    names.dedup();
-                    names.join(",")
-                },
+            .map(|v| {
+                let b = best.get(&v.route.prefix);
+                RouteStatus {
+                    learned_from: b.and_then(|b| b.from).map(|a| a.to_string()),
+                    originator_id: b.and_then(|b| b.attrs.originator_id).map(|a| a.to_string()),
+                    cluster_list: b
+                        .map(|b| b.attrs.cluster_list.iter().map(|c| c.to_string()).collect())
+                        .unwrap_or_default(),
+                    prefix: v.route.prefix.to_string(),
+                    next_hops: v
+                        .route
+                        .next_hops()
+                        .iter()
+                        .map(|h| h.gateway.to_string())
+                        .collect(),
+                    via: {
+                        let mut names: Vec<&str> = v.reach.iter().map(|r| r.name()).collect();
+                        names.dedup();
+                        names.join(",")
+                    },
+                }
             })
             .collect();
         Status {

@@ -6,10 +6,11 @@
 mod common;
 
 use common::lab::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use twill_lab::topology::{copy_with_view, rr_fabric_full_mesh, rr_fabric_mesh_on};
+use twill_lab::wait_for;
 
 /// A pod's address as `lab up` printed it (`  a2-pod1    10.244.2.2      on a2`).
 fn pod_address(lab: &Lab, pod: &str) -> String {
@@ -73,35 +74,6 @@ impl Steady {
     }
 }
 
-fn peers(lab: &Lab, node: &str) -> Vec<Value> {
-    lab.json("status", node)["peers"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn route_json(lab: &Lab, node: &str, prefix: &str) -> Value {
-    let v = lab.json("routes", node);
-    v["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["prefix"] == prefix)
-        .cloned()
-        .unwrap_or_else(|| panic!("{node} has no route to {prefix}: {v}"))
-}
-
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 const REFLECTORS: [&str; 2] = ["a1", "b1"];
 
 #[test]
@@ -119,7 +91,7 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
     // Each client has exactly one session per reflector; each reflector one per other node.
     let nodes = twelve();
     for n in &nodes {
-        let p = peers(&lab, n);
+        let p = lab.peers(n);
         let kinds: Vec<&str> = p.iter().map(|p| p["kind"].as_str().unwrap()).collect();
         if REFLECTORS.contains(&n.as_str()) {
             assert_eq!(p.len(), 11, "{n}: {kinds:?}");
@@ -130,7 +102,7 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
     }
     // A route one client learned from another through a reflector: the owner's address as
     // next hop (direct inside rack c), the owner as ORIGINATOR_ID, the cluster ID in the list.
-    let r = route_json(&lab, "c2", "10.244.11.0/24");
+    let r = lab.route_json("c2", "10.244.11.0/24");
     assert_eq!(r["nextHops"], serde_json::json!(["10.3.0.13"]), "{r}");
     assert_eq!(r["via"], "direct");
     assert_eq!(r["originatorId"], "10.3.0.13");
@@ -158,7 +130,7 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
         .collect();
     let o = lab.twill(&["lab", "stop", "a1"], None);
     assert!(o.status.success(), "{}", text(&o));
-    poll(
+    wait_for(
         "the clients to see a1 gone",
         Duration::from_secs(20),
         || {
@@ -166,15 +138,20 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
                 .iter()
                 .filter(|n| !REFLECTORS.contains(&n.as_str()))
                 .all(|n| {
-                    peers(&lab, n)
+                    lab.peers(n)
                         .iter()
                         .any(|p| p["address"] == "10.1.0.11" && p["state"] != "Established")
                 })
                 .then_some(())
         },
     );
-    // a1's own pod CIDR is gone (its agent is); everything else stays, through b1.
-    assert!(lab.kernel_route("c2", "10.244.1.0/24").is_empty());
+    // a1's own pod CIDR goes (its agent is gone, and b1 withdraws what it reflected of it);
+    // everything else stays, through b1.
+    wait_for("a1's pod CIDR to leave c2", Duration::from_secs(20), || {
+        lab.kernel_route("c2", "10.244.1.0/24")
+            .is_empty()
+            .then_some(())
+    });
     assert!(lab
         .kernel_route("c2", "10.244.11.0/24")
         .contains("via 10.3.0.13"));
@@ -227,7 +204,7 @@ fn external_reflector(name: &'static str) -> Lab {
         ("a1", "10.244.3.0/24", "10.9.0.13"),
         ("a3", "10.244.1.0/24", "10.9.0.11"),
     ] {
-        let r = route_json(&lab, node, prefix);
+        let r = lab.route_json(node, prefix);
         assert_eq!(r["nextHops"], serde_json::json!([owner]), "{name} {r}");
         assert_eq!(r["learnedFrom"], "10.9.0.2");
         assert_eq!(r["originatorId"], owner);
@@ -247,9 +224,9 @@ fn bird_reflects_for_three_twill_clients() {
     assert!(lab.down().status.success());
 }
 
-/// FRR as the reflector; then FRR announces a2's pod CIDR with itself as next hop (a
-/// misconfigured or hostile reflector): the clients refuse it and count it, and the kernel
-/// never sends a2's pod traffic to the reflector.
+/// FRR as the reflector; then FRR announces a2's pod CIDR and half of it with itself as next
+/// hop (a misconfigured or hostile reflector): the clients refuse both and count them, and the
+/// kernel never sends a2's pod traffic to the reflector.
 #[test]
 fn frr_reflects_for_three_twill_clients_and_cannot_pull_a_node_s_traffic() {
     let lab = external_reflector("frr-rr");
@@ -272,22 +249,29 @@ fn frr_reflects_for_three_twill_clients_and_cannot_pull_a_node_s_traffic() {
         "router bgp 64512",
         "address-family ipv4 unicast",
         "network 10.244.2.0/24 route-map HIJACK",
+        // A more specific route would win by longest match without replacing a2's.
+        "network 10.244.2.128/25 route-map HIJACK",
     ]);
     let refused = |node: &str| {
-        peers(&lab, node)[0]["prefixesRejected"]["next-hop-not-owner"]
+        lab.peers(node)[0]["prefixesRejected"]["next-hop-not-owner"]
             .as_u64()
             .unwrap_or(0)
     };
-    poll(
+    wait_for(
         "a1 and a3 to refuse the hijack",
         Duration::from_secs(20),
-        || (refused("a1") == 1 && refused("a3") == 1).then_some(()),
+        || (refused("a1") == 2 && refused("a3") == 2).then_some(()),
     );
+    // FRR prefers its own announcement, so a2's reflected one is replaced: the clients are
+    // left with no route to a2's pods (a bad reflector can blackhole a CIDR) but never with
+    // one through the reflector (it cannot redirect it), not even for half of the CIDR.
     for node in ["a1", "a3"] {
+        let k = lab.kernel_route(node, "10.244.2.0/24");
+        assert!(k.is_empty(), "{node} still routes a2's pods: {k}");
+        let k = lab.kernel_route(node, "10.244.2.128/25");
         assert!(
-            !lab.kernel_route(node, "10.244.2.0/24")
-                .contains("10.9.0.2 "),
-            "{node} routes a2's pods through the reflector"
+            k.is_empty(),
+            "{node} routes half of a2's pods elsewhere: {k}"
         );
     }
     // Withdrawn again: a2's own announcement, reflected, is the best path once more.
@@ -295,8 +279,9 @@ fn frr_reflects_for_three_twill_clients_and_cannot_pull_a_node_s_traffic() {
         "router bgp 64512",
         "address-family ipv4 unicast",
         "no network 10.244.2.0/24 route-map HIJACK",
+        "no network 10.244.2.128/25 route-map HIJACK",
     ]);
-    poll(
+    wait_for(
         "a1 to route a2's pods via a2 again",
         Duration::from_secs(20),
         || {
@@ -307,19 +292,6 @@ fn frr_reflects_for_three_twill_clients_and_cannot_pull_a_node_s_traffic() {
     );
     assert_eq!(refused("a1"), 0);
     assert!(lab.down().status.success());
-}
-
-/// Send `signal` to every process in every Twill node's namespace (the agents).
-fn signal_agents(lab: &Lab, nodes: &[String], signal: &str) {
-    for n in nodes {
-        let o = Command::new("ip")
-            .args(["netns", "pids", &lab.ns(n)])
-            .output()
-            .expect("ip netns pids");
-        for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-            let _ = Command::new("kill").args([signal, pid]).status();
-        }
-    }
 }
 
 fn twelve() -> Vec<String> {
@@ -335,19 +307,12 @@ fn twelve() -> Vec<String> {
 /// sessions.
 #[test]
 fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
-    let dir = twill_lab::TempDir::new("mig");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/containerlab");
-    std::fs::create_dir_all(dir.join("rr-fabric")).unwrap();
-    std::fs::copy(
-        src.join("rr-fabric.clab.yml"),
-        dir.join("rr-fabric.clab.yml"),
+    let dir = copy_with_view("rr-fabric", rr_fabric_full_mesh);
+    let view = dir.join("rr-fabric/cluster.yaml");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/containerlab/rr-fabric/cluster.yaml"),
     )
     .unwrap();
-    let shipped = std::fs::read_to_string(src.join("rr-fabric/cluster.yaml")).unwrap();
-    let view = dir.join("rr-fabric/cluster.yaml");
-    let with_reflectors_and_mesh = shipped.replace("nodeToNodeMesh: false", "nodeToNodeMesh: true");
-    let mesh_only = with_reflectors_and_mesh.replace(", routeReflectorClusterID: 10.255.0.1", "");
-    std::fs::write(&view, &mesh_only).unwrap();
     let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
     let nodes = twelve();
     let clients: Vec<String> = nodes
@@ -355,7 +320,7 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
         .filter(|n| !REFLECTORS.contains(&n.as_str()))
         .cloned()
         .collect();
-    assert!(peers(&lab, "c2").iter().all(|p| p["kind"] == "mesh"));
+    assert!(lab.peers("c2").iter().all(|p| p["kind"] == "mesh"));
 
     let pairs = [
         ("a2", "c1"),
@@ -369,16 +334,16 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
         .map(|(f, t)| Steady::start(&lab, f, t, 1500))
         .collect();
     // Step 1: reflectors annotated, mesh on. Sessions keep running and take their roles.
-    std::fs::write(&view, &with_reflectors_and_mesh).unwrap();
-    signal_agents(&lab, &nodes, "-HUP");
-    poll(
+    std::fs::write(&view, rr_fabric_mesh_on(&shipped)).unwrap();
+    lab.signal(&nodes, "-HUP");
+    wait_for(
         "clients to see both reflectors",
         Duration::from_secs(20),
         || {
             clients
                 .iter()
                 .all(|n| {
-                    let p = peers(&lab, n);
+                    let p = lab.peers(n);
                     p.len() == 11
                         && p.iter()
                             .filter(|p| p["kind"] == "reflector" && p["state"] == "Established")
@@ -390,15 +355,15 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
     );
     // Step 2: the mesh off. Client-to-client sessions close; nothing else changes.
     std::fs::write(&view, &shipped).unwrap();
-    signal_agents(&lab, &nodes, "-HUP");
-    poll(
+    lab.signal(&nodes, "-HUP");
+    wait_for(
         "clients to keep only the reflectors",
         Duration::from_secs(20),
         || {
             clients
                 .iter()
                 .all(|n| {
-                    let p = peers(&lab, n);
+                    let p = lab.peers(n);
                     p.len() == 2 && p.iter().all(|p| p["state"] == "Established")
                 })
                 .then_some(())
@@ -420,7 +385,7 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
         .collect();
     eprintln!("packets lost while the mesh moved to reflectors: {lost:?}");
     assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
-    let r = route_json(&lab, "c2", "10.244.11.0/24");
+    let r = lab.route_json("c2", "10.244.11.0/24");
     assert_eq!(r["clusterList"], serde_json::json!(["10.255.0.1"]), "{r}");
     let o = lab.test();
     assert!(

@@ -452,12 +452,6 @@ impl ClusterView {
     pub fn node_by_address(&self, address: IpAddr) -> Option<&Node> {
         self.by_address.get(&address).map(|&i| &self.nodes[i])
     }
-
-    pub fn has_reflectors(&self) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| n.route_reflector_cluster_id.is_some())
-    }
 }
 
 fn port(field: &str, v: u64) -> Result<u16, ViewError> {
@@ -514,7 +508,10 @@ peers:
                 .map(|n| &*n.name),
             Some("b1")
         );
-        assert!(v.has_reflectors());
+        assert!(v
+            .nodes
+            .iter()
+            .any(|n| n.route_reflector_cluster_id.is_some()));
         assert_eq!(
             v.peers[0].password_file.as_deref(),
             Some(Path::new("/etc/twill/tor.secret"))

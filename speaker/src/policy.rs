@@ -72,9 +72,19 @@ pub enum ExportFilter {
 /// owns it. The prefix filter says *what* a peer may announce; this says *through whom*, which
 /// is what keeps a route reflector from carrying one node's claim on another node's traffic
 /// (a client's reflector may pass on every pod CIDR, but each only towards its owner). Prefixes
-/// not listed are not checked. Shared (`Arc`): a reflector holds one copy for all its peers.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// not listed are not checked; a prefix inside a listed one (a /25 of a node's /24) gets the
+/// listed one's owners, or a more-specific route could pull part of a node's pods away.
+/// Shared (`Arc`): a reflector holds one copy for all its peers.
+#[derive(Debug, Clone, Eq, Default)]
 pub struct NextHopOwners(Arc<BTreeMap<IpNet, Vec<IpAddr>>>);
+
+impl PartialEq for NextHopOwners {
+    fn eq(&self, other: &Self) -> bool {
+        // One map is shared by every peer of a view: comparing a reflector's hundreds of peers
+        // on reload should not walk it each time.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl NextHopOwners {
     pub fn new(owners: impl IntoIterator<Item = (IpNet, Vec<IpAddr>)>) -> Self {
@@ -82,8 +92,14 @@ impl NextHopOwners {
     }
 
     pub fn allows(&self, prefix: &IpNet, next_hop: &IpAddr) -> bool {
-        self.0
-            .get(prefix)
+        if self.0.is_empty() {
+            return true;
+        }
+        // The most specific listed prefix covering this one (pod CIDRs do not overlap).
+        (0..=prefix.prefix_len())
+            .rev()
+            .filter_map(|len| IpNet::new(prefix.addr(), len).ok().map(|n| n.trunc()))
+            .find_map(|n| self.0.get(&n))
             .is_none_or(|owners| owners.contains(next_hop))
     }
 
@@ -172,6 +188,11 @@ mod tests {
         assert!(o.allows(&n("10.244.2.0/24"), &"10.1.0.12".parse().unwrap()));
         assert!(!o.allows(&n("10.244.2.0/24"), &"10.1.0.13".parse().unwrap()));
         assert!(o.allows(&n("10.244.3.0/24"), &"10.1.0.13".parse().unwrap()));
+        // A more specific part of a listed CIDR belongs to the same owner.
+        assert!(!o.allows(&n("10.244.2.128/25"), &"10.1.0.13".parse().unwrap()));
+        assert!(o.allows(&n("10.244.2.7/32"), &"10.1.0.12".parse().unwrap()));
+        // A covering prefix is not the owner's to claim, nor checked here (the import filter's).
+        assert!(o.allows(&n("10.244.0.0/16"), &"10.1.0.13".parse().unwrap()));
         assert!(NextHopOwners::default().is_empty());
     }
 

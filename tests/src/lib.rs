@@ -12,6 +12,7 @@ pub mod l2;
 pub mod netns;
 pub mod pod;
 pub mod runtime;
+pub mod topology;
 
 pub use capture::{Capture, RouteMonitor};
 pub use dataplane::{Dataplane, Remote};

@@ -101,15 +101,36 @@ impl Lab {
         serde_json::from_slice(&o.stdout).expect("json")
     }
 
-    /// `(next hops, via)` of the route to `prefix` on `node`.
-    pub fn route(&self, node: &str, prefix: &str) -> (Vec<String>, String) {
+    /// The route to `prefix` on `node` as `twill routes --json` gives it.
+    pub fn route_json(&self, node: &str, prefix: &str) -> Value {
         let v = self.json("routes", node);
-        let r = v["routes"]
+        v["routes"]
             .as_array()
             .unwrap()
             .iter()
             .find(|r| r["prefix"] == prefix)
-            .unwrap_or_else(|| panic!("{node} has no route to {prefix}: {v}"));
+            .cloned()
+            .unwrap_or_else(|| panic!("{node} has no route to {prefix}: {v}"))
+    }
+
+    /// `node`'s peers as `twill status --json` gives them.
+    pub fn peers(&self, node: &str) -> Vec<Value> {
+        self.json("status", node)["peers"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Send `signal` (`-HUP`, …) to every process in these nodes' namespaces (their agents).
+    pub fn signal(&self, nodes: &[String], signal: &str) {
+        for n in nodes {
+            kill_all(&self.ns(n), signal);
+        }
+    }
+
+    /// `(next hops, via)` of the route to `prefix` on `node`.
+    pub fn route(&self, node: &str, prefix: &str) -> (Vec<String>, String) {
+        let r = self.route_json(node, prefix);
         let hops = r["nextHops"]
             .as_array()
             .unwrap()
@@ -141,13 +162,17 @@ impl Drop for Lab {
         let _ = self.down();
         let left = namespaces_with(&self.prefix);
         for ns in &left {
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            if let Ok(p) = pids {
-                for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
+            kill_all(ns, "-9");
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Signal every process in namespace `ns` (one of the lab's own).
+fn kill_all(ns: &str, signal: &str) {
+    if let Ok(p) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+            let _ = Command::new("kill").args([signal, pid]).status();
         }
     }
 }

@@ -121,6 +121,16 @@ impl Core {
         Some(a)
     }
 
+    /// After a change to what `peer` may be sent (its export filter or role, our cluster ID):
+    /// what it holds plus everything it may now get.
+    pub(super) fn readvertise_all(&mut self, peer: IpAddr) {
+        let mut prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
+        prefixes.extend(self.peers[&peer].adj_out.routes.keys().copied());
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        self.advertise(peer, &prefixes);
+    }
+
     /// Compare what `peer` should have for `prefixes` with its Adj-RIB-Out and send the
     /// difference, packed.
     pub(super) fn advertise(&mut self, peer: IpAddr, prefixes: &[IpNet]) {

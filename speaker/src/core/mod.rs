@@ -259,11 +259,7 @@ impl Core {
             self.reimport(*p);
         }
         for p in peers {
-            let mut prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
-            prefixes.extend(self.peers[&p].adj_out.routes.keys().copied());
-            prefixes.sort_unstable();
-            prefixes.dedup();
-            self.advertise(p, &prefixes);
+            self.readvertise_all(p);
         }
     }
 

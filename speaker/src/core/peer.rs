@@ -143,13 +143,7 @@ impl Core {
                     self.reimport(addr);
                 }
                 if export_changed {
-                    // What the peer holds plus everything it may now get.
-                    let peer = &self.peers[&addr];
-                    let mut prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
-                    prefixes.extend(peer.adj_out.routes.keys().copied());
-                    prefixes.sort_unstable();
-                    prefixes.dedup();
-                    self.advertise(addr, &prefixes);
+                    self.readvertise_all(addr);
                 }
                 if role_changed {
                     // Where this peer's routes may go depends on its role too (a client's

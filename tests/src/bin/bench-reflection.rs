@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use twill_lab::topology::{copy_with_view, rr_fabric_full_mesh};
 use twill_lab::{unique, TempDir};
 
 fn twill() -> PathBuf {
@@ -22,25 +23,6 @@ fn twill() -> PathBuf {
         t.display()
     );
     t
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The topology in a directory of its own, with the cluster view `edit`ed.
-fn variant(edit: impl Fn(&str) -> String) -> TempDir {
-    let dir = TempDir::new("rrbench");
-    let src = repo().join("deploy/containerlab");
-    std::fs::create_dir_all(dir.join("rr-fabric")).expect("dir");
-    std::fs::copy(
-        src.join("rr-fabric.clab.yml"),
-        dir.join("rr-fabric.clab.yml"),
-    )
-    .expect("copy");
-    let view = std::fs::read_to_string(src.join("rr-fabric/cluster.yaml")).expect("cluster.yaml");
-    std::fs::write(dir.join("rr-fabric/cluster.yaml"), edit(&view)).expect("write");
-    dir
 }
 
 struct Run {
@@ -71,15 +53,15 @@ fn one(topology: &Path) -> Run {
             String::from_utf8_lossy(&up.stderr)
         );
     }
-    let converge_s = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("converged:")
-                .and_then(|r| r.split(" s after").next())
-                .and_then(|r| r.split_whitespace().last())
-                .and_then(|n| n.parse().ok())
-        })
-        .expect("a converged line");
+    let Some(converge_s) = text.lines().find_map(|l| {
+        l.strip_prefix("converged:")
+            .and_then(|r| r.split(" s after").next())
+            .and_then(|r| r.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+    }) else {
+        down();
+        panic!("no `converged:` line in:\n{text}");
+    };
     let mut sessions = Vec::new();
     let mut paths_in = 0;
     for rack in ["a", "b", "c"] {
@@ -116,11 +98,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let reflectors = variant(|v| v.to_string());
-    let mesh = variant(|v| {
-        v.replace("nodeToNodeMesh: false", "nodeToNodeMesh: true")
-            .replace(", routeReflectorClusterID: 10.255.0.1", "")
-    });
+    let reflectors = copy_with_view("rr-fabric", |v| v.to_string());
+    let mesh = copy_with_view("rr-fabric", rr_fabric_full_mesh);
     println!("rr-fabric, 12 Twill nodes in 3 racks, {runs} runs each (median)");
     println!(
         "{:<22} {:>10} {:>10} {:>14} {:>16} {:>12}",
