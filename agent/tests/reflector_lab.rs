@@ -336,19 +336,19 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
     // Step 1: reflectors annotated, mesh on. Sessions keep running and take their roles.
     std::fs::write(&view, rr_fabric_mesh_on(&shipped)).unwrap();
     lab.signal(&nodes, "-HUP");
+    // The README's check before the mesh goes: every client holds every other node's pod
+    // CIDR through each reflector (so the reflectors have reloaded and reflect).
+    let through_reflector =
+        |p: &&serde_json::Value| p["kind"] == "reflector" && p["prefixesAccepted"] == 11;
     wait_for(
-        "clients to see both reflectors",
+        "clients to hold every route through both reflectors",
         Duration::from_secs(20),
         || {
             clients
                 .iter()
                 .all(|n| {
                     let p = lab.peers(n);
-                    p.len() == 11
-                        && p.iter()
-                            .filter(|p| p["kind"] == "reflector" && p["state"] == "Established")
-                            .count()
-                            == 2
+                    p.len() == 11 && p.iter().filter(through_reflector).count() == 2
                 })
                 .then_some(())
         },
@@ -394,4 +394,5 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
         text(&o)
     );
     assert!(lab.down().status.success());
+    assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
 }
