@@ -8,7 +8,9 @@ use felix_lite::PROTO_TWILL;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -32,6 +34,10 @@ pub struct Link {
     pub mtu: u32,
     /// `(vni, port, local address)` for a VXLAN device.
     pub vxlan: Option<(u32, u16, Option<IpAddr>)>,
+    /// The hardware address, if it has one.
+    pub mac: Option<Vec<u8>>,
+    /// Administratively up.
+    pub up: bool,
 }
 
 fn link_of(m: &LinkMessage) -> Link {
@@ -39,10 +45,13 @@ fn link_of(m: &LinkMessage) -> Link {
         ifindex: m.header.index,
         mtu: 0,
         vxlan: None,
+        mac: None,
+        up: m.header.flags.contains(LinkFlags::Up),
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Address(mac) => l.mac = Some(mac.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Data(InfoData::Vxlan(vx)) = i {
@@ -132,17 +141,34 @@ pub struct VxlanSpec<'a> {
 
 /// Create the VXLAN device, or adopt an existing one whose VNI, port and local address match
 /// (a previous run's: its neighbour and FDB entries keep traffic flowing across the restart).
-/// A mismatched one is recreated.
+/// An adopted device gets only the writes that change something: setting a MAC address, even
+/// the one it has, makes the kernel flush the device's neighbour entries (NETDEV_CHANGEADDR),
+/// and cross-rack pod traffic would have no VTEP until they are written again. A mismatched
+/// device is recreated.
 pub async fn ensure_vxlan(h: &Handle, spec: &VxlanSpec<'_>) -> Result<u32, Error> {
     if let Some(l) = link_by_name(h, spec.name).await? {
         if l.vxlan == Some((spec.vni, spec.port, Some(spec.local))) {
-            let msg = LinkUnspec::new_with_index(l.ifindex)
-                .mtu(spec.mtu)
-                .address(spec.mac.to_vec())
-                .up()
-                .build();
+            let mut msg = LinkUnspec::new_with_index(l.ifindex);
+            let mut changes = Vec::new();
+            if l.mtu != spec.mtu {
+                msg = msg.mtu(spec.mtu);
+                changes.push("mtu");
+            }
+            if l.mac.as_deref() != Some(&spec.mac[..]) {
+                msg = msg.address(spec.mac.to_vec());
+                changes.push("mac");
+            }
+            if !l.up {
+                msg = msg.up();
+                changes.push("up");
+            }
+            if changes.is_empty() {
+                tracing::info!(device = spec.name, "adopted the tunnel device unchanged");
+                return Ok(l.ifindex);
+            }
+            tracing::info!(device = spec.name, ?changes, "adopted the tunnel device");
             h.link()
-                .set(msg)
+                .set(msg.build())
                 .execute()
                 .await
                 .map_err(nl("set vxlan device"))?;

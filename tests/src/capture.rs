@@ -93,7 +93,7 @@ impl Drop for Capture {
     }
 }
 
-/// `ip -o monitor route` inside a namespace, its output collected in a file.
+/// `ip -o monitor route` (or other objects) inside a namespace, its output collected in a file.
 pub struct RouteMonitor {
     child: Option<Child>,
     dir: TempDir,
@@ -105,10 +105,16 @@ impl RouteMonitor {
     /// Start monitoring; returns once a sentinel route change made after the start was seen, so
     /// nothing that follows can be missed.
     pub fn start(ns: &Netns) -> RouteMonitor {
+        Self::start_with(ns, &[])
+    }
+
+    /// Also monitor `objects` (`neigh`, `link`, …) beside the routes the barrier needs.
+    pub fn start_with(ns: &Netns, objects: &[&str]) -> RouteMonitor {
         let dir = TempDir::new("mon");
         let out = std::fs::File::create(dir.join("out")).expect("monitor file");
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "ip", "-o", "monitor", "route"])
+            .args(objects)
             .stdout(out)
             .stderr(Stdio::null())
             .spawn()

@@ -3,7 +3,7 @@
 
 use ipip::{Encap, EncapMode, EncapType};
 use std::time::Duration;
-use twill_lab::{wait_for, Capture, Dataplane, Netns, Pod, Remote, Switch, TwoRacks};
+use twill_lab::{wait_for, Capture, Dataplane, Netns, Pod, Remote, RouteMonitor, Switch, TwoRacks};
 
 struct Node {
     ns: Netns,
@@ -246,6 +246,34 @@ fn entries_of_nodes_that_went_away_are_removed_and_nothing_is_left_behind() {
             .success())
         .then_some(())
     });
+}
+
+/// A restarted agent finds its `twill.vxlan` in place and must leave it alone: rewriting even
+/// the same MAC address makes the kernel flush the device's neighbour entries (NETDEV_CHANGEADDR),
+/// and until they are written again cross-rack pod traffic has no VTEP to go to.
+#[test]
+fn a_restart_on_an_existing_vxlan_device_flushes_none_of_its_neighbours() {
+    let lab = two_racks();
+    let (a1, a2, b1) = (&lab.a1, &lab.a2, &lab.b1);
+    a1.dp.apply(&[a2.remote(), b1.remote()]);
+    let neigh = || a1.ns.exec(&["ip", "neigh", "show", "dev", "twill.vxlan"]);
+    assert!(neigh().contains("10.244.3.0"), "{}", neigh());
+    let mut mon = RouteMonitor::start_with(&a1.ns, &["neigh", "link"]);
+    // The new agent's fabric, on the same node, with the same configuration.
+    let again =
+        Dataplane::start(&a1.ns, Encap::default(), a1.address, a1.pod_cidr).expect("fabric");
+    again.apply(&[a2.remote(), b1.remote()]);
+    mon.barrier(&a1.ns);
+    let changes: Vec<String> = mon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("twill.vxlan"))
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "the restart touched the device: {changes:#?}"
+    );
+    assert!(neigh().contains("10.244.3.0"), "{}", neigh());
 }
 
 #[test]
