@@ -21,7 +21,11 @@ fn pod_address(lab: &Lab, pod: &str) -> String {
         .unwrap_or_else(|| panic!("no {pod} in:\n{}", lab.up_output))
 }
 
-/// A steady ping (100 per second, `count` packets) from the first pod of `from` to the first
+/// Packets per steady ping: 15 s at 100 per second, long enough to cover a stop and start or
+/// a two-step reload.
+const COUNT: u32 = 1500;
+
+/// A steady ping (100 per second, [`COUNT`] packets) from the first pod of `from` to the first
 /// pod of `to`; `lost` waits for it to finish and reads the count ping itself reports.
 struct Steady {
     what: String,
@@ -29,7 +33,7 @@ struct Steady {
 }
 
 impl Steady {
-    fn start(lab: &Lab, from: &str, to: &str, count: u32) -> Steady {
+    fn start(lab: &Lab, from: &str, to: &str) -> Steady {
         let dst = pod_address(lab, &format!("{to}-pod1"));
         let child = Command::new("ip")
             .args(["netns", "exec", &format!("{}-pod1", lab.ns(from))])
@@ -41,7 +45,7 @@ impl Steady {
                 "-W",
                 "1",
                 "-c",
-                &count.to_string(),
+                &COUNT.to_string(),
                 &dst,
             ])
             .stdout(Stdio::piped())
@@ -56,6 +60,35 @@ impl Steady {
 
     fn running(&mut self) -> bool {
         self.child.try_wait().expect("ping").is_none()
+    }
+
+    /// One steady ping per `(from, to)` pair, each `COUNT` packets.
+    fn start_all(lab: &Lab, pairs: &[(&str, &str)]) -> Vec<Steady> {
+        pairs
+            .iter()
+            .map(|(f, t)| Steady::start(lab, f, t))
+            .collect()
+    }
+
+    /// Once `what` is over: every ping must still be running (so it covered all of it), then
+    /// each sends all its packets and loses none. Prints the losses for the note.
+    fn none_lost(mut pings: Vec<Steady>, what: &str) {
+        for p in &mut pings {
+            assert!(
+                p.running(),
+                "{}: the pings ended before {what} was over; they did not cover it",
+                p.what
+            );
+        }
+        let mut lost = Vec::new();
+        for p in pings {
+            let name = p.what.clone();
+            let (sent, l) = p.lost();
+            assert_eq!(sent, COUNT, "{name}");
+            lost.push((name, l));
+        }
+        eprintln!("packets lost while {what}: {lost:?}");
+        assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
     }
 
     /// (sent, lost)
@@ -124,10 +157,7 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
         ("a3", "a4"),
         ("c2", "c4"),
     ];
-    let mut pings: Vec<Steady> = pairs
-        .iter()
-        .map(|(f, t)| Steady::start(&lab, f, t, 1500))
-        .collect();
+    let pings = Steady::start_all(&lab, &pairs);
     let o = lab.twill(&["lab", "stop", "a1"], None);
     assert!(o.status.success(), "{}", text(&o));
     wait_for(
@@ -157,22 +187,7 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
         .contains("via 10.3.0.13"));
     let o = lab.twill(&["lab", "start", "a1"], None);
     assert!(o.status.success(), "{}", text(&o));
-    for p in &mut pings {
-        assert!(
-            p.running(),
-            "{}: the pings ended before a1 was back; they did not cover the stop",
-            p.what
-        );
-    }
-    let mut lost = Vec::new();
-    for p in pings {
-        let what = p.what.clone();
-        let (sent, l) = p.lost();
-        assert_eq!(sent, 1500, "{what}");
-        lost.push((what, l));
-    }
-    eprintln!("packets lost while reflector a1 was stopped and started: {lost:?}");
-    assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
+    Steady::none_lost(pings, "reflector a1 was stopped and started");
     // a1's pods are back.
     let o = lab.test();
     assert!(
@@ -329,10 +344,7 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
         ("a3", "a4"),
         ("a1", "c4"),
     ];
-    let mut pings: Vec<Steady> = pairs
-        .iter()
-        .map(|(f, t)| Steady::start(&lab, f, t, 1500))
-        .collect();
+    let pings = Steady::start_all(&lab, &pairs);
     // Step 1: reflectors annotated, mesh on. Sessions keep running and take their roles.
     std::fs::write(&view, rr_fabric_mesh_on(&shipped)).unwrap();
     lab.signal(&nodes, "-HUP");
@@ -369,22 +381,7 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
                 .then_some(())
         },
     );
-    for p in &mut pings {
-        assert!(
-            p.running(),
-            "{}: pings ended before the migration did",
-            p.what
-        );
-    }
-    let lost: Vec<(String, u32)> = pings
-        .into_iter()
-        .map(|p| {
-            let what = p.what.clone();
-            (what, p.lost().1)
-        })
-        .collect();
-    eprintln!("packets lost while the mesh moved to reflectors: {lost:?}");
-    assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
+    Steady::none_lost(pings, "the mesh moved to reflectors");
     let r = lab.route_json("c2", "10.244.11.0/24");
     assert_eq!(r["clusterList"], serde_json::json!(["10.255.0.1"]), "{r}");
     let o = lab.test();

@@ -6,7 +6,7 @@
 use super::host::stop_processes;
 use super::state::{self, LabState, NodeState};
 use super::topology::Topology;
-use super::up::{start_node, wait_converged, CONVERGE_LIMIT};
+use super::up::{io, start_node, wait_converged, CONVERGE_LIMIT};
 use super::{must_be_root, LabError};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -73,10 +73,7 @@ pub fn start(base: &Path, lab: Option<&str>, name: &str) -> Result<String, LabEr
             node: name.to_string(),
             reason: format!("is no longer in {}", st.topology.display()),
         })?;
-    let twill = std::env::current_exe().map_err(|source| LabError::Io {
-        path: "/proc/self/exe".into(),
-        source,
-    })?;
+    let twill = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
     let mut notes = Vec::new();
     start_node(spec, n, &twill, &mut notes)?;
     wait_converged(&st, CONVERGE_LIMIT).map_err(|waiting| LabError::NotConverged {

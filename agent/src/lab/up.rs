@@ -28,7 +28,7 @@ pub struct UpOptions {
     pub prefix: Option<String>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io {
         path: path.display().to_string(),
         source,
