@@ -37,6 +37,40 @@ pub struct SpeakerConfig {
     /// Reflect routes between iBGP peers as a route reflector of this cluster (RFC 4456);
     /// `None`: no reflection (RFC 4271 §9.2 split horizon).
     pub cluster_id: Option<Ipv4Addr>,
+    /// Graceful restart (RFC 4724 with RFC 8538's N bit), both as helper and as restarting
+    /// speaker; `None`: the capability is not offered and every session end flushes routes.
+    pub graceful_restart: Option<GracefulRestartConfig>,
+}
+
+/// Graceful restart's settings. Defaults as BIRD and Calico (restart time 120 s) and FRR
+/// (stale-path time 360 s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GracefulRestartConfig {
+    /// Offered to peers: how long they keep our routes while our session is down (1–4095 s,
+    /// the capability's 12 bits).
+    pub restart_time: u16,
+    /// Once a restarted peer's session is back, how long its stale routes are kept at most if
+    /// its End-of-RIB does not come first.
+    pub stale_time: Duration,
+    /// This speaker has just restarted and the kernel kept its forwarding state: the OPENs say
+    /// so (R bit, F bit per family) and the first advertisement to every peer waits until the
+    /// peers' End-of-RIBs (RFC 4724 §4.1) or `deferral`, whichever comes first.
+    pub restarting: bool,
+    /// Restarting only: how long after the first session comes up to wait for the other
+    /// peers' End-of-RIB. Short on purpose: peers that are down are not waited for longer,
+    /// so nodes restarting together do not hold each other up (calico#7144).
+    pub deferral: Duration,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        GracefulRestartConfig {
+            restart_time: 120,
+            stale_time: Duration::from_secs(360),
+            restarting: false,
+            deferral: Duration::from_secs(5),
+        }
+    }
 }
 
 impl SpeakerConfig {
@@ -49,6 +83,7 @@ impl SpeakerConfig {
             originate: Vec::new(),
             extended_message: true,
             cluster_id: None,
+            graceful_restart: Some(GracefulRestartConfig::default()),
         }
     }
 
@@ -62,6 +97,18 @@ impl SpeakerConfig {
                 self.router_id,
                 "is not a usable BGP identifier",
             ));
+        }
+        if let Some(gr) = &self.graceful_restart {
+            if !(1..=4095).contains(&gr.restart_time) {
+                return Err(bad(
+                    "gracefulRestart.restartTime",
+                    gr.restart_time,
+                    "must be 1-4095 seconds (12 bits, RFC 4724)",
+                ));
+            }
+            if gr.stale_time.is_zero() {
+                return Err(bad("gracefulRestart.staleRoutesTime", 0, "must be positive"));
+            }
         }
         Ok(())
     }

@@ -42,6 +42,9 @@ pub enum Event {
     ManualStop,
     /// The peer was removed or changed: stop with Cease / the given subcode.
     AutomaticStop(u8),
+    /// The speaker stops for a restart: close the connection without a NOTIFICATION, so a
+    /// graceful-restart helper keeps our routes (RFC 4724 §4.1).
+    GracefulStop,
     ConnectRetryExpired,
     HoldExpired,
     KeepaliveExpired,
@@ -98,6 +101,8 @@ pub enum DownCause {
     Administrative(u8),
     /// BFD declared the forwarding path down (RFC 5882). Nothing raises it yet.
     Bfd,
+    /// Stopped here for a restart: the connection closed without a NOTIFICATION.
+    GracefulStop,
 }
 
 impl std::fmt::Display for DownCause {
@@ -111,6 +116,7 @@ impl std::fmt::Display for DownCause {
                 write!(f, "stopped here ({})", Notification::cease(*sub))
             }
             DownCause::Bfd => f.write_str("BFD down"),
+            DownCause::GracefulStop => f.write_str("stopped here for a graceful restart"),
         }
     }
 }
@@ -293,11 +299,19 @@ impl Fsm {
         self.last_error = None;
     }
 
+    /// Stop for a restart: no NOTIFICATION, only the connection closes.
+    fn graceful_stop(&mut self, out: &mut Vec<Action>) {
+        self.stopped = true;
+        self.enter_idle(out, DownCause::GracefulStop);
+        self.last_error = None;
+    }
+
     fn connecting(&mut self, ev: Event, out: &mut Vec<Action>) {
         match ev {
             Event::ManualStart => {}
             Event::ManualStop => self.stop(cease::ADMIN_SHUTDOWN, out),
             Event::AutomaticStop(sub) => self.stop(sub, out),
+            Event::GracefulStop => self.graceful_stop(out),
             Event::ConnectRetryExpired => {
                 out.push(Action::StartTimer(
                     Timer::ConnectRetry,
@@ -348,6 +362,7 @@ impl Fsm {
             Event::ManualStart => {}
             Event::ManualStop => self.stop(cease::ADMIN_SHUTDOWN, out),
             Event::AutomaticStop(sub) => self.stop(*sub, out),
+            Event::GracefulStop => self.graceful_stop(out),
             Event::HoldExpired => self.notify_and_idle(Notification::hold_timer_expired(), out),
             Event::TcpFails => {
                 self.last_error = Some("connection closed by peer".into());

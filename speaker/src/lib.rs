@@ -17,8 +17,12 @@ pub mod transport;
 pub mod wire;
 
 pub use api::{Speaker, SpeakerError};
-pub use config::{ConfigError, Password, PeerConfig, PeerRole, SpeakerConfig};
-pub use core::{BestRoute, FamilyState, NextHop, PeerSnapshot, RouteEvent, ShutdownMode};
+pub use config::{
+    ConfigError, GracefulRestartConfig, Password, PeerConfig, PeerRole, SpeakerConfig,
+};
+pub use core::{
+    BestRoute, FamilyState, GrSnapshot, NextHop, PeerSnapshot, RouteEvent, ShutdownMode,
+};
 pub use fsm::{DownCause, State};
 pub use policy::{ExportFilter, ImportFilter, NextHopOwners, PrefixRule, Rejection};
 pub use wire::Family;

@@ -66,6 +66,9 @@ pub mod cease {
     pub const CONNECTION_REJECTED: u8 = 5;
     pub const OTHER_CONFIG_CHANGE: u8 = 6;
     pub const CONNECTION_COLLISION: u8 = 7;
+    /// RFC 8538 §3: the receiver flushes the sender's routes even with graceful restart; the
+    /// data carries the NOTIFICATION that caused it (code, subcode, data).
+    pub const HARD_RESET: u8 = 9;
 }
 
 impl Notification {
@@ -79,6 +82,37 @@ impl Notification {
 
     pub fn cease(subcode: u8) -> Self {
         Self::new(code::CEASE, subcode, Vec::new())
+    }
+
+    /// A Cease / Hard Reset (RFC 8538 §3): the sender's routes go, graceful restart or not.
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == code::CEASE && self.subcode == cease::HARD_RESET
+    }
+
+    /// Whether we end a session this way for good, even with RFC 8538 graceful restart: then
+    /// it is sent wrapped in a Hard Reset and the peer's routes are flushed, not kept stale.
+    /// A Hard Reset itself, and the Ceases that mean "stop": the prefix limit (keeping routes
+    /// we refused would defeat it), an administrative shutdown (stopping the speaker for good)
+    /// and a peer removed from the configuration (RFC 8538 §5 suggests the same set).
+    pub fn calls_for_hard_reset(&self) -> bool {
+        self.code == code::CEASE
+            && matches!(
+                self.subcode,
+                cease::HARD_RESET
+                    | cease::MAX_PREFIXES
+                    | cease::ADMIN_SHUTDOWN
+                    | cease::PEER_DECONFIGURED
+            )
+    }
+
+    /// This NOTIFICATION wrapped in a Cease / Hard Reset (RFC 8538 §3), unless it is one.
+    pub fn hard_reset(&self) -> Notification {
+        if self.is_hard_reset() {
+            return self.clone();
+        }
+        let mut data = vec![self.code, self.subcode];
+        data.extend_from_slice(&self.data);
+        Notification::new(code::CEASE, cease::HARD_RESET, data)
     }
 
     pub fn hold_timer_expired() -> Self {
@@ -122,6 +156,7 @@ impl Notification {
             (6, 6) => "Cease / Other Configuration Change",
             (6, 7) => "Cease / Connection Collision Resolution",
             (6, 8) => "Cease / Out of Resources",
+            (6, 9) => "Cease / Hard Reset",
             (6, _) => "Cease",
             (7, _) => "ROUTE-REFRESH Message Error",
             _ => "Unknown error code",
@@ -131,6 +166,12 @@ impl Notification {
 
 impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}/{})", self.name(), self.code, self.subcode)
+        write!(f, "{} ({}/{})", self.name(), self.code, self.subcode)?;
+        match self.data.as_slice() {
+            [code, sub, rest @ ..] if self.code == code::CEASE && self.subcode == cease::HARD_RESET => {
+                write!(f, " for {}", Notification::new(*code, *sub, rest))
+            }
+            _ => Ok(()),
+        }
     }
 }

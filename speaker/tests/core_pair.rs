@@ -2,145 +2,14 @@
 //! core's outputs are all a transport needs, and tests what needs two speakers.
 
 use proptest::prelude::*;
-use speaker::core::{ConnId, Core, Input, Output, RouteEvent};
+mod common;
+
+use common::Wire;
+use speaker::core::{Core, Input, Output};
 use speaker::{ExportFilter, Family, NextHopOwners, PeerConfig, Rejection, SpeakerConfig};
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
-struct Wire {
-    cores: Vec<Core>,
-    addrs: Vec<IpAddr>,
-    /// (core, conn) -> (other core, its conn)
-    links: HashMap<(usize, ConnId), (usize, ConnId)>,
-    queue: VecDeque<(usize, Input)>,
-    routes: Vec<Vec<RouteEvent>>,
-    sent_notifications: Vec<(usize, u8, u8)>,
-    opened_by: HashMap<(usize, ConnId), usize>,
-}
-
-impl Wire {
-    fn new(specs: &[(u32, &str)]) -> Wire {
-        let cores = specs
-            .iter()
-            .map(|(asn, id)| {
-                let mut c = SpeakerConfig::new(*asn, id.parse().unwrap());
-                c.originate = vec![format!("10.244.{}.0/24", &id[id.len() - 1..])
-                    .parse()
-                    .unwrap()];
-                Core::new(c).unwrap()
-            })
-            .collect();
-        Wire {
-            cores,
-            addrs: specs.iter().map(|(_, id)| id.parse().unwrap()).collect(),
-            links: HashMap::new(),
-            queue: VecDeque::new(),
-            routes: vec![Vec::new(); specs.len()],
-            sent_notifications: Vec::new(),
-            opened_by: HashMap::new(),
-        }
-    }
-
-    fn index_of(&self, a: IpAddr) -> usize {
-        self.addrs
-            .iter()
-            .position(|x| *x == a)
-            .expect("known address")
-    }
-
-    fn push(&mut self, core: usize, i: Input) {
-        self.queue.push_back((core, i));
-    }
-
-    /// Deliver until nothing moves (bounded).
-    fn run(&mut self) {
-        for _ in 0..10_000 {
-            let Some((c, input)) = self.queue.pop_front() else {
-                return;
-            };
-            let out = self.cores[c].handle(input, Instant::now());
-            let bad = self.cores[c].check_invariants();
-            assert!(bad.is_empty(), "core {c}: {bad:#?}");
-            for o in out {
-                self.output(c, o);
-            }
-        }
-        panic!("did not settle");
-    }
-
-    fn output(&mut self, c: usize, o: Output) {
-        match o {
-            Output::Connect { conn, remote, .. } => {
-                let other = self.index_of(remote.ip());
-                let their = self.cores[other].alloc_conn();
-                self.links.insert((c, conn), (other, their));
-                self.links.insert((other, their), (c, conn));
-                let local = SocketAddr::new(self.addrs[c], 40000 + conn as u16);
-                self.opened_by.insert((c, conn), c);
-                self.opened_by.insert((other, their), c);
-                self.push(
-                    other,
-                    Input::Incoming {
-                        conn: their,
-                        remote: local,
-                        local: SocketAddr::new(remote.ip(), 179),
-                    },
-                );
-                // The dialling side learns of its connection first, as with a real SYN-ACK:
-                // both dialling sides reach OpenSent before either accepts, a true collision.
-                self.queue.push_front((c, Input::Connected { conn, local }));
-            }
-            Output::Send { conn, bytes } => {
-                if bytes.len() >= 21 && bytes[18] == 3 {
-                    self.sent_notifications.push((c, bytes[19], bytes[20]));
-                }
-                if let Some((o, their)) = self.links.get(&(c, conn)).copied() {
-                    self.push(o, Input::Data { conn: their, bytes });
-                }
-            }
-            Output::Close { conn } => {
-                if let Some((o, their)) = self.links.remove(&(c, conn)) {
-                    self.links.remove(&(o, their));
-                    self.push(o, Input::Closed { conn: their });
-                }
-            }
-            Output::SetTimer { .. } | Output::ListenKey { .. } => {}
-            Output::Route(r) => self.routes[c].push(r),
-        }
-    }
-
-    fn peer(&mut self, c: usize, other: usize, asn: u32) {
-        self.peer_with(c, other, asn, ExportFilter::All);
-    }
-
-    fn peer_with(&mut self, c: usize, other: usize, asn: u32, export: ExportFilter) {
-        let mut p = PeerConfig::new(self.addrs[other], asn);
-        p.families = vec![Family::Ipv4Unicast];
-        p.export = export;
-        self.push(c, Input::AddPeer(p));
-    }
-
-    fn best_of(&self, c: usize, prefix: &str) -> bool {
-        self.last_event(c, prefix).is_some_and(|r| r.best.is_some())
-    }
-
-    /// The latest route event core `c` emitted for `prefix`.
-    fn last_event(&self, c: usize, prefix: &str) -> Option<&RouteEvent> {
-        self.routes[c]
-            .iter()
-            .rev()
-            .find(|r| r.prefix.to_string() == prefix)
-    }
-
-    fn established(&self, c: usize) -> usize {
-        self.cores[c]
-            .snapshot(Instant::now())
-            .iter()
-            .filter(|p| p.state == speaker::State::Established)
-            .count()
-    }
-}
 
 #[test]
 fn collision_keeps_one_connection_the_higher_identifier_opened() {
@@ -277,9 +146,12 @@ fn withdrawal_propagates_and_removal_of_a_peer_withdraws_its_routes() {
     w.run();
     let last = w.last_event(0, "10.244.2.0/24").unwrap();
     assert!(last.best.is_none(), "a removed peer's routes go");
+    // Both sides set RFC 8538's N bit: the Cease goes as a Hard Reset, so the peer flushes
+    // our routes instead of keeping them as for a restart.
     assert!(
-        w.sent_notifications.contains(&(0, 6, 3)),
-        "Cease / Peer De-configured"
+        w.sent_notifications.contains(&(0, 6, 9)),
+        "Cease / Hard Reset for Peer De-configured: {:?}",
+        w.sent_notifications
     );
 }
 
@@ -448,7 +320,7 @@ fn end_of_rib_per_family_role_and_the_cause_of_a_session_down() {
     let gone = snap.iter().find(|p| p.address == w.addrs[1]).unwrap();
     assert_eq!(
         gone.last_down.as_deref(),
-        Some("received Cease / Peer De-configured (6/3)"),
+        Some("received Cease / Hard Reset (6/9) for Cease / Peer De-configured (6/3)"),
         "{gone:?}"
     );
     assert!(gone.families.is_empty() && !gone.end_of_rib_received);

@@ -68,6 +68,7 @@ fn events() -> Vec<(&'static str, Event)> {
     vec![
         ("ManualStart", Event::ManualStart),
         ("ManualStop", Event::ManualStop),
+        ("GracefulStop", Event::GracefulStop),
         ("ConnectRetryExpired", Event::ConnectRetryExpired),
         ("HoldExpired", Event::HoldExpired),
         ("KeepaliveExpired", Event::KeepaliveExpired),
@@ -106,6 +107,8 @@ fn expected(state: State, event: &str) -> (State, Option<(u8, u8)>, Vec<&'static
         (Connect | Active, _) => (Idle, None, vec![]),
         (_, "ManualStart") => (state, None, vec![]),
         (_, "ManualStop") => (Idle, Some((6, 2)), vec![]),
+        // A restart closes the connection without a NOTIFICATION (RFC 4724 §4.1).
+        (_, "GracefulStop") => (Idle, None, vec![]),
         (_, "HoldExpired") => (Idle, Some((4, 0)), vec![]),
         (_, "TcpFails") => (Idle, None, vec![]),
         (_, "MessageError") => (Idle, Some((1, 1)), vec![]),
@@ -161,7 +164,7 @@ fn every_state_times_every_event() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 * 14);
+    assert_eq!(checked, 6 * 15);
 }
 
 #[test]
@@ -280,6 +283,7 @@ fn every_way_out_of_established_says_why() {
         ),
         (Event::ManualStop, DownCause::Administrative(2)),
         (Event::AutomaticStop(3), DownCause::Administrative(3)),
+        (Event::GracefulStop, DownCause::GracefulStop),
     ];
     for (ev, want) in cases {
         let mut f = fsm_in(State::Established);

@@ -221,6 +221,7 @@ fn open_errors() {
         router_id: "10.0.0.1".parse().unwrap(),
         families: vec![Family::Ipv4Unicast],
         extended_message: false,
+        graceful_restart: None,
     });
     let good = one(&o, &Negotiated::initial()).unwrap();
     assert!(matches!(good, Message::Open(_)));
@@ -243,6 +244,7 @@ fn open_round_trip_with_four_octet_as() {
         router_id: "10.0.0.1".parse().unwrap(),
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         extended_message: true,
+        graceful_restart: None,
     });
     let Message::Open(open) = one(&o, &Negotiated::initial()).unwrap() else {
         panic!("not an OPEN")
@@ -490,4 +492,50 @@ fn attributes_we_do_not_interpret_go_on_unvalidated_and_known_ones_without_parti
         .map(|r| (r.code, r.flags))
         .collect();
     assert_eq!(other, vec![(32, 0xc0), (35, 0xe0)]);
+}
+
+#[test]
+fn graceful_restart_capability_round_trip_with_r_n_and_f_bits() {
+    let gr = wire::GracefulRestart {
+        restart_state: true,
+        notification: true,
+        restart_time: 120,
+        families: vec![(Family::Ipv4Unicast, true), (Family::Ipv6Unicast, false)],
+    };
+    let o = encode_open(&OpenParams {
+        asn: 64512,
+        hold_time: 90,
+        router_id: "10.0.0.1".parse().unwrap(),
+        families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+        extended_message: false,
+        graceful_restart: Some(gr.clone()),
+    });
+    let Message::Open(open) = one(&o, &Negotiated::initial()).unwrap() else {
+        panic!("not an OPEN")
+    };
+    assert_eq!(open.caps.graceful_restart, Some(gr));
+    // The capability's value as RFC 4724 §3 lays it out: R and N bits over a 12-bit time,
+    // then AFI, SAFI and the F bit per family.
+    let cap = [64u8, 10, 0xc0, 120, 0, 1, 1, 0x80, 0, 2, 1, 0];
+    assert!(o.windows(cap.len()).any(|w| w == cap), "{o:02x?}");
+    // A time beyond 12 bits never spills into the flags.
+    let o = encode_open(&OpenParams {
+        asn: 64512,
+        hold_time: 90,
+        router_id: "10.0.0.1".parse().unwrap(),
+        families: vec![Family::Ipv4Unicast],
+        extended_message: false,
+        graceful_restart: Some(wire::GracefulRestart {
+            restart_state: false,
+            notification: false,
+            restart_time: 0x1005,
+            families: vec![],
+        }),
+    });
+    let Message::Open(open) = one(&o, &Negotiated::initial()).unwrap() else {
+        panic!("not an OPEN")
+    };
+    let got = open.caps.graceful_restart.unwrap();
+    assert!(!got.restart_state && !got.notification);
+    assert_eq!(got.restart_time, 5);
 }

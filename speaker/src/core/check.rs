@@ -59,9 +59,13 @@ impl Core {
                             .and_then(|p| p.adj_in.routes.get(prefix));
                         match held {
                             // The Loc-RIB shares the Adj-RIB-In's Arc: compare pointers first.
-                            Some((a, None)) if Arc::ptr_eq(a, &path.attrs) || **a == *path.attrs => {}
-                            Some((_, None)) => bad.push(format!(
-                                "{prefix}: Loc-RIB path from {addr} differs from its Adj-RIB-In"
+                            Some(r)
+                                if r.rejected.is_none()
+                                    && r.stale == path.stale
+                                    && (Arc::ptr_eq(&r.attrs, &path.attrs)
+                                        || *r.attrs == *path.attrs) => {}
+                            Some(r) if r.rejected.is_none() => bad.push(format!(
+                                "{prefix}: Loc-RIB path from {addr} differs from its Adj-RIB-In (attributes or stale flag)"
                             )),
                             _ => bad.push(format!(
                                 "{prefix}: Loc-RIB path from {addr} that its Adj-RIB-In does not accept"
@@ -89,7 +93,7 @@ impl Core {
             .adj_in
             .routes
             .values()
-            .filter(|(_, r)| r.is_none())
+            .filter(|r| r.rejected.is_none())
             .count();
         if accepted != p.adj_in.accepted {
             bad.push(format!(
@@ -97,14 +101,32 @@ impl Core {
                 p.adj_in.accepted
             ));
         }
-        if p.main.fsm.state() != State::Established && !p.adj_in.routes.is_empty() {
+        let stale = p.adj_in.stale();
+        let fresh = p.adj_in.routes.len() - stale;
+        if p.main.fsm.state() != State::Established && fresh > 0 {
             bad.push(format!(
-                "peer {addr}: {} routes kept while {}",
-                p.adj_in.routes.len(),
+                "peer {addr}: {fresh} routes kept while {}, not stale",
                 p.main.fsm.state()
             ));
         }
-        for (prefix, (attrs, stored)) in &p.adj_in.routes {
+        // Graceful restart: stale routes only from a peer that offered it, and always with a
+        // timer that ends them (the restart time while down, the stale-routes time once up).
+        if stale > 0 && p.gr.remote.is_none() {
+            bad.push(format!(
+                "peer {addr}: {stale} stale routes from a peer without graceful restart"
+            ));
+        }
+        let bound = match p.main.fsm.state() {
+            State::Established => p.gr.stale_deadline.is_some(),
+            _ => p.gr.restart_deadline.is_some() || p.gr.stale_deadline.is_some(),
+        };
+        if stale > 0 && !bound {
+            bad.push(format!(
+                "peer {addr}: {stale} stale routes and no timer to remove them"
+            ));
+        }
+        for (prefix, r) in &p.adj_in.routes {
+            let (attrs, stored) = (&r.attrs, &r.rejected);
             let want = rejection(&self.cfg, &p.cfg, p.role, prefix, attrs);
             if want != *stored {
                 bad.push(format!(
@@ -133,12 +155,13 @@ impl Core {
     }
 
     fn check_adj_out(&self, addr: IpAddr, p: &Peer, bad: &mut Vec<String>) {
-        if p.main.fsm.state() != State::Established {
+        if p.main.fsm.state() != State::Established || self.deferred(p) {
             if !p.adj_out.routes.is_empty() {
                 bad.push(format!(
-                    "peer {addr}: {} routes advertised while {}",
+                    "peer {addr}: {} routes advertised while {} (deferring: {})",
                     p.adj_out.routes.len(),
-                    p.main.fsm.state()
+                    p.main.fsm.state(),
+                    self.deferred(p)
                 ));
             }
             return;

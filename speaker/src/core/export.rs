@@ -135,7 +135,7 @@ impl Core {
     /// difference, packed.
     pub(super) fn advertise(&mut self, peer: IpAddr, prefixes: &[IpNet]) {
         let p = &self.peers[&peer];
-        if p.main.fsm.state() != State::Established {
+        if p.main.fsm.state() != State::Established || self.deferred(p) {
             return;
         }
         let mut withdraw = Vec::new();

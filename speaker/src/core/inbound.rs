@@ -7,7 +7,7 @@ use crate::config::{PeerConfig, PeerRole, SpeakerConfig};
 use crate::fsm::Event;
 use crate::notification::{cease, code, Notification};
 use crate::policy::Rejection;
-use crate::rib::{AdjRibIn, LocRib, Path};
+use crate::rib::{AdjRibIn, LocRib, Path, Stored};
 use crate::wire::{self, Family, PathAttrs};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -31,6 +31,7 @@ impl Core {
             }
             p.families.entry(f).or_default().eor_received = true;
         }
+        let eor = u.end_of_rib;
         for prefix in u.withdrawn {
             withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
         }
@@ -54,6 +55,7 @@ impl Core {
                 let path = Path {
                     source: source.clone(),
                     attrs: attrs.clone(),
+                    stale: false,
                 };
                 import_route(
                     &mut p.adj_in,
@@ -64,6 +66,9 @@ impl Core {
                     reason,
                 );
             }
+        }
+        if let Some(f) = eor {
+            self.gr_end_of_rib(peer, f);
         }
         let p = self.peers.get(&peer).expect("peer exists");
         if let Some(max) = p.cfg.max_prefixes {
@@ -86,21 +91,26 @@ impl Core {
     pub(super) fn reimport(&mut self, peer: IpAddr) {
         let base = self.source_of(peer);
         let p = self.peers.get_mut(&peer).expect("peer exists");
-        let routes: Vec<(IpNet, Arc<PathAttrs>)> = p
+        let routes: Vec<(IpNet, Arc<PathAttrs>, bool)> = p
             .adj_in
             .routes
             .iter()
-            .map(|(k, v)| (*k, v.0.clone()))
+            .map(|(k, v)| (*k, v.attrs.clone(), v.stale))
             .collect();
-        for (prefix, attrs) in routes {
+        for (prefix, attrs, stale) in routes {
             // All of them, not just the filter: a looped route must stay out whatever the
             // filter now lets through.
             let reason = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs);
-            if p.adj_in.routes.get(&prefix).map(|r| r.1) == Some(reason) {
+            if p.adj_in.routes.get(&prefix).map(|r| r.rejected) == Some(reason) {
                 continue;
             }
             let source = base.with_originator(attrs.originator_id);
-            let path = Path { source, attrs };
+            // A stale route stays stale: only the peer re-sending it makes it fresh.
+            let path = Path {
+                source,
+                attrs,
+                stale,
+            };
             import_route(
                 &mut p.adj_in,
                 &mut self.rib,
@@ -158,7 +168,14 @@ fn import_route(
     rejected: Option<Rejection>,
 ) {
     let peer = path.source.peer_addr();
-    let was_accepted = adj_in.insert(prefix, path.attrs.clone(), rejected);
+    let was_accepted = adj_in.insert_stored(
+        prefix,
+        Stored {
+            attrs: path.attrs.clone(),
+            rejected,
+            stale: path.stale,
+        },
+    );
     let changed = if rejected.is_none() {
         rib.upsert(prefix, path)
     } else {

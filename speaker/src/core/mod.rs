@@ -11,11 +11,13 @@
 
 mod check;
 mod export;
+mod gr;
 mod inbound;
 pub mod peer;
 mod session;
 pub mod snapshot;
 
+pub use gr::GrSnapshot;
 pub use peer::FamilyState;
 pub use snapshot::PeerSnapshot;
 
@@ -74,9 +76,12 @@ pub enum Input {
 /// How the speaker ends its sessions when it stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
-    /// Cease / Administrative Shutdown (RFC 4486) to every peer: they withdraw our routes at
-    /// once. (Graceful restart adds a mode that only closes TCP, so helpers keep them.)
+    /// Cease / Administrative Shutdown (RFC 4486; as a Hard Reset where RFC 8538 was
+    /// negotiated) to every peer: they withdraw our routes at once.
     Cease,
+    /// Close every connection without a NOTIFICATION: graceful-restart helpers keep our routes
+    /// for our restart time (RFC 4724 §4.1). For a restart, with the kernel's routes left.
+    Graceful,
 }
 
 /// Which timer fired or is to be armed.
@@ -86,12 +91,20 @@ pub enum TimerKey {
     Session { session: u64, timer: Timer },
     /// A timer of the peer that outlives its sessions.
     Peer(PeerTimer),
+    /// The restarting speaker's route selection deferral (RFC 4724 §4.1); not a peer's (its
+    /// `peer` is 0.0.0.0).
+    Deferral,
 }
 
-/// Timers that belong to a peer rather than to one of its sessions. None exists yet: graceful
-/// restart's restart and stale-path timers (RFC 4724 §4.2) land here.
+/// Timers that belong to a peer rather than to one of its sessions: graceful restart's
+/// (RFC 4724 §4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PeerTimer {}
+pub enum PeerTimer {
+    /// The peer's restart time: its stale routes go if the session is not back by then.
+    Restart,
+    /// The stale-routes time: stale routes still without End-of-RIB go.
+    Stale,
+}
 
 #[derive(Debug, PartialEq)]
 pub enum Output {
@@ -168,6 +181,17 @@ pub struct Core {
     /// Whether to emit [`Output::Route`]: off while nobody subscribes, so a full table
     /// arriving costs no event allocations.
     route_events: bool,
+    /// Graceful restart, restarting side: the R bit of our OPENs.
+    restarting: bool,
+    /// The F bits of our OPENs: the kernel has our forwarding state. True for a restart that
+    /// found it, and once any session has been up in this process (a session reset keeps
+    /// the routes); false only on a start from nothing (a rebooted node), so helpers drop what
+    /// our previous run had sent at once.
+    forwarding_kept: bool,
+    /// Our first advertisement to each peer waits (RFC 4724 §4.1 selection deferral).
+    deferring: bool,
+    /// The deferral timer runs (from the first session up).
+    deferral_armed: bool,
 }
 
 fn canonical(a: IpAddr) -> IpAddr {
@@ -189,7 +213,15 @@ impl Core {
             now: Instant::now(),
             out: Vec::new(),
             route_events: true,
+            restarting: false,
+            forwarding_kept: false,
+            deferring: false,
+            deferral_armed: false,
         };
+        let restarting = cfg.graceful_restart.as_ref().is_some_and(|g| g.restarting);
+        core.restarting = restarting;
+        core.forwarding_kept = restarting;
+        core.deferring = restarting;
         core.set_originated(cfg.originate);
         Ok(core)
     }
@@ -219,11 +251,15 @@ impl Core {
         match input {
             Input::AddPeer(p) | Input::UpdatePeer(p) => self.upsert_peer(p),
             Input::RemovePeer(a) => self.remove_peer(canonical(a)),
-            Input::Shutdown(ShutdownMode::Cease) => {
+            Input::Shutdown(mode) => {
+                let ev = match mode {
+                    ShutdownMode::Cease => Event::ManualStop,
+                    ShutdownMode::Graceful => Event::GracefulStop,
+                };
                 let peers: Vec<IpAddr> = self.peers.keys().copied().collect();
                 for p in peers {
                     self.drop_alt(p);
-                    self.event(p, Slot::Main, Event::ManualStop);
+                    self.event(p, Slot::Main, ev.clone());
                 }
             }
             Input::SetOriginated(v) => self.set_originated(v),
@@ -238,9 +274,11 @@ impl Core {
             Input::Data { conn, bytes } => self.data(conn, bytes),
             Input::Timer { peer, key } => match key {
                 TimerKey::Session { session, timer } => self.session_timer(peer, session, timer),
-                TimerKey::Peer(t) => match t {},
+                TimerKey::Peer(t) => self.gr_timer(peer, t),
+                TimerKey::Deferral => self.end_deferral("deferral time ran out"),
             },
         }
+        self.check_deferral();
         self.flush();
         std::mem::take(&mut self.out)
     }
@@ -297,6 +335,7 @@ impl Core {
             let path = Path {
                 source: Source::Local,
                 attrs: Arc::new(PathAttrs::local(nh)),
+                stale: false,
             };
             if self.rib.upsert(p, path) {
                 self.dirty.push(p);

@@ -26,7 +26,7 @@ pub(super) struct Session {
 /// One address family of a peer, as BIRD keeps a channel: what outlives a single UPDATE. The
 /// negotiated families have one each; a family the peer sends End-of-RIB for without having
 /// negotiated it gets one too, so that marker is never lost.
-/// Graceful restart's per-family flags (forwarding state kept, stale paths) join these.
+/// (Stale routes are flagged on the routes themselves, swept by family at End-of-RIB.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FamilyState {
     /// End-of-RIB received: the peer has sent its initial table (RFC 4724 §2).
@@ -50,6 +50,8 @@ pub(super) struct Peer {
     pub(super) families: BTreeMap<Family, FamilyState>,
     /// Why the last Established session ended.
     pub(super) last_down: Option<DownCause>,
+    /// Graceful restart: the peer's capability, and its stale routes' timers.
+    pub(super) gr: super::gr::PeerGr,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -183,6 +185,7 @@ impl Core {
                 updates_out: 0,
                 families: BTreeMap::new(),
                 last_down: None,
+                gr: Default::default(),
             },
         );
         self.event(addr, Slot::Main, Event::ManualStart);
@@ -199,6 +202,7 @@ impl Core {
             Slot::Main,
             Event::AutomaticStop(cease::PEER_DECONFIGURED),
         );
+        self.gr_forget(addr);
         if let Some(p) = self.peers.remove(&addr) {
             if p.cfg.password.is_some() {
                 self.out.push(Output::ListenKey {
@@ -241,6 +245,17 @@ impl Core {
             .map(|f| (*f, FamilyState::default()))
             .collect();
         p.adj_out.routes.clear();
+        self.gr_session_up(peer, info);
+        self.deferral_session_up();
+        if self.deferring {
+            // Restarting: the table and End-of-RIB wait until the deferral ends.
+            return;
+        }
+        self.send_initial_table(peer);
+    }
+
+    /// The whole Adj-RIB-Out, then End-of-RIB for every family.
+    pub(super) fn send_initial_table(&mut self, peer: IpAddr) {
         let prefixes: Vec<IpNet> = self.rib.prefixes().copied().collect();
         self.advertise(peer, &prefixes);
         let p = self.peers.get_mut(&peer).expect("peer exists");
@@ -256,18 +271,22 @@ impl Core {
 
     pub(super) fn down(&mut self, peer: IpAddr, cause: DownCause) {
         let p = self.peers.get_mut(&peer).expect("peer exists");
-        let routes = std::mem::take(&mut p.adj_in.routes);
-        p.adj_in.accepted = 0;
         p.adj_out.routes.clear();
         p.families.clear();
+        p.last_down = Some(cause.clone());
+        if self.gr_session_down(peer, &cause) {
+            return;
+        }
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        let routes = std::mem::take(&mut p.adj_in.routes);
+        p.adj_in.accepted = 0;
         let n = routes.len();
-        for (prefix, (_, rejected)) in routes {
-            if rejected.is_none() && self.rib.remove(prefix, Some(peer)) {
+        for (prefix, r) in routes {
+            if r.rejected.is_none() && self.rib.remove(prefix, Some(peer)) {
                 self.dirty.push(prefix);
             }
         }
         info!(peer = %peer, cause = %cause, withdrawn = n, "session down: routes withdrawn");
-        p.last_down = Some(cause);
     }
 
     /// The RIB source for a peer's paths. Only the address takes part in equality lookups

@@ -274,12 +274,15 @@ impl Core {
             p.since = self.now;
             info!(peer = %peer, from = %before, to = %after, "session state");
         }
+        // RFC 8538: on a session that negotiated the N bit, a NOTIFICATION that means "stop"
+        // goes as a Hard Reset, or the peer would keep our routes as for a restart.
+        let hard_reset = slot == Slot::Main && before == State::Established && p.gr.notification;
         for a in actions {
-            self.action(peer, slot, a);
+            self.action(peer, slot, a, hard_reset);
         }
     }
 
-    fn action(&mut self, peer: IpAddr, slot: Slot, a: Action) {
+    fn action(&mut self, peer: IpAddr, slot: Slot, a: Action, hard_reset: bool) {
         let remote_port = self.peers[&peer].cfg.port;
         let local_cfg = self.peers[&peer].cfg.local_address;
         let password = self.peers[&peer].cfg.password.clone();
@@ -317,6 +320,8 @@ impl Core {
             Action::Send(m) => {
                 let (asn, router_id, ext) =
                     (self.cfg.asn, self.cfg.router_id, self.cfg.extended_message);
+                let families = self.peers[&peer].cfg.families.clone();
+                let graceful_restart = self.our_gr(&families);
                 let Some(s) = self.session_mut(peer, slot) else {
                     return;
                 };
@@ -324,6 +329,11 @@ impl Core {
                 let bytes = match m {
                     Send::Keepalive => wire::encode_keepalive(),
                     Send::Notification(n) => {
+                        let n = if hard_reset && n.calls_for_hard_reset() {
+                            n.hard_reset()
+                        } else {
+                            n
+                        };
                         log_notification(peer, "sending", &n);
                         wire::encode_notification(&n)
                     }
@@ -333,6 +343,7 @@ impl Core {
                         router_id,
                         families: s.fsm.cfg.families.clone(),
                         extended_message: ext,
+                        graceful_restart,
                     }),
                 };
                 self.out.push(Output::Send { conn, bytes });

@@ -1,6 +1,7 @@
 //! A read model of every peer for `twill status`, the metrics and readiness: values copied out
 //! of the core, never a reference into it.
 
+use super::gr::GrSnapshot;
 use super::peer::FamilyState;
 use super::Core;
 use crate::config::PeerRole;
@@ -42,7 +43,10 @@ pub struct PeerSnapshot {
     pub end_of_rib_sent: bool,
     /// Per family: the negotiated ones (empty while the session is down).
     pub families: BTreeMap<Family, FamilyState>,
+    /// The peer's Graceful Restart capability on this session.
     pub graceful_restart: Option<wire::GracefulRestart>,
+    /// Graceful restart as a helper for this peer: negotiated, restarting, stale routes.
+    pub gr: GrSnapshot,
     pub four_octet_as: bool,
     pub route_refresh: bool,
     pub extended_message: bool,
@@ -68,7 +72,7 @@ impl Core {
                     hold_time: info.map(|i| i.hold_time),
                     prefixes_received: p.adj_in.routes.len(),
                     prefixes_accepted: p.adj_in.accepted,
-                    prefixes_rejected: p.adj_in.routes.values().filter_map(|r| r.1).fold(
+                    prefixes_rejected: p.adj_in.routes.values().filter_map(|r| r.rejected).fold(
                         BTreeMap::new(),
                         |mut m, r| {
                             *m.entry(r).or_default() += 1;
@@ -84,6 +88,7 @@ impl Core {
                     end_of_rib_sent: p.eor_sent(),
                     families: p.families.clone(),
                     graceful_restart: info.and_then(|i| i.remote_caps.graceful_restart.clone()),
+                    gr: self.gr_snapshot(p, now),
                     four_octet_as: info.is_some_and(|i| i.negotiated.asn4),
                     route_refresh: info.is_some_and(|i| i.remote_caps.route_refresh),
                     extended_message: info.is_some_and(|i| i.negotiated.extended_message),
@@ -112,7 +117,7 @@ impl Core {
                 p.adj_in
                     .routes
                     .iter()
-                    .map(|(k, (a, r))| (*k, a.clone(), r.is_none()))
+                    .map(|(k, r)| (*k, r.attrs.clone(), r.rejected.is_none()))
                     .collect()
             })
             .unwrap_or_default();

@@ -22,8 +22,11 @@ fn multipath_steps(a: &Path, b: &Path) -> Ordering {
             Ordering::Greater
         };
     }
-    local_pref(b)
-        .cmp(&local_pref(a))
+    // A path kept from a restarting peer loses to any fresh one (as rustbgpd and FRR do): it
+    // may be gone when the peer is back, while a fresh path is confirmed now.
+    a.stale
+        .cmp(&b.stale)
+        .then_with(|| local_pref(b).cmp(&local_pref(a)))
         .then_with(|| {
             a.attrs
                 .as_path
@@ -99,6 +102,7 @@ mod tests {
         Path {
             source: src,
             attrs: Arc::new(a),
+            stale: false,
         }
     }
 
@@ -108,6 +112,19 @@ mod tests {
         let (w2, _) = select(&[b, a]);
         assert_eq!(w1, 1 - w2, "decision depends on order");
         w1
+    }
+
+    #[test]
+    fn a_stale_path_loses_to_a_fresh_one_even_with_a_higher_local_pref_and_leaves_multipath() {
+        let mut a = path(peer(1, 1, false), |a| a.local_pref = Some(200));
+        a.stale = true;
+        let b = path(peer(2, 2, false), |_| {});
+        assert_eq!(winner(a.clone(), b.clone()), 1);
+        // Otherwise equal: the fresh one wins and the stale one is not an ECMP next hop.
+        let mut c = path(peer(3, 3, false), |_| {});
+        c.stale = true;
+        let (best, multi) = select(&[c, b]);
+        assert_eq!((best, multi), (1, vec![1]));
     }
 
     #[test]

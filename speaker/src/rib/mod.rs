@@ -65,6 +65,8 @@ impl Source {
 pub struct Path {
     pub source: Source,
     pub attrs: Arc<PathAttrs>,
+    /// Kept from a peer that is restarting (RFC 4724 §4.2): it loses to any fresh path.
+    pub stale: bool,
 }
 
 /// The result of best-path selection for one prefix.
@@ -76,30 +78,56 @@ pub struct Best {
     pub multipath: Vec<(Source, Arc<PathAttrs>)>,
 }
 
+/// One route a peer sent.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub attrs: Arc<PathAttrs>,
+    /// Why it is not accepted (None: accepted).
+    pub rejected: Option<Rejection>,
+    /// Sent before the peer's session went down gracefully and not re-sent since.
+    pub stale: bool,
+}
+
 /// What a peer sent us, before and after import policy.
 #[derive(Default, Debug)]
 pub struct AdjRibIn {
-    /// Each route with why it was not accepted (None: accepted).
-    pub routes: HashMap<IpNet, (Arc<PathAttrs>, Option<Rejection>)>,
+    pub routes: HashMap<IpNet, Stored>,
     pub accepted: usize,
 }
 
 impl AdjRibIn {
-    /// Store a route; returns whether the route it replaced had been accepted.
+    /// Store a route as just received (fresh); returns whether the route it replaced had been
+    /// accepted.
     pub fn insert(&mut self, p: IpNet, attrs: Arc<PathAttrs>, rejected: Option<Rejection>) -> bool {
-        let accepted = rejected.is_none();
+        self.insert_stored(
+            p,
+            Stored {
+                attrs,
+                rejected,
+                stale: false,
+            },
+        )
+    }
+    /// Store a route with its stale flag as given; returns whether the route it replaced had
+    /// been accepted.
+    pub fn insert_stored(&mut self, p: IpNet, r: Stored) -> bool {
+        let accepted = r.rejected.is_none();
         let was = self
             .routes
-            .insert(p, (attrs, rejected))
-            .is_some_and(|o| o.1.is_none());
+            .insert(p, r)
+            .is_some_and(|o| o.rejected.is_none());
         self.accepted = self.accepted + accepted as usize - was as usize;
         was
     }
     /// Remove a route; returns whether it had been accepted.
     pub fn remove(&mut self, p: &IpNet) -> bool {
-        let was = self.routes.remove(p).is_some_and(|o| o.1.is_none());
+        let was = self.routes.remove(p).is_some_and(|o| o.rejected.is_none());
         self.accepted -= was as usize;
         was
+    }
+    /// How many routes are stale.
+    pub fn stale(&self) -> usize {
+        self.routes.values().filter(|r| r.stale).count()
     }
 }
 
@@ -224,6 +252,24 @@ impl LocRib {
         self.entries.keys()
     }
 
+    /// Mark the path from `peer` stale (or fresh). Returns true if the best route changed.
+    pub fn set_stale(&mut self, prefix: IpNet, peer: IpAddr, stale: bool) -> bool {
+        let Some(e) = self.entries.get_mut(&prefix) else {
+            return false;
+        };
+        let before = e.fingerprint();
+        match e
+            .paths
+            .iter_mut()
+            .find(|p| p.source.peer_addr() == Some(peer))
+        {
+            Some(p) if p.stale != stale => p.stale = stale,
+            _ => return false,
+        }
+        e.select();
+        e.fingerprint() != before
+    }
+
     /// All paths of one prefix (empty if none).
     pub fn paths(&self, prefix: &IpNet) -> &[Path] {
         self.entries.get(prefix).map_or(&[], |e| e.paths.as_slice())
@@ -271,6 +317,7 @@ mod tests {
                 originator_id: None,
             },
             attrs: Arc::new(a),
+            stale: false,
         }
     }
 

@@ -25,7 +25,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GracefulRestart {
+    /// R: the sender has just restarted (RFC 4724 §3).
     pub restart_state: bool,
+    /// N: the sender supports RFC 8538 (a NOTIFICATION other than Hard Reset keeps routes).
+    pub notification: bool,
+    /// Seconds (12 bits) the sender asks its helpers to wait for the session to return.
     pub restart_time: u16,
     /// Families with their forwarding-state flag.
     pub families: Vec<(Family, bool)>,
@@ -157,6 +161,7 @@ fn decode_open(body: &[u8]) -> Result<Open, Notification> {
             BgpCapability::GracefulRestartCapability(gr) => {
                 caps.graceful_restart = Some(GracefulRestart {
                     restart_state: gr.restart(),
+                    notification: gr.graceful_notification(),
                     restart_time: gr.time(),
                     families: gr
                         .address_families()

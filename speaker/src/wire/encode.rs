@@ -5,10 +5,12 @@
 //! exceeds the negotiated limit (netgauze writes any size).
 
 use super::attrs::{AsSegment, Origin, PathAttrs, RawAttr};
+use super::decode::GracefulRestart;
 use super::{msg_type, Family, Negotiated};
 use crate::notification::Notification;
 use ipnet::IpNet;
 use netgauze_bgp_pkt::capabilities::{
+    GracefulRestartAddressFamily, GracefulRestartCapability,
     BgpCapability, FourOctetAsCapability, MultiProtocolExtensionsCapability,
 };
 use netgauze_bgp_pkt::community::Community;
@@ -76,6 +78,8 @@ pub struct OpenParams {
     pub router_id: Ipv4Addr,
     pub families: Vec<Family>,
     pub extended_message: bool,
+    /// The Graceful Restart capability (RFC 4724, with RFC 8538's N bit) to offer.
+    pub graceful_restart: Option<GracefulRestart>,
 }
 
 pub fn encode_open(p: &OpenParams) -> Vec<u8> {
@@ -95,6 +99,22 @@ pub fn encode_open(p: &OpenParams) -> Vec<u8> {
     )));
     if p.extended_message {
         caps.push(BgpCapability::ExtendedMessage);
+    }
+    if let Some(gr) = &p.graceful_restart {
+        let families: Vec<GracefulRestartAddressFamily> = gr
+            .families
+            .iter()
+            .map(|(f, fwd)| GracefulRestartAddressFamily::new(*fwd, address_type(*f)))
+            .collect();
+        // netgauze ORs the time into the flags word: keep it to its 12 bits.
+        caps.push(BgpCapability::GracefulRestartCapability(
+            GracefulRestartCapability::new(
+                gr.restart_state,
+                gr.notification,
+                gr.restart_time & 0x0fff,
+                families,
+            ),
+        ));
     }
     let open = BgpOpenMessage::new(
         my_as,

@@ -154,6 +154,7 @@ fn record(ns: &Netns) -> Recording {
             router_id: "10.0.0.1".parse().expect("id"),
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             extended_message: false,
+            graceful_restart: None,
         });
         s.write_all(&ours).expect("send OPEN");
         s.write_all(&wire::encode_keepalive())
