@@ -39,7 +39,7 @@ const PEER_COUNTERS: [PeerMetric; 2] = [
     }),
 ];
 
-const PEER_GAUGES: [PeerMetric; 3] = [
+const PEER_GAUGES: [PeerMetric; 6] = [
     (
         "twill_bgp_prefixes_received",
         "Prefixes received from the peer.",
@@ -54,6 +54,21 @@ const PEER_GAUGES: [PeerMetric; 3] = [
         "twill_bgp_prefixes_advertised",
         "Prefixes advertised to the peer.",
         |p| p.prefixes_advertised as u64,
+    ),
+    (
+        "twill_bgp_graceful_restart_negotiated",
+        "1 if both sides offered graceful restart (RFC 4724) on the peer's session.",
+        |p| p.gr.negotiated as u64,
+    ),
+    (
+        "twill_bgp_peer_restart_seconds_left",
+        "The peer is restarting: seconds until its stale routes are dropped (0: not restarting).",
+        |p| p.gr.restart_time_left.unwrap_or(0),
+    ),
+    (
+        "twill_bgp_stale_prefixes",
+        "Prefixes of the peer kept as stale through its restart.",
+        |p| p.gr.stale_routes as u64,
     ),
 ];
 
@@ -195,6 +210,13 @@ mod tests {
             end_of_rib_sent: true,
             families: BTreeMap::new(),
             graceful_restart: None,
+            gr: speaker::GrSnapshot {
+                negotiated: true,
+                notification: true,
+                restart_time_left: Some(97),
+                stale_time_left: None,
+                stale_routes: 3,
+            },
             four_octet_as: true,
             route_refresh: true,
             extended_message: false,
@@ -249,6 +271,13 @@ mod tests {
             value("twill_bgp_prefixes_accepted", Some(("peer", "10.1.0.12"))),
             1.0
         );
+        for (name, want) in [
+            ("twill_bgp_graceful_restart_negotiated", 1.0),
+            ("twill_bgp_peer_restart_seconds_left", 97.0),
+            ("twill_bgp_stale_prefixes", 3.0),
+        ] {
+            assert_eq!(value(name, Some(("peer", "10.1.0.12"))), want, "{name}");
+        }
         let rejected = scrape
             .samples
             .iter()

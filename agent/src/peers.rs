@@ -3,6 +3,7 @@
 
 use cluster::{ClusterView, Node};
 use speaker::{
+    GracefulRestartConfig,
     ExportFilter, ImportFilter, NextHopOwners, Password, PeerConfig, PrefixRule, SpeakerConfig,
 };
 use std::net::{IpAddr, Ipv4Addr};
@@ -151,11 +152,19 @@ pub fn router_id(me: &Node) -> Ipv4Addr {
     Ipv4Addr::from(h | 1)
 }
 
-pub fn speaker_config(view: &ClusterView, me: &Node) -> SpeakerConfig {
+/// The speaker's configuration. `restarting`: this agent found its own routes or tunnel
+/// entries in the kernel (a restart, not a boot), so it may claim kept forwarding state.
+pub fn speaker_config(view: &ClusterView, me: &Node, restarting: bool) -> SpeakerConfig {
     let mut c = SpeakerConfig::new(me.as_number, router_id(me));
     c.listen_port = view.listen_port;
     c.originate = me.pod_cidrs.clone();
     c.cluster_id = me.route_reflector_cluster_id;
+    c.graceful_restart = view.graceful_restart.map(|g| GracefulRestartConfig {
+        restart_time: g.restart_time,
+        stale_time: Duration::from_secs(g.stale_routes_time.into()),
+        restarting,
+        deferral: Duration::from_secs(g.deferral_time.into()),
+    });
     c
 }
 
@@ -242,7 +251,7 @@ mod tests {
         );
         let b1 = v.node("b1").unwrap();
         assert_eq!(
-            speaker_config(&v, b1).cluster_id,
+            speaker_config(&v, b1, false).cluster_id,
             Some("10.255.0.1".parse().unwrap())
         );
         // The reflector passes on its clients' routes (never a ToR's); a client only its own.
@@ -348,7 +357,7 @@ mod tests {
         let cfg = peer_config(&v, a1, &peers[0]);
         assert_eq!(cfg.local_address, Some("10.1.0.11".parse().unwrap()));
         assert_eq!(cfg.next_hop_v6, Some("fd00:1::11".parse().unwrap()));
-        assert_eq!(speaker_config(&v, a1).originate.len(), 2);
+        assert_eq!(speaker_config(&v, a1, false).originate.len(), 2);
     }
 
     #[test]

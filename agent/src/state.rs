@@ -4,7 +4,7 @@
 //! change it.
 
 use crate::peers::DerivedPeer;
-use crate::status::{rfc3339_ago, PeerStatus, RouteStatus, Status};
+use crate::status::{rfc3339_ago, GracefulRestartStatus, PeerStatus, RouteStatus, Status};
 use felix_lite::Programmer;
 use ipip::Planned;
 use ipnet::IpNet;
@@ -59,6 +59,13 @@ impl NodeState {
                 prefixes_advertised: p.prefixes_advertised,
                 last_error: p.last_error,
                 last_down: p.last_down,
+                graceful_restart: GracefulRestartStatus {
+                    negotiated: p.gr.negotiated,
+                    notification: p.gr.notification,
+                    restart_time_left: p.gr.restart_time_left,
+                    stale_time_left: p.gr.stale_time_left,
+                    stale_routes: p.gr.stale_routes,
+                },
             })
             .collect();
         let best: BTreeMap<IpNet, BestRoute> = self

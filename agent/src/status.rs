@@ -24,6 +24,34 @@ pub struct PeerStatus {
     /// Why the last Established session ended (NOTIFICATION sent or received, hold timer,
     /// connection closed, stopped here).
     pub last_down: Option<String>,
+    /// Graceful restart: negotiated, the peer restarting (seconds left), stale routes.
+    #[serde(default)]
+    pub graceful_restart: GracefulRestartStatus,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GracefulRestartStatus {
+    pub negotiated: bool,
+    /// RFC 8538's N bit, both sides.
+    pub notification: bool,
+    /// The peer is restarting: seconds until its stale routes go.
+    pub restart_time_left: Option<u64>,
+    /// The peer is back: seconds until its stale routes go without End-of-RIB.
+    pub stale_time_left: Option<u64>,
+    pub stale_routes: usize,
+}
+
+impl GracefulRestartStatus {
+    /// One column: `no`, `yes`, or what is going on (`restarting 97s, 12 stale`).
+    fn column(&self) -> String {
+        match (self.negotiated, self.restart_time_left, self.stale_routes) {
+            (_, Some(t), n) => format!("restarting {t}s, {n} stale"),
+            (_, None, n) if n > 0 => format!("{n} stale"),
+            (true, None, _) => "yes".into(),
+            (false, None, _) => "no".into(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -95,6 +123,7 @@ impl Status {
             "ACCEPTED",
             "ADVERTISED",
             "REJECTED",
+            "GR",
             "LAST ERROR",
         ]
         .map(String::from)
@@ -110,6 +139,7 @@ impl Status {
                 p.prefixes_accepted.to_string(),
                 p.prefixes_advertised.to_string(),
                 p.prefixes_rejected.values().sum::<usize>().to_string(),
+                p.graceful_restart.column(),
                 p.last_error.clone().unwrap_or_default(),
             ]);
         }
@@ -160,6 +190,13 @@ mod tests {
                 prefixes_advertised: 1,
                 last_error: None,
                 last_down: None,
+                graceful_restart: GracefulRestartStatus {
+                    negotiated: true,
+                    notification: true,
+                    restart_time_left: Some(97),
+                    stale_time_left: None,
+                    stale_routes: 12,
+                },
             }],
             routes: vec![RouteStatus {
                 prefix: "10.244.2.0/24".into(),
@@ -183,6 +220,7 @@ mod tests {
             "prefixesAdvertised",
             "lastError",
             "lastDown",
+            "gracefulRestart",
         ] {
             assert!(v["peers"][0].get(k).is_some(), "missing {k}");
         }
@@ -199,7 +237,15 @@ mod tests {
         assert!(s
             .peers_table()
             .contains("10.1.0.12  64512  mesh  Established"));
-        assert!(s.peers_table().contains("  2\n"), "{}", s.peers_table());
+        assert!(
+            s.peers_table().contains("  2         restarting 97s, 12 stale\n"),
+            "{}",
+            s.peers_table()
+        );
+        assert_eq!(
+            v["peers"][0]["gracefulRestart"]["restartTimeLeft"], 97,
+            "{v}"
+        );
         let detail = s.routes_table(true);
         let row: Vec<&str> = detail.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(

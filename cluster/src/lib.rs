@@ -11,4 +11,4 @@ pub mod selector;
 pub mod view;
 
 pub use selector::LabelSelector;
-pub use view::{ClusterView, ExternalPeer, Node, Timers, ViewError};
+pub use view::{ClusterView, ExternalPeer, GracefulRestart, Node, Timers, ViewError};

@@ -16,6 +16,7 @@ pub(crate) struct RawView {
     pub(crate) vxlan: Option<RawVxlan>,
     pub(crate) listen_port: Option<u64>,
     pub(crate) timers: Option<RawTimers>,
+    pub(crate) graceful_restart: Option<RawGracefulRestart>,
     #[serde(default)]
     pub(crate) nodes: Vec<RawNode>,
     #[serde(default)]
@@ -43,6 +44,15 @@ pub(crate) struct RawTimers {
     pub(crate) hold_time: Option<u64>,
     pub(crate) keepalive_time: Option<u64>,
     pub(crate) connect_retry_time: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawGracefulRestart {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) restart_time: Option<u64>,
+    pub(crate) stale_routes_time: Option<u64>,
+    pub(crate) deferral_time: Option<u64>,
 }
 
 #[derive(Deserialize, Clone)]

@@ -50,6 +50,20 @@ pub struct Timers {
     pub connect_retry: u16,
 }
 
+/// Graceful restart (RFC 4724), seconds. `None` in the view: turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// How long the other nodes keep a restarting node's routes (default 120, as BIRD and
+    /// Calico).
+    pub restart_time: u16,
+    /// How long a restarted node's routes stay stale at most once its session is back
+    /// (default 360, as FRR).
+    pub stale_routes_time: u32,
+    /// How long a restarting node waits, after its first session is up, for the others'
+    /// End-of-RIB before it advertises (default 5).
+    pub deferral_time: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
@@ -96,6 +110,7 @@ pub struct ClusterView {
     pub vxlan: VxlanConfig,
     pub listen_port: u16,
     pub timers: Timers,
+    pub graceful_restart: Option<GracefulRestart>,
     pub nodes: Vec<Node>,
     pub peers: Vec<ExternalPeer>,
     /// Index of `nodes` by name and by each address, built once at validation: a view is
@@ -258,6 +273,36 @@ impl ClusterView {
             keepalive: keepalive as u16,
             connect_retry: retry as u16,
         };
+        let g = raw.graceful_restart.unwrap_or_default();
+        let restart = g.restart_time.unwrap_or(120);
+        if !(1..=4095).contains(&restart) {
+            return Err(bad(
+                "gracefulRestart.restartTime",
+                restart,
+                "must be 1-4095 seconds (12 bits, RFC 4724)",
+            ));
+        }
+        let stale = g.stale_routes_time.unwrap_or(360);
+        if !(1..=86400).contains(&stale) {
+            return Err(bad(
+                "gracefulRestart.staleRoutesTime",
+                stale,
+                "must be 1-86400 seconds",
+            ));
+        }
+        let deferral = g.deferral_time.unwrap_or(5);
+        if !(1..=3600).contains(&deferral) {
+            return Err(bad(
+                "gracefulRestart.deferralTime",
+                deferral,
+                "must be 1-3600 seconds",
+            ));
+        }
+        let graceful_restart = g.enabled.unwrap_or(true).then_some(GracefulRestart {
+            restart_time: restart as u16,
+            stale_routes_time: stale as u32,
+            deferral_time: deferral as u32,
+        });
 
         if kind == EncapType::Ipip
             && mode != EncapMode::Never
@@ -437,6 +482,7 @@ impl ClusterView {
             vxlan,
             listen_port,
             timers,
+            graceful_restart,
             nodes,
             peers,
             by_name,

@@ -92,10 +92,13 @@ impl Dataplane {
     }
 
     async fn sync_tunnels(&mut self) {
-        let r = self
-            .fabric
-            .set_tunnel_peers(self.table.tunnel_peers())
-            .await;
+        let mut want = self.table.tunnel_peers();
+        if !self.complete {
+            // Until the first complete set, only add, as for routes: an adopted entry whose
+            // route BGP has not confirmed yet still carries traffic (a restart).
+            want.extend(self.fabric.tunnel_peers().iter().copied());
+        }
+        let r = self.fabric.set_tunnel_peers(want).await;
         self.tunnels_stale = r.is_err();
         if let Err(e) = r {
             warn!(error = %e, "cannot update VXLAN neighbour/FDB entries");
@@ -105,9 +108,9 @@ impl Dataplane {
     /// Hand felix-lite the complete set: from now on, routes of ours nobody wants are deleted
     /// (and so are adopted tunnel entries nobody wants, if no change has removed them yet).
     pub async fn complete(&mut self) {
-        if self.tunnels_stale {
-            self.sync_tunnels().await;
-        }
+        self.complete = true;
+        // Adopted tunnel entries nobody wants go now, with the adopted routes.
+        self.sync_tunnels().await;
         match self.programmer.replace_all(self.table.routes()).await {
             Ok(r) => info!(
                 applied = r.applied,
@@ -115,7 +118,6 @@ impl Dataplane {
             ),
             Err(e) => warn!(error = %e, "route programmer unavailable"),
         }
-        self.complete = true;
     }
 
     /// A new cluster view: which next hops are nodes may have changed, and so may the local

@@ -13,7 +13,7 @@ use cluster::k8s::watch::{self as k8s, Views, WatchOptions};
 use cluster::{ClusterView, Node};
 use felix_lite::{install_protocol_name, Programmer};
 use ipip::{Fabric, FabricConfig};
-use speaker::Speaker;
+use speaker::{ShutdownMode, Speaker};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -144,7 +144,16 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let fabric = start_fabric(&view, &me, &opts.state_dir).await?;
     write_node_file(&opts.state_dir, &me, fabric.mtu())?;
     let programmer = Programmer::start(felix_lite::Config::default()).await?;
-    let speaker = Speaker::start(speaker_config(&view, &me)).await?;
+    // Routes or tunnel entries of ours already in the kernel: this is a restart (an upgrade, a
+    // crash), not a boot, and the node kept forwarding meanwhile. The speaker says so to its
+    // peers (graceful restart's R and F bits) and defers its first advertisements.
+    let adopted_routes = programmer.counters().programmed;
+    let adopted_tunnels = fabric.tunnel_peers().len();
+    let restarting = adopted_routes > 0 || adopted_tunnels > 0;
+    if restarting && view.graceful_restart.is_some() {
+        info!(adopted_routes, adopted_tunnels, "forwarding state found: restarting gracefully");
+    }
+    let speaker = Speaker::start(speaker_config(&view, &me, restarting)).await?;
     let mut events = speaker.subscribe()?;
     let mut peers = BTreeMap::new();
     apply_peers(&speaker, &view, &me, &mut peers);
@@ -229,9 +238,15 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     control.abort();
     metrics.abort();
     let _ = std::fs::remove_file(&opts.socket);
-    speaker.shutdown().await;
     // Routes, the tunnel device and its entries stay: a restarted agent adopts them, so pods keep
-    // their connectivity across an upgrade.
+    // their connectivity across an upgrade. With graceful restart the sessions close without a
+    // NOTIFICATION, so the other nodes keep this node's routes too until it is back.
+    let mode = if view.graceful_restart.is_some() {
+        ShutdownMode::Graceful
+    } else {
+        ShutdownMode::Cease
+    };
+    speaker.stop(mode).await;
     state.programmer.shutdown().await;
     Ok(())
 }

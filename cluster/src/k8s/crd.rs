@@ -47,6 +47,32 @@ pub struct BGPConfigurationSpec {
     pub vxlan: Option<VxlanSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timers: Option<TimersSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful_restart: Option<GracefulRestartSpec>,
+}
+
+/// Graceful restart (RFC 4724 with RFC 8538): an agent restart keeps the node's routes on the
+/// other nodes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GracefulRestartSpec {
+    /// Offer and help graceful restart (default true).
+    #[schemars(extend("default" = true))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Seconds the other nodes keep a restarting node's routes (default 120).
+    #[schemars(range(min = 1, max = 4095), extend("default" = 120))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_time: Option<u64>,
+    /// Seconds a restarted node's routes stay stale at most once it is back (default 360).
+    #[schemars(range(min = 1, max = 86400), extend("default" = 360))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_routes_time: Option<u64>,
+    /// Seconds a restarting node waits for the others' End-of-RIB after its first session is
+    /// up (default 5).
+    #[schemars(range(min = 1, max = 3600), extend("default" = 5))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferral_time: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -4,7 +4,7 @@
 
 use super::crd::{BGPConfiguration, BGPPeer};
 use crate::view::{
-    ClusterView, RawEncap, RawNode, RawPassword, RawPeer, RawTimers, RawView, RawVxlan,
+    ClusterView, RawEncap, RawGracefulRestart, RawNode, RawPassword, RawPeer, RawTimers, RawView, RawVxlan,
 };
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
@@ -199,6 +199,12 @@ fn raw_top(c: &BGPConfiguration) -> RawView {
             hold_time: t.hold_time,
             keepalive_time: t.keepalive_time,
             connect_retry_time: t.connect_retry_time,
+        }),
+        graceful_restart: s.graceful_restart.as_ref().map(|g| RawGracefulRestart {
+            enabled: g.enabled,
+            restart_time: g.restart_time,
+            stale_routes_time: g.stale_routes_time,
+            deferral_time: g.deferral_time,
         }),
         nodes: Vec::new(),
         peers: Vec::new(),
