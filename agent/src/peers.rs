@@ -3,8 +3,8 @@
 
 use cluster::{ClusterView, Node};
 use speaker::{
-    GracefulRestartConfig,
-    ExportFilter, ImportFilter, NextHopOwners, Password, PeerConfig, PrefixRule, SpeakerConfig,
+    ExportFilter, GracefulRestartConfig, ImportFilter, NextHopOwners, Password, PeerConfig,
+    PrefixRule, SpeakerConfig,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

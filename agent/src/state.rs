@@ -106,6 +106,7 @@ impl NodeState {
             .collect();
         Status {
             node: self.node.clone(),
+            ready: self.ready.load(std::sync::atomic::Ordering::Relaxed),
             peers,
             routes,
         }

@@ -76,6 +76,9 @@ pub struct RouteStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub node: String,
+    /// The agent has handed the complete route set to the kernel (what `/readyz` says).
+    #[serde(default)]
+    pub ready: bool,
     pub peers: Vec<PeerStatus>,
     pub routes: Vec<RouteStatus>,
 }
@@ -178,6 +181,7 @@ mod tests {
     fn json_keys_are_the_documented_ones() {
         let s = Status {
             node: "a1".into(),
+            ready: true,
             peers: vec![PeerStatus {
                 address: "10.1.0.12".into(),
                 as_number: 64512,
@@ -238,7 +242,8 @@ mod tests {
             .peers_table()
             .contains("10.1.0.12  64512  mesh  Established"));
         assert!(
-            s.peers_table().contains("  2         restarting 97s, 12 stale\n"),
+            s.peers_table()
+                .contains("  2         restarting 97s, 12 stale\n"),
             "{}",
             s.peers_table()
         );

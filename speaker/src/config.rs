@@ -107,7 +107,11 @@ impl SpeakerConfig {
                 ));
             }
             if gr.stale_time.is_zero() {
-                return Err(bad("gracefulRestart.staleRoutesTime", 0, "must be positive"));
+                return Err(bad(
+                    "gracefulRestart.staleRoutesTime",
+                    0,
+                    "must be positive",
+                ));
             }
         }
         Ok(())

@@ -168,7 +168,9 @@ impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}/{})", self.name(), self.code, self.subcode)?;
         match self.data.as_slice() {
-            [code, sub, rest @ ..] if self.code == code::CEASE && self.subcode == cease::HARD_RESET => {
+            [code, sub, rest @ ..]
+                if self.code == code::CEASE && self.subcode == cease::HARD_RESET =>
+            {
                 write!(f, " for {}", Notification::new(*code, *sub, rest))
             }
             _ => Ok(()),

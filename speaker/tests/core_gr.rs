@@ -4,8 +4,8 @@
 mod common;
 
 use common::Wire;
-use speaker::core::{PeerTimer, TimerKey};
 use speaker::core::Input;
+use speaker::core::{PeerTimer, TimerKey};
 use speaker::{Family, PeerConfig, ShutdownMode, SpeakerConfig};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -70,17 +70,29 @@ fn a_killed_peer_keeps_its_routes_as_stale_and_its_end_of_rib_sweeps_what_it_did
     assert_eq!(w.routes[0].len(), mark, "{:?}", &w.routes[0][mark..]);
     let g = gr(&w, 0, 1);
     assert_eq!(g.stale_routes, 2);
-    assert!(g.restart_time_left.is_some_and(|t| t > 100 && t <= 120), "{g:?}");
+    assert!(
+        g.restart_time_left.is_some_and(|t| t > 100 && t <= 120),
+        "{g:?}"
+    );
     assert!(w.armed(0, w.addrs[1], TimerKey::Peer(PeerTimer::Restart)));
     // The new process originates only one of the two, and says it kept its forwarding state.
     w.replace(1, config("10.0.0.2", &["10.244.2.0/24"], true));
     peer(&mut w, 1, 0, false);
     w.run();
     assert!(w.best_of(0, "10.244.2.0/24"));
-    assert!(!withdrawn_since(&w, 0, mark, "10.244.2.0/24"), "never withdrawn");
-    assert!(withdrawn_since(&w, 0, mark, "10.244.20.0/24"), "swept at End-of-RIB");
+    assert!(
+        !withdrawn_since(&w, 0, mark, "10.244.2.0/24"),
+        "never withdrawn"
+    );
+    assert!(
+        withdrawn_since(&w, 0, mark, "10.244.20.0/24"),
+        "swept at End-of-RIB"
+    );
     let g = gr(&w, 0, 1);
-    assert_eq!((g.stale_routes, g.restart_time_left, g.stale_time_left), (0, None, None));
+    assert_eq!(
+        (g.stale_routes, g.restart_time_left, g.stale_time_left),
+        (0, None, None)
+    );
     assert!(!w.armed(0, w.addrs[1], TimerKey::Peer(PeerTimer::Restart)));
     assert!(!w.armed(0, w.addrs[1], TimerKey::Peer(PeerTimer::Stale)));
 }
@@ -104,7 +116,11 @@ fn a_hard_reset_flushes_at_once_and_a_hold_timer_expiry_with_the_n_bit_does_not(
     let mark = w.routes[0].len();
     w.push(1, Input::Shutdown(ShutdownMode::Cease));
     w.run();
-    assert!(w.sent_notifications.contains(&(1, 6, 9)), "{:?}", w.sent_notifications);
+    assert!(
+        w.sent_notifications.contains(&(1, 6, 9)),
+        "{:?}",
+        w.sent_notifications
+    );
     assert!(withdrawn_since(&w, 0, mark, "10.244.2.0/24"));
     assert_eq!(gr(&w, 0, 1).stale_routes, 0);
     assert!(!w.armed(0, w.addrs[1], TimerKey::Peer(PeerTimer::Restart)));
@@ -118,7 +134,13 @@ fn a_hard_reset_flushes_at_once_and_a_hold_timer_expiry_with_the_n_bit_does_not(
         .find(|(c, p, k)| {
             *c == 0
                 && *p == w.addrs[1]
-                && matches!(k, TimerKey::Session { timer: speaker::fsm::Timer::Hold, .. })
+                && matches!(
+                    k,
+                    TimerKey::Session {
+                        timer: speaker::fsm::Timer::Hold,
+                        ..
+                    }
+                )
         })
         .expect("hold timer armed");
     w.fire(hold.0, hold.1, hold.2);
@@ -130,7 +152,14 @@ fn a_hard_reset_flushes_at_once_and_a_hold_timer_expiry_with_the_n_bit_does_not(
         .timers
         .keys()
         .find(|(c, _, k)| {
-            *c == 0 && matches!(k, TimerKey::Session { timer: speaker::fsm::Timer::IdleHold, .. })
+            *c == 0
+                && matches!(
+                    k,
+                    TimerKey::Session {
+                        timer: speaker::fsm::Timer::IdleHold,
+                        ..
+                    }
+                )
         })
         .expect("automatic restart armed");
     w.fire(idle.0, idle.1, idle.2);

@@ -10,7 +10,6 @@ use speaker::{ExportFilter, Family, NextHopOwners, PeerConfig, Rejection, Speake
 use std::net::IpAddr;
 use std::time::Instant;
 
-
 #[test]
 fn collision_keeps_one_connection_the_higher_identifier_opened() {
     let mut w = Wire::new(&[(64512, "10.0.0.1"), (64512, "10.0.0.2")]);

@@ -332,10 +332,25 @@ pub fn not_converged(st: &LabState) -> Vec<String> {
             ));
             continue;
         };
+        if !s.ready {
+            // Until then the agent only adds routes: a node that went away would keep its.
+            waiting.push(format!("{node}: not ready yet"));
+        }
         for p in s.peers.iter().filter(|p| p.state != "Established") {
             waiting.push(format!(
                 "{node}: peer {} ({}) is {}",
                 p.address, p.kind, p.state
+            ));
+        }
+        // A graceful restart is over once the restarted peer's End-of-RIB swept its stale routes.
+        for p in s
+            .peers
+            .iter()
+            .filter(|p| p.graceful_restart.stale_routes > 0)
+        {
+            waiting.push(format!(
+                "{node}: peer {} ({}) has {} stale routes",
+                p.address, p.kind, p.graceful_restart.stale_routes
             ));
         }
         for (other, list) in &cidrs {

@@ -151,7 +151,10 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let adopted_tunnels = fabric.tunnel_peers().len();
     let restarting = adopted_routes > 0 || adopted_tunnels > 0;
     if restarting && view.graceful_restart.is_some() {
-        info!(adopted_routes, adopted_tunnels, "forwarding state found: restarting gracefully");
+        info!(
+            adopted_routes,
+            adopted_tunnels, "forwarding state found: restarting gracefully"
+        );
     }
     let speaker = Speaker::start(speaker_config(&view, &me, restarting)).await?;
     let mut events = speaker.subscribe()?;

@@ -4,7 +4,7 @@
 use super::TWILL;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use twill_lab::{unique, TempDir};
 
 pub fn topology(name: &str) -> PathBuf {
@@ -174,5 +174,119 @@ fn kill_all(ns: &str, signal: &str) {
         for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
             let _ = Command::new("kill").args([signal, pid]).status();
         }
+    }
+}
+
+/// A pod's address as `lab up` printed it (`  a2-pod1    10.244.2.2      on a2`).
+pub fn pod_address(lab: &Lab, pod: &str) -> String {
+    lab.up_output
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut w| (w.next() == Some(pod)).then(|| w.next().unwrap().to_string()))
+        .unwrap_or_else(|| panic!("no {pod} in:\n{}", lab.up_output))
+}
+
+/// Packets per steady ping: 15 s at 100 per second, long enough to cover a stop and start or
+/// a two-step reload.
+pub const COUNT: u32 = 1500;
+
+/// A steady ping (100 per second, [`COUNT`] packets unless told) from the first pod of `from` to the first
+/// pod of `to`; `lost` waits for it to finish and reads the count ping itself reports.
+pub struct Steady {
+    what: String,
+    child: Child,
+    count: u32,
+}
+
+impl Steady {
+    pub fn start(lab: &Lab, from: &str, to: &str) -> Steady {
+        Steady::start_n(lab, from, to, COUNT)
+    }
+
+    /// As [`Steady::start`], `count` packets.
+    pub fn start_n(lab: &Lab, from: &str, to: &str, count: u32) -> Steady {
+        let dst = pod_address(lab, &format!("{to}-pod1"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-pod1", lab.ns(from))])
+            .args([
+                "ping",
+                "-q",
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "-c",
+                &count.to_string(),
+                &dst,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ping");
+        Steady {
+            what: format!("{from} -> {to} ({dst})"),
+            child,
+            count,
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("ping").is_none()
+    }
+
+    /// One steady ping per `(from, to)` pair, each `COUNT` packets.
+    pub fn start_all(lab: &Lab, pairs: &[(&str, &str)]) -> Vec<Steady> {
+        Steady::start_all_n(lab, pairs, COUNT)
+    }
+
+    pub fn start_all_n(lab: &Lab, pairs: &[(&str, &str)], count: u32) -> Vec<Steady> {
+        pairs
+            .iter()
+            .map(|(f, t)| Steady::start_n(lab, f, t, count))
+            .collect()
+    }
+
+    /// Once `what` is over: every ping must still be running (so it covered all of it), then
+    /// each sends all its packets and loses none. Prints the losses for the note.
+    pub fn none_lost(pings: Vec<Steady>, what: &str) {
+        let lost = Steady::losses(pings, what);
+        assert!(lost.iter().all(|(_, l)| *l == 0), "{lost:?}");
+    }
+
+    /// Once `what` is over: every ping must still be running (so it covered all of it); wait
+    /// for each to send all its packets and return what each lost (also printed, for the note).
+    pub fn losses(mut pings: Vec<Steady>, what: &str) -> Vec<(String, u32)> {
+        for p in &mut pings {
+            assert!(
+                p.running(),
+                "{}: the pings ended before {what} was over; they did not cover it",
+                p.what
+            );
+        }
+        let mut lost = Vec::new();
+        for p in pings {
+            let name = p.what.clone();
+            let count = p.count;
+            let (sent, l) = p.lost();
+            assert_eq!(sent, count, "{name}");
+            lost.push((name, l));
+        }
+        eprintln!("packets lost while {what}: {lost:?}");
+        lost
+    }
+
+    /// (sent, lost)
+    fn lost(self) -> (u32, u32) {
+        let out = self.child.wait_with_output().expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("{}: no summary in {text}", self.what));
+        let n: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (n[0], n[0] - n[1])
     }
 }

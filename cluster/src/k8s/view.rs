@@ -4,7 +4,8 @@
 
 use super::crd::{BGPConfiguration, BGPPeer};
 use crate::view::{
-    ClusterView, RawEncap, RawGracefulRestart, RawNode, RawPassword, RawPeer, RawTimers, RawView, RawVxlan,
+    ClusterView, RawEncap, RawGracefulRestart, RawNode, RawPassword, RawPeer, RawTimers, RawView,
+    RawVxlan,
 };
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;

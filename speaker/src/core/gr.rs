@@ -123,7 +123,11 @@ impl Core {
         let after = Duration::from_secs(remote.restart_time.into());
         info!(peer = %peer, cause = %cause, stale, restart_time = remote.restart_time,
             "session down, peer restarting gracefully: routes kept as stale");
-        self.peers.get_mut(&peer).expect("peer exists").gr.restart_deadline = Some(self.now + after);
+        self.peers
+            .get_mut(&peer)
+            .expect("peer exists")
+            .gr
+            .restart_deadline = Some(self.now + after);
         self.set_peer_timer(peer, PeerTimer::Restart, Some(after));
         true
     }
@@ -305,7 +309,11 @@ impl Core {
                 after: None,
             });
         }
-        info!(reason = why, routes = self.rib.len(), "restart: route selection deferral over, advertising");
+        info!(
+            reason = why,
+            routes = self.rib.len(),
+            "restart: route selection deferral over, advertising"
+        );
         let up: Vec<IpAddr> = self
             .peers
             .iter()

@@ -10,8 +10,8 @@ use super::{msg_type, Family, Negotiated};
 use crate::notification::Notification;
 use ipnet::IpNet;
 use netgauze_bgp_pkt::capabilities::{
-    GracefulRestartAddressFamily, GracefulRestartCapability,
-    BgpCapability, FourOctetAsCapability, MultiProtocolExtensionsCapability,
+    BgpCapability, FourOctetAsCapability, GracefulRestartAddressFamily, GracefulRestartCapability,
+    MultiProtocolExtensionsCapability,
 };
 use netgauze_bgp_pkt::community::Community;
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};

@@ -116,7 +116,12 @@ impl Wire {
     /// Core `c`'s process dies: every connection of it closes (the kernel's FIN), its timers
     /// and pending inputs vanish. The peers see the connections close.
     pub fn kill(&mut self, c: usize) {
-        let ends: Vec<_> = self.links.keys().filter(|(x, _)| *x == c).copied().collect();
+        let ends: Vec<_> = self
+            .links
+            .keys()
+            .filter(|(x, _)| *x == c)
+            .copied()
+            .collect();
         for end in ends {
             if let Some((o, their)) = self.links.remove(&end) {
                 self.links.remove(&(o, their));
