@@ -26,7 +26,59 @@ fn spawn(ns: &Netns, args: &[&str], log: &std::path::Path, env: &[(&str, &str)])
         .unwrap_or_else(|e| panic!("cannot start {args:?}: {e}"))
 }
 
+/// FRR's bgpd in `dir` (its `bgpd.conf`, zebra's socket there), logging to `bgpd.log`.
+fn spawn_bgpd(ns: &Netns, dir: &TempDir) -> Child {
+    let run = dir.path.to_str().unwrap().to_string();
+    let bconf = dir.join("bgpd.conf");
+    spawn(
+        ns,
+        &[
+            "/usr/lib/frr/bgpd",
+            "-u",
+            "root",
+            "-g",
+            "frrvty",
+            "-f",
+            bconf.to_str().unwrap(),
+            "--vty_socket",
+            &run,
+            "-z",
+            &format!("{run}/zserv.api"),
+            "-i",
+            &format!("{run}/bgpd.pid"),
+            "-P",
+            "0",
+            "--log",
+            &format!("file:{run}/bgpd.log"),
+        ],
+        &dir.join("bgpd.out.log"),
+        &[],
+    )
+}
+
 impl Daemon {
+    /// FRR only: kill bgpd (SIGKILL: no NOTIFICATION, zebra and the kernel's routes stay) and
+    /// wait until it is gone; [`Daemon::start_bgpd`] brings it back.
+    pub fn kill_bgpd(&mut self) {
+        assert_eq!(self.kind, "frr");
+        let mut bgpd = self.children.remove(1);
+        let _ = bgpd.kill();
+        let _ = bgpd.wait();
+    }
+
+    /// FRR only: start bgpd again with `conf`, as after a crash or an upgrade.
+    pub fn start_bgpd(&mut self, ns: &Netns, conf: &str) {
+        assert_eq!(self.kind, "frr");
+        assert_eq!(self.children.len(), 1, "bgpd is running");
+        std::fs::write(self.dir.join("bgpd.conf"), conf).expect("bgpd.conf");
+        let _ = std::fs::remove_file(self.dir.join("bgpd.vty"));
+        self.children.push(spawn_bgpd(ns, &self.dir));
+        let vty = self.dir.join("bgpd.vty");
+        wait_for("bgpd vty socket", Duration::from_secs(10), || {
+            vty.exists().then_some(())
+        });
+    }
+
     fn signal(&self, sig: &str) {
         for c in &self.children {
             let _ = Command::new("kill")
@@ -142,30 +194,7 @@ impl Daemon {
         wait_for("zebra socket", Duration::from_secs(10), || {
             std::path::Path::new(&zserv).exists().then_some(())
         });
-        let bgpd = spawn(
-            ns,
-            &[
-                "/usr/lib/frr/bgpd",
-                "-u",
-                "root",
-                "-g",
-                "frrvty",
-                "-f",
-                bconf.to_str().unwrap(),
-                "--vty_socket",
-                &run,
-                "-z",
-                &zserv,
-                "-i",
-                &format!("{run}/bgpd.pid"),
-                "-P",
-                "0",
-                "--log",
-                &format!("file:{run}/bgpd.log"),
-            ],
-            &d.dir.join("bgpd.out.log"),
-            &[],
-        );
+        let bgpd = spawn_bgpd(ns, &d.dir);
         d.children.push(bgpd);
         let vty = d.dir.join("bgpd.vty");
         wait_for("bgpd vty socket", Duration::from_secs(10), || {

@@ -218,6 +218,12 @@ impl SpeakerInNs {
         }
     }
 
+    /// Stop the speaker the way `mode` says (a graceful restart's stop: no NOTIFICATION).
+    pub fn stop(self, mode: speaker::ShutdownMode) {
+        self.block_on(self.speaker.stop(mode));
+        // Drop finds it stopped.
+    }
+
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
