@@ -96,7 +96,10 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
     assert!(gr["staleRoutes"].as_u64().unwrap() >= 11, "{a1}");
     // (Across racks: through the tunnel to a1's VTEP.)
     let k = lab.kernel_route("c2", "10.244.1.0/24");
-    assert!(k.contains("dev twill.vxlan") && k.contains("proto 77"), "{k}");
+    assert!(
+        k.contains("dev twill.vxlan") && k.contains("proto 77"),
+        "{k}"
+    );
     assert!(lab
         .kernel_route("c2", "10.244.11.0/24")
         .contains("via 10.3.0.13"));

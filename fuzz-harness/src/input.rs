@@ -163,7 +163,8 @@ pub enum Op {
         bits: u8,
     },
     /// A's configuration of B changes (export, reflector client); bit 4 sets A's cluster ID
-    /// (bit 5: on or off).
+    /// (bit 5: on or off). Bit 6 instead restarts B's process (graceful restart; bit 7: killed
+    /// rather than stopped).
     ReconfigureB {
         bits: u8,
     },

@@ -9,7 +9,8 @@ use speaker::notification::{code, Notification};
 use speaker::rib::decision::DEFAULT_LOCAL_PREF;
 use speaker::wire::{self, AsPath, AsSegment, Family, Message, Negotiated, Origin, PathAttrs};
 use speaker::{
-    BestRoute, ExportFilter, ImportFilter, NextHopOwners, PeerConfig, PrefixRule, SpeakerConfig,
+    BestRoute, ExportFilter, ImportFilter, NextHopOwners, PeerConfig, PrefixRule, ShutdownMode,
+    SpeakerConfig,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -98,6 +99,9 @@ pub struct Stats {
     /// Times A's session with H left Established.
     pub h_downs: u64,
     pub timers_fired: u64,
+    /// The most routes A held from B as stale at once (B restarting), and from H.
+    pub max_stale_from_b: usize,
+    pub max_stale_from_h: usize,
 }
 
 pub struct Net {
@@ -174,12 +178,50 @@ impl Net {
         };
         n.push(Side::A, Input::AddPeer(n.h_peer(0)));
         n.push(Side::A, Input::AddPeer(n.b_peer(0)));
-        let mut to_a = PeerConfig::new(IpAddr::V4(A), A_AS);
-        to_a.passive = true;
-        to_a.next_hop_v6 = Some(v6(3));
+        let to_a = n.to_a();
         n.push(Side::B, Input::AddPeer(to_a));
         n.settle();
         n
+    }
+
+    /// B's process restarts: stopped gracefully (or killed: its connections just close), then
+    /// a new B that found its forwarding state (graceful restart's R and F bits, deferral)
+    /// with A as its peer again. A helps (stale routes, End-of-RIB sweep) if both offered it.
+    fn restart_b(&mut self, kill: bool) {
+        if !kill {
+            self.push(Side::B, Input::Shutdown(ShutdownMode::Graceful));
+            self.settle();
+        }
+        let ends: Vec<_> = self
+            .links
+            .keys()
+            .filter(|(side, _)| *side == Side::B)
+            .copied()
+            .collect();
+        for end in ends {
+            if let Some((other, their)) = self.links.remove(&end) {
+                self.links.remove(&(other, their));
+                self.push(other, Input::Closed { conn: their });
+            }
+        }
+        self.queue.retain(|(side, _)| *side == Side::A);
+        self.timers_b.clear();
+        self.settle();
+        let mut bc = SpeakerConfig::new(peer_as(self.cfg.b_role, 65003), B);
+        bc.originate = pool(&B_POOL, 2);
+        if let Some(gr) = bc.graceful_restart.as_mut() {
+            gr.restarting = true;
+        }
+        self.b = Core::new(bc).expect("B's config");
+        self.push(Side::B, Input::AddPeer(self.to_a()));
+    }
+
+    /// B's configuration of A (passive: A dials).
+    fn to_a(&self) -> PeerConfig {
+        let mut to_a = PeerConfig::new(IpAddr::V4(A), A_AS);
+        to_a.passive = true;
+        to_a.next_hop_v6 = Some(v6(3));
+        to_a
     }
 
     /// A's configuration of H; `bits` as [`Op::ReconfigureH`] changes it.
@@ -509,6 +551,7 @@ impl Net {
                 let p = self.h_peer(*bits);
                 self.push(Side::A, Input::UpdatePeer(p));
             }
+            Op::ReconfigureB { bits } if bits & 0x40 != 0 => self.restart_b(bits & 0x80 != 0),
             Op::ReconfigureB { bits } => {
                 if bits & 0x10 != 0 {
                     // A starts or stops reflecting at run time (a node labelled a reflector).
@@ -602,6 +645,15 @@ impl Net {
         self.stats.updates_from_h = updates;
         self.stats.max_accepted_from_h = self.stats.max_accepted_from_h.max(accepted);
         self.stats.max_loc_rib = self.stats.max_loc_rib.max(self.a.loc_rib_len());
+        // Cheap enough here: two peers.
+        for p in self.a.snapshot(self.now) {
+            let max = if p.address == IpAddr::V4(B) {
+                &mut self.stats.max_stale_from_b
+            } else {
+                &mut self.stats.max_stale_from_h
+            };
+            *max = (*max).max(p.gr.stale_routes);
+        }
     }
 
     /// Both cores' invariants, A's route events against its Loc-RIB, and, while A and B are
