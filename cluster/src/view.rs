@@ -274,30 +274,30 @@ impl ClusterView {
             connect_retry: retry as u16,
         };
         let g = raw.graceful_restart.unwrap_or_default();
-        let restart = g.restart_time.unwrap_or(120);
-        if !(1..=4095).contains(&restart) {
-            return Err(bad(
-                "gracefulRestart.restartTime",
-                restart,
-                "must be 1-4095 seconds (12 bits, RFC 4724)",
-            ));
-        }
-        let stale = g.stale_routes_time.unwrap_or(360);
-        if !(1..=86400).contains(&stale) {
-            return Err(bad(
-                "gracefulRestart.staleRoutesTime",
-                stale,
-                "must be 1-86400 seconds",
-            ));
-        }
-        let deferral = g.deferral_time.unwrap_or(5);
-        if !(1..=3600).contains(&deferral) {
-            return Err(bad(
-                "gracefulRestart.deferralTime",
-                deferral,
-                "must be 1-3600 seconds",
-            ));
-        }
+        // Seconds within `max` (at least 1), or the field named.
+        let secs = |field: &str, v: Option<u64>, default: u64, max: u64, why: &str| {
+            let v = v.unwrap_or(default);
+            if (1..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad(field, v, format!("must be 1-{max} seconds{why}")))
+            }
+        };
+        let restart = secs(
+            "gracefulRestart.restartTime",
+            g.restart_time,
+            120,
+            4095,
+            " (12 bits, RFC 4724)",
+        )?;
+        let stale = secs(
+            "gracefulRestart.staleRoutesTime",
+            g.stale_routes_time,
+            360,
+            86400,
+            "",
+        )?;
+        let deferral = secs("gracefulRestart.deferralTime", g.deferral_time, 5, 3600, "")?;
         let graceful_restart = g.enabled.unwrap_or(true).then_some(GracefulRestart {
             restart_time: restart as u16,
             stale_routes_time: stale as u32,
@@ -626,6 +626,22 @@ peers:
             err(&with("timers: {holdTime: 2}\n")),
             "timers.holdTime: 2 must be 0 or 3-65535 seconds (RFC 4271)"
         );
+        assert_eq!(
+            err(&with("gracefulRestart: {restartTime: 4096}\n")),
+            "gracefulRestart.restartTime: 4096 must be 1-4095 seconds (12 bits, RFC 4724)"
+        );
+        assert_eq!(
+            err(&with("gracefulRestart: {deferralTime: 0}\n")),
+            "gracefulRestart.deferralTime: 0 must be 1-3600 seconds"
+        );
+        // On by default with BIRD's / FRR's times; off when asked.
+        let on = ClusterView::parse(base).unwrap().graceful_restart.unwrap();
+        assert_eq!(
+            (on.restart_time, on.stale_routes_time, on.deferral_time),
+            (120, 360, 5)
+        );
+        let off = ClusterView::parse(&with("gracefulRestart: {enabled: false}\n")).unwrap();
+        assert!(off.graceful_restart.is_none());
         assert_eq!(err("nodes: []\n"), "podNetwork: is required");
         // Dual-stack: one value per family, each pod CIDR inside its family's network and
         // routable through an address of its family.

@@ -332,7 +332,8 @@ mod tests {
 
     #[test]
     fn nodes_and_peers_become_the_view() {
-        let c = config(json!({"podNetwork": "10.244.0.0/16", "asNumber": 65000}));
+        let c = config(json!({"podNetwork": "10.244.0.0/16", "asNumber": 65000,
+            "gracefulRestart": {"restartTime": 30, "deferralTime": 2}}));
         let mut a2 = n("a2", "10.1.0.12", Some("10.244.2.0/24"));
         a2.metadata.annotations = Some(BTreeMap::from([
             (ADDRESS_ANNOTATION.to_string(), "10.9.9.12".to_string()),
@@ -348,6 +349,11 @@ mod tests {
         assert!(b.problems.is_empty() && b.waiting.is_empty(), "{b:?}");
         let v = b.view.unwrap();
         assert_eq!(v.as_number, 65000);
+        let gr = v.graceful_restart.unwrap();
+        assert_eq!(
+            (gr.restart_time, gr.stale_routes_time, gr.deferral_time),
+            (30, 360, 2)
+        );
         let a1 = v.node("a1").unwrap();
         assert_eq!(a1.address.to_string(), "10.1.0.11");
         assert_eq!(a1.labels["rack"], "a");
