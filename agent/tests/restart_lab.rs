@@ -145,9 +145,11 @@ fn an_agent_not_restarted_loses_its_routes_when_the_restart_time_runs_out() {
         format!("{v}gracefulRestart: {{restartTime: 6}}\n")
     });
     let lab = Lab::up_file("two-racks-vxlan", &topo.join("two-racks-vxlan.clab.yml"));
-    let stopped = Instant::now();
     let o = lab.twill(&["lab", "stop", "a1"], None);
     assert!(o.status.success(), "{}", text(&o));
+    // `lab stop` returns once a1's agent has exited, which is when b1 saw the session close
+    // and started a1's restart time: no earlier, so time from here never overstates it.
+    let stopped = Instant::now();
     let mut restarting_seen = false;
     let gone = wait_for(
         "a1's pod CIDR to leave b1 and a2",

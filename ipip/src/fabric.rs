@@ -169,9 +169,14 @@ impl Fabric {
         }
         let gone: Vec<TunnelPeer> = self.peers.difference(&want).copied().collect();
         for p in &gone {
-            // Another pod CIDR of the same node still uses the MAC: keep its FDB entry.
-            let keep_fdb = want.iter().any(|w| w.mac == p.mac && w.node == p.node);
-            links::delete_peer(&self.handle, idx, p, keep_fdb).await?;
+            let keep = links::Keep {
+                // The VTEP address is wanted with another MAC (its pod CIDR moved to another
+                // node): the neighbour entry is, or is about to be, the new one's.
+                neighbour: want.iter().any(|w| w.vtep == p.vtep),
+                // Another pod CIDR of the same node still uses the MAC: keep its FDB entry.
+                fdb: want.iter().any(|w| w.mac == p.mac && w.node == p.node),
+            };
+            links::delete_peer(&self.handle, idx, p, keep).await?;
             info!(node = %p.node, vtep = %p.vtep, "vxlan peer removed");
             self.peers.remove(p);
         }

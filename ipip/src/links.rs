@@ -259,12 +259,17 @@ pub async fn set_peer(h: &Handle, ifindex: u32, p: &TunnelPeer) -> Result<(), Er
     f.execute().await.map_err(nl("add vxlan fdb entry"))
 }
 
-pub async fn delete_peer(
-    h: &Handle,
-    ifindex: u32,
-    p: &TunnelPeer,
-    keep_fdb: bool,
-) -> Result<(), Error> {
+/// What of a tunnel peer's entries to leave when it goes: its neighbour entry when a wanted
+/// peer has the same VTEP address (a pod CIDR now on another node: the entry was already
+/// rewritten to the new MAC), its FDB entry when a wanted peer has the same MAC and node
+/// (another pod CIDR of the same node).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Keep {
+    pub neighbour: bool,
+    pub fdb: bool,
+}
+
+async fn delete_neighbour(h: &Handle, ifindex: u32, p: &TunnelPeer) -> Result<(), Error> {
     let mut n = NeighbourMessage::default();
     n.header.family = if p.vtep.is_ipv4() {
         AddressFamily::Inet
@@ -275,7 +280,19 @@ pub async fn delete_peer(
     n.attributes
         .push(NeighbourAttribute::Destination(addr(p.vtep)));
     ignore_missing(h.neighbours().del(n).execute().await).map_err(nl("delete vxlan neighbour"))?;
-    if keep_fdb {
+    Ok(())
+}
+
+pub async fn delete_peer(
+    h: &Handle,
+    ifindex: u32,
+    p: &TunnelPeer,
+    keep: Keep,
+) -> Result<(), Error> {
+    if !keep.neighbour {
+        delete_neighbour(h, ifindex, p).await?;
+    }
+    if keep.fdb {
         return Ok(());
     }
     let mut f = NeighbourMessage::default();

@@ -275,3 +275,93 @@ fn two_speakers_restarting_together_do_not_wait_for_each_other() {
     let snap = w.cores[0].snapshot(Instant::now());
     assert!(snap[0].end_of_rib_sent && snap[0].end_of_rib_received);
 }
+
+#[test]
+fn a_peer_removed_while_restarting_takes_its_stale_routes_with_it() {
+    let mut w = pair();
+    let mark = w.routes[0].len();
+    w.kill(1);
+    assert_eq!(gr(&w, 0, 1).stale_routes, 2);
+    w.push(0, Input::RemovePeer(w.addrs[1]));
+    w.run();
+    assert!(withdrawn_since(&w, 0, mark, "10.244.2.0/24"));
+    assert!(withdrawn_since(&w, 0, mark, "10.244.20.0/24"));
+    assert!(!w.armed(0, w.addrs[1], TimerKey::Peer(PeerTimer::Restart)));
+}
+
+#[test]
+fn stale_routes_kept_through_a_reset_pass_the_new_import_filter() {
+    let mut w = pair();
+    let mark = w.routes[0].len();
+    w.kill(1);
+    // 1 stays away (its new process not up yet).
+    w.paused.insert(1);
+    // A reset (new hold time) and a filter that lets only one of the two in.
+    let mut p = PeerConfig::new(w.addrs[1], AS);
+    p.families = vec![Family::Ipv4Unicast];
+    p.hold_time = 30;
+    p.import = speaker::ImportFilter::exact(["10.244.2.0/24".parse().unwrap()]);
+    w.push(0, Input::UpdatePeer(p));
+    w.run();
+    assert!(
+        withdrawn_since(&w, 0, mark, "10.244.20.0/24"),
+        "refused now"
+    );
+    assert!(!withdrawn_since(&w, 0, mark, "10.244.2.0/24"), "still kept");
+    assert_eq!(
+        gr(&w, 0, 1).stale_routes,
+        2,
+        "held (one refused), both stale"
+    );
+}
+
+#[test]
+fn a_connection_from_a_restarted_peer_replaces_a_session_that_still_looks_up() {
+    // 1's FIN was lost: 0 still has the session Established when the new 1 dials.
+    let mut w = pair();
+    let mark = w.routes[0].len();
+    let ends: Vec<_> = w.links.keys().filter(|(c, _)| *c == 1).copied().collect();
+    for end in ends {
+        let other = w.links.remove(&end).unwrap();
+        w.links.remove(&other);
+    }
+    w.cores[1] = speaker::core::Core::new(config("10.0.0.2", &["10.244.2.0/24"], true)).unwrap();
+    peer(&mut w, 1, 0, false);
+    w.run();
+    assert_eq!(w.established(0), 1);
+    assert!(w.best_of(0, "10.244.2.0/24"));
+    assert!(
+        !withdrawn_since(&w, 0, mark, "10.244.2.0/24"),
+        "kept as stale, never withdrawn"
+    );
+    assert!(
+        withdrawn_since(&w, 0, mark, "10.244.20.0/24"),
+        "swept at End-of-RIB"
+    );
+}
+
+#[test]
+fn the_deferral_waits_for_a_session_even_if_something_arrives_before_the_peers() {
+    let mut w = Wire::new(&[(AS, "10.0.0.1"), (AS, "10.0.0.2")]);
+    w.cores[0] = speaker::core::Core::new(config("10.0.0.1", &["10.244.1.0/24"], true)).unwrap();
+    // A connection from an address not configured (yet): refused, the deferral goes on.
+    let conn = w.cores[0].alloc_conn();
+    w.push(
+        0,
+        Input::Incoming {
+            conn,
+            remote: "10.0.0.9:40000".parse().unwrap(),
+            local: "10.0.0.1:179".parse().unwrap(),
+        },
+    );
+    w.run();
+    assert!(w.cores[0].deferring());
+    peer(&mut w, 0, 1, false);
+    peer(&mut w, 1, 0, false);
+    w.run();
+    assert!(
+        !w.cores[0].deferring(),
+        "over once its only peer sent End-of-RIB"
+    );
+    assert!(w.best_of(1, "10.244.1.0/24"));
+}

@@ -276,6 +276,42 @@ fn a_restart_on_an_existing_vxlan_device_flushes_none_of_its_neighbours() {
     assert!(neigh().contains("10.244.3.0"), "{}", neigh());
 }
 
+/// A pod CIDR that moved to another node while the agent was down: the adopted entry (old node)
+/// and the new one share the VTEP address. Handing over the complete set removes the old one
+/// without deleting the neighbour entry the new one wrote.
+#[test]
+fn a_pod_cidr_that_moved_keeps_its_vtep_neighbour_when_the_old_entry_goes() {
+    let lab = two_racks();
+    let a1 = &lab.a1;
+    let cidr: ipnet::IpNet = "10.244.3.0/24".parse().unwrap();
+    let old = ipip::TunnelPeer::new("10.2.0.11".parse().unwrap(), &cidr);
+    let new = ipip::TunnelPeer::new("10.2.0.99".parse().unwrap(), &cidr);
+    assert_eq!(old.vtep, new.vtep);
+    let set = |peers: Vec<ipip::TunnelPeer>| {
+        let fabric = a1.dp.fabric.clone();
+        a1.dp
+            .rt
+            .run(async move {
+                fabric
+                    .lock()
+                    .await
+                    .set_tunnel_peers(peers.into_iter().collect())
+                    .await
+            })
+            .expect("tunnel peers");
+    };
+    set(vec![old]);
+    // Before readiness, both (the adopted entry is only added to); then the complete set.
+    set(vec![old, new]);
+    set(vec![new]);
+    let neigh = a1.ns.exec(&["ip", "neigh", "show", "dev", "twill.vxlan"]);
+    let want = format!("10.244.3.0 lladdr {}", ipip::vtep::mac_string(&new.mac));
+    assert!(neigh.contains(&want), "{want:?} in {neigh}");
+    let fdb = a1.ns.exec(&["bridge", "fdb", "show", "dev", "twill.vxlan"]);
+    assert!(fdb.contains("dst 10.2.0.99"), "{fdb}");
+    assert!(!fdb.contains("dst 10.2.0.11"), "{fdb}");
+}
+
 #[test]
 fn mode_always_encapsulates_even_on_link_and_never_removes_the_device() {
     let sw = Switch::new("swa");

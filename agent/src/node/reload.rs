@@ -103,6 +103,11 @@ pub(super) async fn apply_view(
     {
         warn!("encapsulation or node address changed; restart the agent to apply that part");
     }
+    if new.graceful_restart != view.graceful_restart {
+        // The speaker's capability and timers are set when it starts (a restart is exactly
+        // what they are for).
+        warn!(new = ?new.graceful_restart, "gracefulRestart changed; it applies at the agent's next start");
+    }
     if new_me.pod_cidrs != me.pod_cidrs {
         // Kubernetes never changes a node's podCIDRs once set; from a file it is an edit, and
         // pods already attached keep their addresses until the agent restarts.

@@ -156,6 +156,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             adopted_tunnels, "forwarding state found: restarting gracefully"
         );
     }
+    // The speaker's graceful-restart settings are those of the view at start; so is the way
+    // it stops.
+    let graceful = view.graceful_restart.is_some();
     let speaker = Speaker::start(speaker_config(&view, &me, restarting)).await?;
     let mut events = speaker.subscribe()?;
     let mut peers = BTreeMap::new();
@@ -244,7 +247,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // Routes, the tunnel device and its entries stay: a restarted agent adopts them, so pods keep
     // their connectivity across an upgrade. With graceful restart the sessions close without a
     // NOTIFICATION, so the other nodes keep this node's routes too until it is back.
-    let mode = if view.graceful_restart.is_some() {
+    let mode = if graceful {
         ShutdownMode::Graceful
     } else {
         ShutdownMode::Cease

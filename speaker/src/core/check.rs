@@ -31,6 +31,7 @@ impl Core {
     ///   or CLUSTER_LIST; iBGP peers always get a LOCAL_PREF.
     pub fn check_invariants(&self) -> Vec<String> {
         let mut bad = Vec::new();
+        self.check_deferral_state(&mut bad);
         for (addr, p) in &self.peers {
             self.check_adj_in(*addr, p, &mut bad);
             self.check_adj_out(*addr, p, &mut bad);
@@ -88,6 +89,38 @@ impl Core {
         bad
     }
 
+    /// Graceful restart's restarting side: the R bit only while deferring; a deferral with a
+    /// session up has its timer running (so it ends); once over, every Established peer has had
+    /// its table and End-of-RIB for each family.
+    fn check_deferral_state(&self, bad: &mut Vec<String>) {
+        if self.restarting && !self.deferring {
+            bad.push("R bit still set after the deferral ended".into());
+        }
+        for (addr, p) in &self.peers {
+            if p.main.fsm.state() != State::Established {
+                continue;
+            }
+            if self.deferring && !self.deferral_armed {
+                bad.push(format!(
+                    "deferring with {addr} Established and no deferral timer"
+                ));
+            }
+            let negotiated = p
+                .main
+                .fsm
+                .session()
+                .map(|i| i.negotiated.families.clone())
+                .unwrap_or_default();
+            let sent = |f: &Family| p.families.get(f).is_some_and(|s| s.eor_sent);
+            if !self.deferring && !negotiated.iter().all(sent) {
+                bad.push(format!(
+                    "peer {addr}: Established, not deferring, End-of-RIB not sent for every negotiated family: {:?}",
+                    p.families
+                ));
+            }
+        }
+    }
+
     fn check_adj_in(&self, addr: IpAddr, p: &Peer, bad: &mut Vec<String>) {
         let accepted = p
             .adj_in
@@ -116,13 +149,18 @@ impl Core {
                 "peer {addr}: {stale} stale routes from a peer without graceful restart"
             ));
         }
+        // While down, the restart time runs; once back, the stale-routes time (and no restart
+        // time any more).
         let bound = match p.main.fsm.state() {
-            State::Established => p.gr.stale_deadline.is_some(),
-            _ => p.gr.restart_deadline.is_some() || p.gr.stale_deadline.is_some(),
+            State::Established => p.gr.restart_deadline.is_none() && p.gr.stale_deadline.is_some(),
+            _ => p.gr.restart_deadline.is_some(),
         };
         if stale > 0 && !bound {
             bad.push(format!(
-                "peer {addr}: {stale} stale routes and no timer to remove them"
+                "peer {addr}: {stale} stale routes while {} with restart deadline {:?}, stale deadline {:?}",
+                p.main.fsm.state(),
+                p.gr.restart_deadline,
+                p.gr.stale_deadline
             ));
         }
         for (prefix, r) in &p.adj_in.routes {

@@ -30,17 +30,31 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 /// A peer's graceful-restart state; it outlives the peer's sessions.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct PeerGr {
     /// The peer's capability on its last Established session (None: it offered none, or we
     /// do not do graceful restart).
     pub(super) remote: Option<GracefulRestart>,
     /// Both sides set the N bit on that session (RFC 8538).
     pub(super) notification: bool,
+    /// The peer's BGP identifier on that session (its stale paths keep it for the decision).
+    pub(super) remote_id: Ipv4Addr,
     /// The peer is restarting: its stale routes go at this time unless the session is back.
     pub(super) restart_deadline: Option<Instant>,
     /// The session is back: stale routes still waiting for End-of-RIB go at this time.
     pub(super) stale_deadline: Option<Instant>,
+}
+
+impl Default for PeerGr {
+    fn default() -> Self {
+        PeerGr {
+            remote: None,
+            notification: false,
+            remote_id: Ipv4Addr::UNSPECIFIED,
+            restart_deadline: None,
+            stale_deadline: None,
+        }
+    }
 }
 
 /// Graceful restart as `twill status` shows it for one peer.
@@ -142,6 +156,7 @@ impl Core {
         let p = self.peers.get_mut(&peer).expect("peer exists");
         p.gr.notification = remote.as_ref().is_some_and(|r| r.notification);
         p.gr.remote = remote.clone();
+        p.gr.remote_id = info.remote_id;
         if p.gr.restart_deadline.take().is_some() {
             self.set_peer_timer(peer, PeerTimer::Restart, None);
         }
@@ -261,6 +276,11 @@ impl Core {
         self.deferring && !p.eor_sent()
     }
 
+    /// Whether the restarting speaker still defers (for tests and `check_invariants`).
+    pub fn deferring(&self) -> bool {
+        self.deferring
+    }
+
     /// A session came up while deferring: start the deferral timer with the first one.
     pub(super) fn deferral_session_up(&mut self) {
         if self.deferring && !self.deferral_armed {
@@ -276,7 +296,9 @@ impl Core {
 
     /// After each input: end the deferral once no configured peer is worth waiting for.
     pub(super) fn check_deferral(&mut self) {
-        if !self.deferring {
+        // Not before a first session is up: with no peer configured yet (the agent adds them
+        // right after start) every peer would look done.
+        if !self.deferring || !self.deferral_armed {
             return;
         }
         let waiting = self.peers.values().any(|p| {

@@ -72,7 +72,9 @@ impl Core {
         }
         let p = self.peers.get(&peer).expect("peer exists");
         if let Some(max) = p.cfg.max_prefixes {
-            if p.adj_in.accepted > max {
+            // Stale routes (a restart not yet confirmed by End-of-RIB) do not count: they may
+            // be about to go, and a Hard Reset would throw away what graceful restart kept.
+            if p.adj_in.accepted > max && p.adj_in.accepted - p.adj_in.stale_accepted() > max {
                 warn!(peer = %peer, limit = max, accepted = p.adj_in.accepted, "maximum prefix count exceeded");
                 let (afi, safi) = Family::Ipv4Unicast.afi_safi();
                 let mut data = afi.to_be_bytes().to_vec();

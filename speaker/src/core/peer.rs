@@ -10,7 +10,7 @@ use crate::wire::{self, Family};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -133,9 +133,17 @@ impl Core {
                 self.drop_alt(addr);
                 let cfg = self.fsm_config(&p);
                 let peer = self.peers.get_mut(&addr).expect("peer exists");
+                let asn_changed = peer.cfg.asn != p.asn;
                 peer.cfg = p;
                 peer.role = role;
                 peer.main.fsm.cfg = cfg;
+                // Routes kept as stale through the reset (graceful restart) must pass the new
+                // import rules; another AS's routes are not this peer's any more.
+                if asn_changed {
+                    self.flush_routes(addr);
+                } else {
+                    self.reimport(addr);
+                }
                 self.event(addr, Slot::Main, Event::ManualStart);
             } else {
                 let peer = self.peers.get_mut(&addr).expect("peer exists");
@@ -202,7 +210,12 @@ impl Core {
             Slot::Main,
             Event::AutomaticStop(cease::PEER_DECONFIGURED),
         );
-        self.gr_forget(addr);
+        // A peer that is down may still have stale routes (it went away gracefully, then was
+        // removed): they go with it.
+        let stale = self.flush_routes(addr);
+        if stale > 0 {
+            info!(peer = %addr, withdrawn = stale, "removed peer's stale routes withdrawn");
+        }
         if let Some(p) = self.peers.remove(&addr) {
             if p.cfg.password.is_some() {
                 self.out.push(Output::ListenKey {
@@ -277,6 +290,14 @@ impl Core {
         if self.gr_session_down(peer, &cause) {
             return;
         }
+        let n = self.flush_routes(peer);
+        info!(peer = %peer, cause = %cause, withdrawn = n, "session down: routes withdrawn");
+    }
+
+    /// Every route of the peer out of its Adj-RIB-In and the Loc-RIB, stale ones included, and
+    /// graceful restart's timers stopped. Returns how many there were.
+    pub(super) fn flush_routes(&mut self, peer: IpAddr) -> usize {
+        self.gr_forget(peer);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         let routes = std::mem::take(&mut p.adj_in.routes);
         p.adj_in.accepted = 0;
@@ -286,7 +307,7 @@ impl Core {
                 self.dirty.push(prefix);
             }
         }
-        info!(peer = %peer, cause = %cause, withdrawn = n, "session down: routes withdrawn");
+        n
     }
 
     /// The RIB source for a peer's paths. Only the address takes part in equality lookups
@@ -296,7 +317,8 @@ impl Core {
         let info = p.main.fsm.session();
         Source::Peer {
             addr: peer,
-            router_id: info.map_or(Ipv4Addr::UNSPECIFIED, |i| i.remote_id),
+            // While down (stale routes re-checked), the identifier of the last session.
+            router_id: info.map_or(p.gr.remote_id, |i| i.remote_id),
             ebgp: p.role.is_ebgp(),
             originator_id: None,
         }

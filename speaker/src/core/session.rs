@@ -83,7 +83,7 @@ impl Core {
             return;
         };
         let state = peer.main.fsm.state();
-        let local = Some(canonical(local.ip()));
+        let local_ip = Some(canonical(local.ip()));
         let restart = peer.main.fsm.accepts_in_idle();
         match state {
             State::Idle if !restart => {
@@ -99,7 +99,7 @@ impl Core {
                 }
                 let s = self.session_mut(addr, Slot::Main).expect("peer exists");
                 s.outgoing = false;
-                s.local = local;
+                s.local = local_ip;
                 s.buf.clear();
                 self.conns.insert(conn, addr);
                 self.event(addr, Slot::Main, Event::TcpConnected);
@@ -110,11 +110,20 @@ impl Core {
                 // The second connection never dials: it only answers.
                 s.fsm.cfg.passive = true;
                 s.conn = Some(conn);
-                s.local = local;
+                s.local = local_ip;
                 self.conns.insert(conn, addr);
                 self.peers.get_mut(&addr).expect("peer exists").alt = Some(s);
                 self.event(addr, Slot::Alt, Event::ManualStart);
                 self.event(addr, Slot::Alt, Event::TcpConnected);
+            }
+            State::Established if peer.gr.remote.is_some() => {
+                // RFC 4724 §4.2: a peer that offered graceful restart connecting again while
+                // its session still looks up has restarted and we missed the close (a lost FIN:
+                // a host crash, a partition). End the old session as if it had closed — its
+                // routes kept as stale — and take the new connection.
+                info!(peer = %addr, "new connection while Established from a graceful-restart peer: it restarted");
+                self.event(addr, Slot::Main, Event::TcpFails);
+                self.incoming(conn, remote, local);
             }
             _ => {
                 // §6.8: a collision with an Established session closes the new connection.

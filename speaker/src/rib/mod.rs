@@ -129,6 +129,13 @@ impl AdjRibIn {
     pub fn stale(&self) -> usize {
         self.routes.values().filter(|r| r.stale).count()
     }
+    /// How many accepted routes are stale.
+    pub fn stale_accepted(&self) -> usize {
+        self.routes
+            .values()
+            .filter(|r| r.stale && r.rejected.is_none())
+            .count()
+    }
 }
 
 /// One prefix in the Loc-RIB: its paths, which one is best and which tie for multipath.
