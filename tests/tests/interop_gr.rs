@@ -1,7 +1,8 @@
 //! Graceful restart (RFC 4724) with FRR, both ways:
 //! - Twill restarts (its sessions closed without a NOTIFICATION, a new speaker that says it
 //!   kept its forwarding state): FRR keeps Twill's routes, marked stale in its own output, and
-//!   its kernel route never goes; FRR sweeps the route the new Twill no longer announces.
+//!   its kernel route never goes; FRR sweeps the route the new Twill no longer announces; a
+//!   stop for good (Cease as a Hard Reset) makes FRR flush at once.
 //! - FRR's bgpd is killed and started again (`bgp graceful-restart preserve-fw-state`): Twill
 //!   keeps FRR's routes as stale meanwhile (never a withdrawal), and sweeps at FRR's
 //!   End-of-RIB the one FRR no longer announces.
@@ -111,7 +112,15 @@ fn frr_keeps_twill_s_routes_through_a_twill_restart() {
         .lines()
         .iter()
         .any(|l| l.starts_with("Deleted") && l.contains(GONE_TWILL)));
-    drop(tw);
+
+    // Stopping for good sends a Cease as a Hard Reset (both set the N bit): FRR flushes at
+    // once instead of keeping the routes for 120 s.
+    tw.stop(ShutdownMode::Cease);
+    wait_for("FRR flushes Twill's route", WAIT, || {
+        (!frr_route(&frr, TWILL_V4).contains(TWILL_V4)).then_some(())
+    });
+    let n = frr.vtysh(&format!("show bgp neighbors {T4}"));
+    assert!(n.contains("Hard Reset"), "FRR's last reset:\n{n}");
 }
 
 #[test]
