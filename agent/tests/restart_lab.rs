@@ -172,8 +172,9 @@ fn an_agent_not_restarted_loses_its_routes_when_the_restart_time_runs_out() {
     );
     eprintln!("a1's routes went {gone:?} after its agent stopped (restart time 6 s)");
     assert!(restarting_seen, "b1 never showed a1 as restarting");
+    // (Less than 6 s by the time `lab stop` took to see the exit: tens of milliseconds.)
     assert!(
-        gone >= Duration::from_secs(6),
+        gone >= Duration::from_millis(5500),
         "dropped before the restart time: {gone:?}"
     );
 }
