@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the BGP daemons and tools the lab tests run against, the
-# rustfmt/clippy components, then checks formatting, lints, runs every test, and runs each fuzz
+# rustfmt/clippy components, a real kube-apiserver + etcd (scripts/kube.sh, cached), then checks
+# formatting, lints, runs every test, and runs each fuzz
 # target for 30 s from the committed seeds (cargo-fuzz is installed if missing).
 # Run as root on Debian 12 (the lab tests create network namespaces).
 set -euo pipefail
@@ -16,6 +17,8 @@ fi
 # The Debian frr package starts its own service; the tests run their own daemons.
 systemctl stop frr 2>/dev/null || true
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# A real Kubernetes control plane for the API tests (built once, cached; scripts/kube.sh says how).
+./scripts/kube.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 log=$(mktemp)

@@ -1,7 +1,9 @@
-//! `twill agent --kubernetes`, unmodified, against the fake API server (`twill_lab::fakeapi`)
-//! inside a namespace lab. The fake enforces the RBAC of `deploy/twill.yaml`: the agent must
-//! get by with what the manifest grants, and any request beyond it is recorded and fails the
-//! test.
+//! `twill agent --kubernetes`, unmodified, against a real kube-apiserver v1.20.2 with etcd
+//! (`twill_lab::kube`) inside a namespace lab: `deploy/twill.yaml` applied with `kubectl` as the
+//! README says, the agents authenticated as the manifest's ServiceAccount, RBAC, CRD validation
+//! and defaulting, watches and their bookmarks the server's own; the audit log shows every
+//! request was allowed. The fake API server (`twill_lab::fakeapi`) stays for what the real one
+//! cannot be made to do on demand: cut every watch, and answer a resumed watch 410 Gone.
 
 mod common;
 
@@ -10,7 +12,8 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 use twill_lab::daemons::Daemon;
-use twill_lab::fakeapi::{self, FakeApi, BGP_CONFIGURATIONS, BGP_PEERS, NODES, SECRETS};
+use twill_lab::fakeapi::{self, FakeApi, BGP_CONFIGURATIONS, NODES};
+use twill_lab::kube::Kube;
 use twill_lab::netns::enter;
 use twill_lab::{wait_for, Netns, Switch, TempDir};
 
@@ -82,8 +85,17 @@ fn established(a: &Agent, addr: &str) -> Option<String> {
     (p["state"] == "Established").then(|| p["since"].as_str().unwrap_or("").to_string())
 }
 
-#[test]
-fn the_agent_follows_the_api() {
+/// The lab: a switch with the control plane (10.1.0.100), an FRR ToR (10.1.0.1) and two
+/// dual-stack nodes.
+struct Cluster {
+    dir: TempDir,
+    _sw: Switch,
+    api_ns: Netns,
+    tor_ns: Netns,
+    nodes: Vec<Netns>,
+}
+
+fn cluster() -> Cluster {
     let dir = TempDir::new("k8s");
     let sw = Switch::new("swk");
     let api_ns = Netns::new("api");
@@ -98,29 +110,78 @@ fn the_agent_follows_the_api() {
             ns
         })
         .collect();
-    let api = serve_in(&api_ns, "10.1.0.100:6443");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig(NS)).unwrap();
+    Cluster {
+        dir,
+        _sw: sw,
+        api_ns,
+        tor_ns,
+        nodes,
+    }
+}
 
-    api.apply(
-        BGP_CONFIGURATIONS,
-        json!({"metadata": {"name": "default"}, "spec": {
+const AGENT_USER: &str = "system:serviceaccount:twill-system:twill";
+
+#[test]
+fn the_agent_follows_a_real_api_server() {
+    let c = cluster();
+    let nodes = &c.nodes;
+    let kube = Kube::start(&c.api_ns, "10.1.0.100");
+    // The manifest exactly as the README tells users to apply it; the CRDs must be
+    // established before objects of their kinds are.
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"))
+            .unwrap();
+    let (ok, out) = kube.apply_text(&manifest);
+    assert!(ok, "kubectl apply -f deploy/twill.yaml: {out}");
+    for crd in ["bgpconfigurations.twill.io", "bgppeers.twill.io"] {
+        let (ok, out) = kube.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}"),
+        ]);
+        assert!(ok, "{crd}: {out}");
+    }
+    // What the schema promises, the server enforces: a bad address is refused with the field
+    // named, before any agent sees it.
+    let (ok, out) = kube.apply_result(&json!({"apiVersion": "twill.io/v1", "kind": "BGPPeer",
+        "metadata": {"name": "typo"}, "spec": {"peerIP": "10.1.0.300", "asNumber": 65100}}));
+    assert!(!ok && out.contains("spec.peerIP"), "{out}");
+    let (ok, out) = kube.apply_result(&json!({"apiVersion": "twill.io/v1", "kind": "BGPPeer",
+        "metadata": {"name": "v6"}, "spec": {"peerIP": "fd00:1::1", "asNumber": 65100,
+        "acceptPrefixes": ["10.0.0.0/33"]}}));
+    assert!(!ok && out.contains("spec.acceptPrefixes"), "{out}");
+
+    kube.apply(
+        &json!({"apiVersion": "twill.io/v1", "kind": "BGPConfiguration",
+        "metadata": {"name": "default"}, "spec": {
             "podNetwork": "10.244.0.0/16,fd00:244::/48",
             "timers": {"holdTime": 9, "keepaliveTime": 3, "connectRetryTime": 1}}}),
     );
-    api.apply(NODES, node("a1", A1, Some(A1_PODS)));
+    // The server's defaults are in the stored object.
+    let (_, cfg) = kube.kubectl(&["get", "bgpconfiguration", "default", "-o", "json"]);
+    let cfg: Value = serde_json::from_str(&cfg).expect("json");
+    assert_eq!(cfg["spec"]["asNumber"], 64512, "{cfg}");
+    assert_eq!(cfg["spec"]["listenPort"], 179, "{cfg}");
+    assert_eq!(cfg["spec"]["nodeToNodeMeshEnabled"], true, "{cfg}");
+    let k8s_node = |name: &str, ips: [&str; 2], cidrs: Option<[&str; 2]>| {
+        let mut n = node(name, ips, cidrs);
+        n["apiVersion"] = json!("v1");
+        n["kind"] = json!("Node");
+        n
+    };
+    kube.apply(&k8s_node("a1", A1, Some(A1_PODS)));
     // a2 exists but has no pod CIDR yet.
-    api.apply(NODES, node("a2", A2, None));
+    kube.apply(&k8s_node("a2", A2, None));
 
-    let a1 = start(&nodes[0], &dir.path, &kubeconfig, "a1");
-    let a2 = start(&nodes[1], &dir.path, &kubeconfig, "a2");
+    let a1 = start(&nodes[0], &c.dir.path, &kube.agent, "a1");
+    let a2 = start(&nodes[1], &c.dir.path, &kube.agent, "a2");
     wait_for("a1 running", Duration::from_secs(30), || a1.status());
     assert!(
         a1.peer("10.1.0.12").is_none(),
         "a2 has no pod CIDR: not a peer yet"
     );
     assert!(a2.status().is_none(), "a2 waits for its own pod CIDR");
-    // Waiting, it is alive (a liveness probe must not kill it) but not ready.
     wait_for(
         "a2's /healthz while waiting",
         Duration::from_secs(10),
@@ -128,40 +189,41 @@ fn the_agent_follows_the_api() {
     );
     assert_eq!(http(&nodes[1], "/readyz"), 503);
 
-    // The pod CIDRs arrive late: a2 starts, a1 meshes with it, routes go in both ways, for
-    // both families over the one IPv4 session.
-    api.apply(NODES, node("a2", A2, Some(A2_PODS)));
+    // The pod CIDRs arrive late (as the node IPAM controller sets them): a2 starts, a1 meshes
+    // with it, routes go in both ways, both families over the one IPv4 session.
+    let (ok, out) = kube.kubectl(&[
+        "patch",
+        "node",
+        "a2",
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"podCIDR": A2_PODS[0], "podCIDRs": A2_PODS}}).to_string(),
+    ]);
+    assert!(ok, "{out}");
     wait_for("a1-a2 Established", Duration::from_secs(30), || {
         established(&a1, "10.1.0.12")
     });
-    wait_for("a1's route to a2's pods", Duration::from_secs(10), || {
-        let r = nodes[0].exec(&["ip", "route", "show", "10.244.2.0/24"]);
-        r.contains("via 10.1.0.12").then_some(())
-    });
-    wait_for("a2's route to a1's pods", Duration::from_secs(10), || {
-        let r = nodes[1].exec(&["ip", "route", "show", "10.244.1.0/24"]);
-        r.contains("via 10.1.0.11").then_some(())
-    });
-    wait_for(
-        "a1's IPv6 route to a2's pods",
-        Duration::from_secs(10),
-        || {
-            let r = nodes[0].exec(&["ip", "-6", "route", "show", A2_PODS[1]]);
-            r.contains("via fd00:1::12").then_some(())
-        },
-    );
-    wait_for(
-        "a2's IPv6 route to a1's pods",
-        Duration::from_secs(10),
-        || {
-            let r = nodes[1].exec(&["ip", "-6", "route", "show", A1_PODS[1]]);
-            r.contains("via fd00:1::11").then_some(())
-        },
-    );
-
+    for (n, prefix, via) in [
+        (0, "10.244.2.0/24", "via 10.1.0.12"),
+        (1, "10.244.1.0/24", "via 10.1.0.11"),
+        (0, A2_PODS[1], "via fd00:1::12"),
+        (1, A1_PODS[1], "via fd00:1::11"),
+    ] {
+        let family = if prefix.contains(':') { "-6" } else { "-4" };
+        wait_for(
+            &format!("route to {prefix}"),
+            Duration::from_secs(10),
+            || {
+                nodes[n]
+                    .exec(&["ip", family, "route", "show", prefix])
+                    .contains(via)
+                    .then_some(())
+            },
+        );
+    }
     // A pod on each node through the CNI plugin, as the kubelet would add it: they reach
     // each other over IPv4 and IPv6.
-    let ipam = dir.join("ipam");
+    let ipam = c.dir.join("ipam");
     let mut pods = Vec::new();
     for (n, a) in nodes.iter().zip([&a1, &a2]) {
         let pod = Netns::new("kp");
@@ -182,8 +244,137 @@ fn the_agent_follows_the_api() {
         }
     }
 
-    // The watch is cut, and later the event log expires (410 Gone on resume): the agents
-    // resume or relist, and the session stays up throughout.
+    // A BGPPeer for an FRR ToR, with its password in a Secret of the agent's namespace.
+    let frr = Daemon::frr(
+        &c.tor_ns,
+        "frr defaults traditional\nrouter bgp 65100\n bgp router-id 10.1.0.1\n no bgp ebgp-requires-policy\n neighbor RACK peer-group\n neighbor RACK remote-as 64512\n neighbor RACK password s3cr3t\n bgp listen range 10.1.0.0/24 peer-group RACK\n address-family ipv4 unicast\n  neighbor RACK activate\n exit-address-family\n",
+    );
+    // First with a Secret that does not match the ToR's password: the ToR's kernel drops the
+    // agent's signed segments, so no session.
+    let secret = |b64: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "tor-bgp", "namespace": NS}, "type": "Opaque",
+               "data": {"password": b64}})
+    };
+    kube.apply(&secret("d3Iwbmc=")); // wr0ng
+    kube.apply(&json!({"apiVersion": "twill.io/v1", "kind": "BGPPeer",
+        "metadata": {"name": "tor-a"}, "spec": {
+            "peerIP": "10.1.0.1", "asNumber": 65100,
+            "nodeSelector": {"matchLabels": {"rack": "a"}},
+            "password": {"secretKeyRef": {"name": "tor-bgp", "key": "password"}}}}));
+    wait_for(
+        "the ToR drops segments signed with the wrong key",
+        Duration::from_secs(30),
+        || (c.tor_ns.tcp_ext("TcpExtTCPMD5Failure") > 0).then_some(()),
+    );
+    assert!(established(&a1, "10.1.0.1").is_none());
+    kube.apply(&secret("czNjcjN0")); // s3cr3t
+    wait_for("a1-ToR Established", Duration::from_secs(30), || {
+        established(&a1, "10.1.0.1")
+    });
+    wait_for("the password Secret read", Duration::from_secs(10), || {
+        let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
+        (pw == "s3cr3t").then_some(())
+    });
+    // Rotated in the API and on the ToR: the file follows without a restart (Secrets are
+    // watched), and the session comes back signed with the new key.
+    let (up, _) = a1.transitions("10.1.0.1");
+    frr.vtysh_config(&["router bgp 65100", "neighbor RACK password n3w"]);
+    kube.apply(&secret("bjN3")); // n3w
+    wait_for("the rotated password", Duration::from_secs(10), || {
+        let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
+        (pw == "n3w").then_some(())
+    });
+    wait_for(
+        "a1-ToR Established again with the new key",
+        Duration::from_secs(30),
+        || (a1.transitions("10.1.0.1").0 > up).then_some(()),
+    );
+    wait_for("a1-ToR Established", Duration::from_secs(30), || {
+        established(&a1, "10.1.0.1")
+    });
+    let bgp = frr.vtysh("show bgp ipv4 unicast");
+    assert!(bgp.contains("10.244.1.0/24"), "{bgp}");
+    let (ok, out) = kube.kubectl(&["delete", "bgppeer", "tor-a"]);
+    assert!(ok, "{out}");
+    wait_for("the ToR peer removed", Duration::from_secs(10), || {
+        a1.peer("10.1.0.1").is_none().then_some(())
+    });
+
+    // Through all of it the mesh session never flapped.
+    assert!(established(&a1, "10.1.0.12").is_some());
+    assert_eq!(
+        a1.transitions("10.1.0.12"),
+        (1, 0),
+        "a1-a2 session flapped:\n{}",
+        a1.log()
+    );
+
+    // a2 is deleted: its session and its route go from a1 at once (a Node deleted is a peer
+    // removed: its routes are flushed, not kept for a restart).
+    let (ok, out) = kube.kubectl(&["delete", "node", "a2"]);
+    assert!(ok, "{out}");
+    wait_for("a2's route gone", Duration::from_secs(10), || {
+        nodes[0]
+            .exec(&["ip", "route", "show", "10.244.2.0/24"])
+            .is_empty()
+            .then_some(())
+    });
+    assert!(a1.peer("10.1.0.12").is_none());
+
+    // Everything the agents did was within the manifest's RBAC, as the server judged it, and
+    // they watched what they should, where they should.
+    assert!(
+        kube.denied(AGENT_USER).is_empty(),
+        "denied: {:?}",
+        kube.denied(AGENT_USER)
+    );
+    let uris: Vec<String> = kube
+        .audit()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == AGENT_USER && e["verb"] == "watch")
+        .filter_map(|e| e["requestURI"].as_str().map(String::from))
+        .collect();
+    for want in [
+        "/api/v1/nodes?",
+        "/apis/twill.io/v1/bgppeers?",
+        "/apis/twill.io/v1/bgpconfigurations?",
+        &format!("/api/v1/namespaces/{NS}/secrets?"),
+    ] {
+        assert!(
+            uris.iter().any(|u| u.starts_with(want)),
+            "no watch of {want} in {uris:?}"
+        );
+    }
+    assert!(
+        !uris.iter().any(|u| u.starts_with("/api/v1/secrets")),
+        "Secrets are read in the agent's namespace only"
+    );
+}
+
+/// What the real server cannot be made to do on demand: every watch cut, then a resumed watch
+/// answered 410 Gone (its event log compacted). The agents resume or relist, and the session
+/// between them stays up throughout.
+#[test]
+fn cut_watches_and_410_gone_leave_the_session_up() {
+    let c = cluster();
+    let nodes = &c.nodes;
+    let api = serve_in(&c.api_ns, "10.1.0.100:6443");
+    let kubeconfig = c.dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig(NS)).unwrap();
+    api.apply(
+        BGP_CONFIGURATIONS,
+        json!({"metadata": {"name": "default"}, "spec": {
+            "podNetwork": "10.244.0.0/16,fd00:244::/48",
+            "timers": {"holdTime": 9, "keepaliveTime": 3, "connectRetryTime": 1}}}),
+    );
+    api.apply(NODES, node("a1", A1, Some(A1_PODS)));
+    api.apply(NODES, node("a2", A2, Some(A2_PODS)));
+    let a1 = start(&nodes[0], &c.dir.path, &kubeconfig, "a1");
+    let _a2 = start(&nodes[1], &c.dir.path, &kubeconfig, "a2");
+    wait_for("a1-a2 Established", Duration::from_secs(30), || {
+        established(&a1, "10.1.0.12")
+    });
     let lists_before = api
         .requests()
         .iter()
@@ -201,108 +392,7 @@ fn the_agent_follows_the_api() {
             > lists_before)
             .then_some(())
     });
-
     assert!(api.expired() > 0, "no watch was answered 410 Gone");
-
-    // A BGPPeer for an FRR ToR, with its password in a Secret of the agent's namespace.
-    let frr = Daemon::frr(
-        &tor_ns,
-        "frr defaults traditional\nrouter bgp 65100\n bgp router-id 10.1.0.1\n no bgp ebgp-requires-policy\n neighbor RACK peer-group\n neighbor RACK remote-as 64512\n neighbor RACK password s3cr3t\n bgp listen range 10.1.0.0/24 peer-group RACK\n address-family ipv4 unicast\n  neighbor RACK activate\n exit-address-family\n",
-    );
-    // First with a Secret that does not match the ToR's password: the ToR's kernel drops the
-    // agent's signed segments, so no session.
-    let secret = |b64: &str| {
-        json!({"metadata": {"name": "tor-bgp", "namespace": NS}, "type": "Opaque",
-               "data": {"password": b64}})
-    };
-    api.apply(SECRETS, secret("d3Iwbmc=")); // wr0ng
-    api.apply(
-        BGP_PEERS,
-        json!({"metadata": {"name": "tor-a"}, "spec": {
-            "peerIP": "10.1.0.1", "asNumber": 65100,
-            "nodeSelector": {"matchLabels": {"rack": "a"}},
-            "password": {"secretKeyRef": {"name": "tor-bgp", "key": "password"}}}}),
-    );
-    wait_for(
-        "the ToR drops segments signed with the wrong key",
-        Duration::from_secs(30),
-        || (tor_ns.tcp_ext("TcpExtTCPMD5Failure") > 0).then_some(()),
-    );
-    assert!(established(&a1, "10.1.0.1").is_none());
-    api.apply(SECRETS, secret("czNjcjN0")); // s3cr3t
-    wait_for("a1-ToR Established", Duration::from_secs(30), || {
-        established(&a1, "10.1.0.1")
-    });
-    // The Secret and the BGPPeer come on separate watches, in either order.
-    wait_for("the password Secret read", Duration::from_secs(10), || {
-        let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
-        (pw == "s3cr3t").then_some(())
-    });
-    // The session is signed: the ToR, configured with the password, accepted it.
-    assert_eq!(a1.peer("10.1.0.1").unwrap()["state"], "Established");
-    // Rotated in the API and on the ToR: the file follows without a restart (Secrets are
-    // watched), and the session comes back signed with the new key.
-    let (up, _) = a1.transitions("10.1.0.1");
-    frr.vtysh_config(&["router bgp 65100", "neighbor RACK password n3w"]);
-    api.apply(SECRETS, secret("bjN3")); // n3w
-    wait_for("the rotated password", Duration::from_secs(10), || {
-        let pw = std::fs::read_to_string(a1.state.join("secrets/tor-a")).ok()?;
-        (pw == "n3w").then_some(())
-    });
-    wait_for(
-        "a1-ToR Established again with the new key",
-        Duration::from_secs(30),
-        || (a1.transitions("10.1.0.1").0 > up).then_some(()),
-    );
-    wait_for("a1-ToR Established", Duration::from_secs(30), || {
-        established(&a1, "10.1.0.1")
-    });
-    let bgp = frr.vtysh("show bgp ipv4 unicast");
-    assert!(bgp.contains("10.244.1.0/24"), "{bgp}");
-    api.delete(BGP_PEERS, "", "tor-a");
-    wait_for("the ToR peer removed", Duration::from_secs(10), || {
-        a1.peer("10.1.0.1").is_none().then_some(())
-    });
-
-    // Through all of it the mesh session never flapped.
-    assert!(established(&a1, "10.1.0.12").is_some());
-    assert_eq!(
-        a1.transitions("10.1.0.12"),
-        (1, 0),
-        "a1-a2 session flapped:\n{}",
-        a1.log()
-    );
-
-    // a2 is deleted: its session and its route go from a1.
-    api.delete(NODES, "", "a2");
-    wait_for("a2's route gone", Duration::from_secs(10), || {
-        nodes[0]
-            .exec(&["ip", "route", "show", "10.244.2.0/24"])
-            .is_empty()
-            .then_some(())
-    });
-    assert!(a1.peer("10.1.0.12").is_none());
-    assert!(nodes[0]
-        .exec(&["ip", "-6", "route", "show", A2_PODS[1]])
-        .is_empty());
-
-    // Everything the agents did was within the manifest's RBAC.
-    assert!(
-        api.denied().is_empty(),
-        "denied: {:?}\n{}",
-        api.denied(),
-        a1.log()
-    );
-    let reqs = api.requests();
-    assert!(reqs
-        .iter()
-        .any(|r| r.contains("/apis/twill.io/v1/bgppeers?") && r.contains("watch=true")));
-    assert!(reqs
-        .iter()
-        .any(|r| r.contains(&format!("/api/v1/namespaces/{NS}/secrets?"))
-            && r.contains("watch=true")));
-    assert!(
-        !reqs.iter().any(|r| r.starts_with("GET /api/v1/secrets")),
-        "Secrets are read in the agent's namespace only"
-    );
+    assert_eq!(a1.transitions("10.1.0.12"), (1, 0), "{}", a1.log());
+    assert!(api.denied().is_empty(), "denied: {:?}", api.denied());
 }

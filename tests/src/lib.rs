@@ -8,6 +8,7 @@ pub mod capture;
 pub mod daemons;
 pub mod dataplane;
 pub mod fakeapi;
+pub mod kube;
 pub mod l2;
 pub mod netns;
 pub mod pod;

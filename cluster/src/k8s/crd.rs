@@ -130,8 +130,10 @@ pub struct TimersSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
+    /// An IPv4 or IPv6 address. (`format: ip` is no format the API server knows: it drops it
+    /// and accepts anything; `ipv4` / `ipv6` it checks, in v1.20 as now.)
     #[serde(rename = "peerIP")]
-    #[schemars(extend("format" = "ip"))]
+    #[schemars(extend("anyOf" = [{"format": "ipv4"}, {"format": "ipv6"}]))]
     pub peer_ip: String,
     #[schemars(range(min = 1, max = 4294967294u64))]
     pub as_number: u64,

@@ -34,8 +34,9 @@ fn round_trip<T: DeserializeOwned + Serialize>(doc: &Value, at: &str) {
 }
 
 /// The structural subset of OpenAPI v3 that the CRDs use: type, properties (nothing unknown),
-/// required, enum, minimum / maximum, items, pattern, and the `ip` / `cidr` formats the API
-/// server checks.
+/// required, enum, minimum / maximum, items, pattern, and the `ipv4` / `ipv6` / `cidr` formats
+/// the API server checks, alone or as `anyOf` alternatives. (The real API server applies the
+/// same manifests in `agent/tests/k8s_lab.rs`; this is the quick check without one.)
 fn check(schema: &Value, v: &Value, at: &str) {
     if v.is_null() && schema["nullable"] == true {
         return;
@@ -75,15 +76,15 @@ fn check(schema: &Value, v: &Value, at: &str) {
                 let re = regex::Regex::new(p).unwrap_or_else(|e| panic!("{at}: pattern {p}: {e}"));
                 assert!(re.is_match(s), "{at}: {s} does not match {p}");
             }
-            match schema["format"].as_str() {
-                Some("ip") => assert!(
-                    s.parse::<std::net::IpAddr>().is_ok(),
-                    "{at}: {s} is not an IP"
-                ),
-                Some("cidr") => {
-                    assert!(s.parse::<ipnet::IpNet>().is_ok(), "{at}: {s} is not a CIDR")
-                }
-                _ => {}
+            if let Some(f) = schema["format"].as_str() {
+                assert!(format_ok(f, s), "{at}: {s} is not of format {f}");
+            }
+            if let Some(any) = schema["anyOf"].as_array() {
+                assert!(
+                    any.iter()
+                        .any(|b| b["format"].as_str().is_none_or(|f| format_ok(f, s))),
+                    "{at}: {s} matches none of {any:?}"
+                );
             }
         }
         Some("integer") => {
@@ -101,6 +102,17 @@ fn check(schema: &Value, v: &Value, at: &str) {
     }
     if let Some(e) = schema["enum"].as_array() {
         assert!(e.contains(v), "{at}: {v} is not one of {e:?}");
+    }
+}
+
+/// The formats the CRDs use, as the API server reads them. `format: ip` would be accepted here
+/// and ignored there: refuse it.
+fn format_ok(f: &str, s: &str) -> bool {
+    match f {
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => s.parse::<ipnet::IpNet>().is_ok(),
+        other => panic!("format {other}: not one the API server checks"),
     }
 }
 

@@ -1,0 +1,335 @@
+//! A real Kubernetes control plane in a lab namespace: etcd and kube-apiserver v1.20.2 (built or
+//! reused by `scripts/kube.sh`), listening on the namespace's address on the lab network as a
+//! control-plane node would, with a throwaway CA, RBAC, an audit log and two static tokens:
+//! the admin's, and the agent's ServiceAccount `twill-system/twill` (no controller-manager
+//! issues real tokens here; RBAC matches the static token's user and groups to the
+//! ServiceAccount subject exactly as it would a real one). Everything it starts and writes goes
+//! on drop.
+
+use crate::netns::{Netns, TempDir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The directory with `kube-apiserver`, `etcd` and `kubectl`: `scripts/kube.sh` builds them the
+/// first time and prints it (a cached run answers at once).
+pub fn bin_dir() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kube.sh");
+    let out = Command::new(&script).output().expect("scripts/kube.sh");
+    assert!(
+        out.status.success(),
+        "scripts/kube.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().expect("bin dir").trim())
+}
+
+pub struct Kube {
+    pub dir: TempDir,
+    bin: PathBuf,
+    ns: String,
+    children: Vec<Child>,
+    /// `https://ADDRESS:6443`.
+    pub server: String,
+    /// kubeconfig of the cluster admin (`system:masters`).
+    pub admin: PathBuf,
+    /// kubeconfig of the agent's ServiceAccount, `system:serviceaccount:twill-system:twill`.
+    pub agent: PathBuf,
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests";
+const AGENT_TOKEN: &str = "twill-agent-token-for-tests";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn spawn(ns: &str, args: &[&str], log: &Path) -> Child {
+    let f = std::fs::File::create(log).expect("log");
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("log"))
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {args:?}: {e}"))
+}
+
+impl Kube {
+    /// etcd (on the namespace's loopback) and kube-apiserver on `address`:6443 inside `ns`.
+    /// Dual-stack Node pod CIDRs need the `IPv6DualStack` feature gate on 1.20 (alpha there):
+    /// without it the server silently keeps only the first.
+    pub fn start(ns: &Netns, address: &str) -> Kube {
+        let bin = bin_dir();
+        let dir = TempDir::new("kube");
+        let d = &dir.path.clone();
+        openssl(d, &["genrsa", "-out", "ca.key", "2048"]);
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "ca.key",
+                "-subj",
+                "/CN=twill-test-ca",
+                "-days",
+                "2",
+                "-out",
+                "ca.crt",
+            ],
+        );
+        openssl(d, &["genrsa", "-out", "server.key", "2048"]);
+        std::fs::write(
+            d.join("san.cnf"),
+            format!("subjectAltName=IP:{address},IP:127.0.0.1,DNS:kubernetes,DNS:localhost\n"),
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "req",
+                "-new",
+                "-key",
+                "server.key",
+                "-subj",
+                "/CN=kube-apiserver",
+                "-out",
+                "server.csr",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.cnf",
+                "-out",
+                "server.crt",
+            ],
+        );
+        openssl(d, &["genrsa", "-out", "sa.key", "2048"]);
+        openssl(d, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!(
+                "{ADMIN_TOKEN},admin,1,\"system:masters\"\n{AGENT_TOKEN},system:serviceaccount:twill-system:twill,2,\"system:serviceaccounts,system:serviceaccounts:twill-system\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("audit.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+        )
+        .unwrap();
+        let p = |f: &str| d.join(f).display().to_string();
+        let etcd = spawn(
+            &ns.name,
+            &[
+                &bin.join("etcd").display().to_string(),
+                "--data-dir",
+                &p("etcd"),
+                "--listen-client-urls",
+                "http://127.0.0.1:2379",
+                "--advertise-client-urls",
+                "http://127.0.0.1:2379",
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "default=http://127.0.0.1:2380",
+            ],
+            &d.join("etcd.log"),
+        );
+        let mut kube = Kube {
+            bin: bin.clone(),
+            ns: ns.name.clone(),
+            children: vec![etcd],
+            server: format!("https://{address}:6443"),
+            admin: d.join("admin.kubeconfig"),
+            agent: d.join("agent.kubeconfig"),
+            dir,
+        };
+        let api = spawn(
+            &ns.name,
+            &[
+                &bin.join("kube-apiserver").display().to_string(),
+                "--etcd-servers=http://127.0.0.1:2379",
+                &format!("--bind-address={address}"),
+                &format!("--advertise-address={address}"),
+                "--secure-port=6443",
+                &format!("--tls-cert-file={}", p("server.crt")),
+                &format!("--tls-private-key-file={}", p("server.key")),
+                &format!("--client-ca-file={}", p("ca.crt")),
+                &format!("--token-auth-file={}", p("tokens.csv")),
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                &format!("--service-account-key-file={}", p("sa.pub")),
+                &format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--feature-gates=IPv6DualStack=true",
+                &format!("--audit-policy-file={}", p("audit.yaml")),
+                &format!("--audit-log-path={}", p("audit.log")),
+                &format!("--cert-dir={}", p("certs")),
+            ],
+            &d.join("apiserver.log"),
+        );
+        kube.children.push(api);
+        for (file, token) in [(&kube.admin, ADMIN_TOKEN), (&kube.agent, AGENT_TOKEN)] {
+            std::fs::write(
+                file,
+                format!(
+                    "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: test, user: u, namespace: twill-system}}\ncurrent-context: c\n",
+                    kube.server,
+                    p("ca.crt")
+                ),
+            )
+            .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if kube
+                .kubectl_output(&["get", "--raw", "/readyz"])
+                .status
+                .success()
+            {
+                return kube;
+            }
+            if std::time::Instant::now() > deadline {
+                let tail = |f: &str| {
+                    let t = std::fs::read_to_string(kube.dir.join(f)).unwrap_or_default();
+                    let lines: Vec<&str> = t.lines().collect();
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                };
+                panic!(
+                    "kube-apiserver not ready after 90 s\n--- apiserver.log\n{}\n--- etcd.log\n{}",
+                    tail("apiserver.log"),
+                    tail("etcd.log")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kubectl_output(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    }
+
+    /// `kubectl` as the admin, from inside the control plane's namespace: (success, stdout +
+    /// stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let o = self.kubectl_output(args);
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    /// `kubectl apply -f -` of one object (JSON); panics with kubectl's words if refused.
+    pub fn apply(&self, obj: &Value) {
+        let (ok, out) = self.apply_result(obj);
+        assert!(ok, "kubectl apply refused {obj}: {out}");
+    }
+
+    /// `kubectl apply -f -` of one object: (accepted, what kubectl said).
+    pub fn apply_result(&self, obj: &Value) -> (bool, String) {
+        self.apply_text(&obj.to_string())
+    }
+
+    /// `kubectl apply -f -` of a manifest (YAML or JSON).
+    pub fn apply_text(&self, text: &str) -> (bool, String) {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .expect("kubectl stdin");
+        let o = c.wait_with_output().expect("kubectl");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    /// Every audit event (one JSON object per line of the audit log).
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Audit events of `user` that the server refused (403).
+    pub fn denied(&self, user: &str) -> Vec<String> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["user"]["username"] == user && e["responseStatus"]["code"] == 403)
+            .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kube {
+    fn drop(&mut self) {
+        // The apiserver first, then etcd.
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
