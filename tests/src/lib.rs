@@ -5,6 +5,7 @@
 //! leftover is easy to attribute.
 
 pub mod capture;
+pub mod container;
 pub mod daemons;
 pub mod dataplane;
 pub mod fakeapi;

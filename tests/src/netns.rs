@@ -48,6 +48,16 @@ impl Netns {
         ns
     }
 
+    /// Name the network namespace of process `pid` (a container's) for `ip netns`; dropping
+    /// the handle removes only the name, the namespace lives as long as the process.
+    pub fn attach(tag: &str, pid: u32) -> Netns {
+        let name = unique(tag);
+        must(&["ip", "netns", "attach", &name, &pid.to_string()]);
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
     /// Run a command inside the namespace; panics with its stderr if it fails.
     pub fn exec(&self, args: &[&str]) -> String {
         let mut v = vec!["ip", "netns", "exec", &self.name];
