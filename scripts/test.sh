@@ -20,7 +20,10 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # A real Kubernetes control plane for the API tests (built once, cached; scripts/kube.sh says how).
 ./scripts/kube.sh >/dev/null
 # Twill's image, where a Docker engine runs (the image test says why it skips otherwise).
-if docker info >/dev/null 2>&1; then ./scripts/image.sh >/dev/null; fi
+if docker info >/dev/null 2>&1; then
+  TWILL_IMAGE=$(./scripts/image.sh)
+  export TWILL_IMAGE
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 log=$(mktemp)

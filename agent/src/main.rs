@@ -111,6 +111,10 @@ enum LabCommand {
         /// Namespace name prefix, instead of the file's `prefix` (containerlab's default `clab`).
         #[arg(long)]
         prefix: Option<String>,
+        /// Run Twill nodes from this image (Docker), a container per node as containerlab
+        /// does, instead of the local binary in a namespace.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Every pod pings every other; prints the matrix and each node's status. Fails if any
     /// pair is unreachable.
@@ -155,12 +159,14 @@ fn lab_main(command: LabCommand) -> ExitCode {
             topology,
             dir,
             prefix,
+            image,
         } => lab::resolve_topology(topology.as_deref())
             .and_then(|topology| {
                 lab::up(&lab::UpOptions {
                     topology,
                     dir,
                     prefix,
+                    image,
                 })
             })
             .map(|s| (s, true)),

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::lab::{text, topology, Lab};
 use common::{ping, pod_ips};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -17,8 +18,13 @@ use std::time::Duration;
 use twill_lab::container::{docker, docker_available, Container};
 use twill_lab::{wait_for, Netns, TempDir, TwoRacks};
 
-/// The image, built (or rebuilt: cached steps make it quick) by `scripts/image.sh`.
+/// The image: `$TWILL_IMAGE` (the test command builds it first and says which), else built now
+/// by `scripts/image.sh` (a release build of `twill`, which inside `cargo test` cannot reuse the
+/// suite's build and takes minutes).
 fn image() -> String {
+    if let Ok(tag) = std::env::var("TWILL_IMAGE") {
+        return tag;
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
     let o = Command::new(&script).output().expect("scripts/image.sh");
     assert!(
@@ -273,4 +279,56 @@ fn the_image_runs_the_agent_as_the_daemonset_does() {
             || ping(from, to).then_some(()),
         );
     }
+}
+
+/// `twill lab up --image`: the shipped two-racks-vxlan topology with every Twill node run from
+/// the image, a node container and an agent container each, as containerlab runs them; the
+/// pods ping across the racks; a node's agent stops and starts (the DaemonSet pod replaced)
+/// while its node, links and pods stay; `lab down` leaves no container.
+#[test]
+fn twill_lab_runs_twill_nodes_from_the_image() {
+    if let Err(why) = docker_available() {
+        eprintln!("skipped: no Docker engine here ({why})");
+        return;
+    }
+    let image = image();
+    let lab = Lab::up_with(
+        "two-racks-vxlan",
+        &topology("two-racks-vxlan"),
+        &["--image", &image],
+    );
+    assert!(lab.up_output.contains("8 pods"), "{}", lab.up_output);
+    let o = lab.test();
+    assert!(
+        o.status.success() && text(&o).contains("all 56 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
+    let running = |name: &str| {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.Config.Image}}",
+            name,
+        ])
+    };
+    let agent = format!("{}-agent", lab.ns("a1"));
+    assert_eq!(running(&agent), format!("true {image}"));
+    assert_eq!(running(&lab.ns("a1")), format!("true {image}"));
+    let o = lab.twill(&["lab", "stop", "a1"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(running(&agent).starts_with("false"));
+    assert!(running(&lab.ns("a1")).starts_with("true"), "the node stays");
+    let o = lab.twill(&["lab", "start", "a1"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(running(&agent).starts_with("true"));
+    let o = lab.test();
+    assert!(
+        text(&o).contains("all 56 pod pairs reachable"),
+        "{}",
+        text(&o)
+    );
+    assert!(lab.down().status.success());
+    let left = docker(&["ps", "-aq", "--filter", &format!("name={}-", lab.prefix)]);
+    assert!(left.is_empty(), "containers left: {left}");
 }

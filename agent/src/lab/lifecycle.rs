@@ -37,6 +37,15 @@ pub fn stop(base: &Path, lab: Option<&str>, name: &str, sigkill: bool) -> Result
     must_be_root()?;
     let st = LabState::load(&state::find(base, lab)?)?;
     let n = node(&st, name)?;
+    if n.image.is_some() {
+        // The agent container only: the node container keeps the namespace, links and pods.
+        super::container::stop_agent(n, sigkill)?;
+        return Ok(format!(
+            "lab {}: {name}'s agent container stopped ({})\n",
+            st.name,
+            if sigkill { "SIGKILL" } else { "SIGTERM" }
+        ));
+    }
     let pids = super::host::pids_in(&n.namespace);
     if sigkill {
         for p in &pids {
@@ -58,7 +67,7 @@ pub fn start(base: &Path, lab: Option<&str>, name: &str) -> Result<String, LabEr
     must_be_root()?;
     let st = LabState::load(&state::find(base, lab)?)?;
     let n = node(&st, name)?;
-    if !super::host::pids_in(&n.namespace).is_empty() {
+    if n.image.is_none() && !super::host::pids_in(&n.namespace).is_empty() {
         return Err(LabError::Node {
             node: name.to_string(),
             reason: "is running; `twill lab stop` it first".into(),

@@ -5,6 +5,7 @@
 //! veth pairs. Twill nodes get pods through the CNI plugin.
 
 mod check;
+mod container;
 mod host;
 mod lifecycle;
 mod needs;
@@ -101,6 +102,9 @@ pub fn resolve_topology(arg: Option<&str>) -> Result<PathBuf, LabError> {
 pub fn down(base: &Path, name: Option<&str>) -> Result<String, LabError> {
     let dir = state::find(base, name)?;
     let st = state::LabState::load(&dir)?;
+    for n in st.nodes.iter().filter(|n| n.image.is_some()) {
+        container::remove(n);
+    }
     let mut namespaces = st.namespaces.clone();
     namespaces.retain(|n| host::namespace_exists(n));
     host::stop_processes(&namespaces, Duration::from_secs(5));

@@ -15,6 +15,10 @@ pub struct NodeState {
     pub namespace: String,
     /// The node's private directory: logs, agent socket, state, IPAM data.
     pub dir: PathBuf,
+    /// The image a Twill node runs from (`lab up --image`): the node and its agent are then
+    /// containers (see `lab::container`); None: a namespace and a local `twill` process.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl NodeState {

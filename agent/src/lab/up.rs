@@ -26,6 +26,9 @@ pub struct UpOptions {
     pub dir: PathBuf,
     /// Overrides the file's `prefix` (tests use a unique one).
     pub prefix: Option<String>,
+    /// Run Twill nodes from this image as containers (`lab::container`) instead of the local
+    /// binary in a namespace.
+    pub image: Option<String>,
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -75,17 +78,23 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
     st.save()?;
     for n in &topo.nodes {
         let ns = topo.namespace(prefix, &n.name);
-        host::add_namespace(&ns)?;
-        st.namespaces.push(ns.clone());
+        let image = opts.image.clone().filter(|_| n.role == Role::Twill);
         let node_dir = dir.join(&n.name);
         std::fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
+        // Recorded before it exists, so `down` removes a half-made container too.
         st.nodes.push(NodeState {
             name: n.name.clone(),
             role: n.role,
-            namespace: ns,
+            namespace: ns.clone(),
             dir: node_dir,
+            image: image.clone(),
         });
+        st.namespaces.push(ns.clone());
         st.save()?;
+        match &image {
+            Some(image) => super::container::add_node(&ns, image)?,
+            None => host::add_namespace(&ns)?,
+        }
     }
     let ns_of = |name: &str| topo.namespace(prefix, name);
     for (a, b) in &topo.links {
@@ -182,6 +191,9 @@ pub(super) fn start_node(
                     n.image
                 ));
             }
+        }
+        Role::Twill if st.image.is_some() => {
+            super::container::start_agent(n, st, st.image.as_deref().expect("checked"))?;
         }
         Role::Twill => {
             let mut c = in_ns(ns, twill);

@@ -53,13 +53,22 @@ impl Lab {
     }
 
     pub fn up_file(name: &'static str, file: &Path) -> Lab {
+        Lab::up_with(name, file, &[])
+    }
+
+    /// `lab up` with more options (`--image TAG`).
+    pub fn up_with(name: &'static str, file: &Path, options: &[&str]) -> Lab {
         let mut lab = Lab {
             dir: TempDir::new("lab"),
             prefix: unique("l"),
             name,
             up_output: String::new(),
         };
-        let o = lab.twill(&["lab", "up", "--prefix", &lab.prefix.clone()], Some(file));
+        let mut args = vec!["lab", "up"];
+        args.extend_from_slice(options);
+        let prefix = lab.prefix.clone();
+        args.extend(["--prefix", &prefix]);
+        let o = lab.twill(&args, Some(file));
         lab.up_output = text(&o);
         assert!(
             o.status.success(),
@@ -160,6 +169,15 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.down();
+        // Containers of an `--image` lab that a failed `down` left (names carry the prefix).
+        if let Ok(o) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name={}-", self.prefix)])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
         let left = namespaces_with(&self.prefix);
         for ns in &left {
             kill_all(ns, "-9");
