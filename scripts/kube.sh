@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane for the tests: kube-apiserver v1.20.2 built from Debian
+# A real Kubernetes control plane for the tests: kube-apiserver and kube-controller-manager
+# v1.20.2 built from Debian
 # bookworm's `kubernetes` source package with Debian's Go, etcd 3.4 and kubectl from Debian's
 # binary packages (no Go module proxy or image registry is needed). Everything lands in a cache
 # directory and a second run costs nothing; prints that directory's `bin` on the last line.
 #
 #   scripts/kube.sh            # build or reuse; bin directory on stdout
 #
-# Cache: $TWILL_KUBE_CACHE, else ~/.cache/twill-kube. Cold: ~7 min and ~1.3 GB peak memory on 2
-# cores; the facts behind each step are in ../shared/KUBE.md.
+# Cache: $TWILL_KUBE_CACHE, else ~/.cache/twill-kube (~2 GB). Cold: ~6-9 min and ~1.4 GB peak
+# memory on 2 cores; the facts behind each step are in ../shared/KUBE.md.
 set -euo pipefail
 cache="${TWILL_KUBE_CACHE:-$HOME/.cache/twill-kube}"
 bin="$cache/bin"
 version=v1.20.2
 stamp="$bin/.built-$version"
-if [ -f "$stamp" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/etcd" ] && [ -x "$bin/kubectl" ]; then
+if [ -f "$stamp" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] \
+  && [ -x "$bin/etcd" ] && [ -x "$bin/kubectl" ]; then
   echo "$bin"
   exit 0
 fi
@@ -39,7 +41,7 @@ if [ ! -x "$bin/etcd" ] || [ ! -x "$bin/kubectl" ]; then
   cp "$cache/debs/root/usr/bin/kubectl" "$bin/"
 fi
 
-if [ ! -x "$bin/kube-apiserver" ]; then
+if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ]; then
   # The source package through a private apt configuration whose lists add deb-src for the
   # machine's own mirrors, leaving /etc/apt alone.
   apt_dir="$cache/apt"
@@ -86,14 +88,18 @@ EOF
       --report-filename /dev/null >&2
     touch "$cache/.openapi-v2"
   fi
-  log "building kube-apiserver $version (cold: several minutes)"
+  log "building kube-apiserver and kube-controller-manager $version (cold: several minutes)"
   ver="k8s.io/kubernetes/vendor/k8s.io/component-base/version"
   cgo="k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version"
   flags="-s -w"
   for p in "$ver" "$cgo"; do
     flags="$flags -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=20"
   done
-  nice go build -ldflags "$flags" -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  # The controller-manager too (~2-4 min more, sharing most packages): node IPAM gives Nodes
+  # their pod CIDRs and the token controller gives the ServiceAccount a real token.
+  for cmd in kube-apiserver kube-controller-manager; do
+    nice go build -ldflags "$flags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  done
 fi
 touch "$stamp"
 echo "$bin"

@@ -1,8 +1,9 @@
-//! `twill agent --kubernetes`, unmodified, against a real kube-apiserver v1.20.2 with etcd
-//! (`twill_lab::kube`) inside a namespace lab: `deploy/twill.yaml` applied with `kubectl` as the
-//! README says, the agents authenticated as the manifest's ServiceAccount, RBAC, CRD validation
-//! and defaulting, watches and their bookmarks the server's own; the audit log shows every
-//! request was allowed. The fake API server (`twill_lab::fakeapi`) stays for what the real one
+//! `twill agent --kubernetes`, unmodified, against a real kube-apiserver and
+//! kube-controller-manager v1.20.2 with etcd (`twill_lab::kube`) inside a namespace lab:
+//! `deploy/twill.yaml` applied with `kubectl` as the README says; Nodes get their pod CIDRs from
+//! node IPAM; the agents authenticate with the token the token controller issued to the
+//! manifest's ServiceAccount; RBAC, CRD validation and defaulting, watches and their bookmarks
+//! are the server's own; the audit log shows every request was allowed. The fake API server (`twill_lab::fakeapi`) stays for what the real one
 //! cannot be made to do on demand: cut every watch, and answer a resumed watch 410 Gone.
 
 mod common;
@@ -125,7 +126,7 @@ const AGENT_USER: &str = "system:serviceaccount:twill-system:twill";
 fn the_agent_follows_a_real_api_server() {
     let c = cluster();
     let nodes = &c.nodes;
-    let kube = Kube::start(&c.api_ns, "10.1.0.100");
+    let mut kube = Kube::start(&c.api_ns, "10.1.0.100");
     // The manifest exactly as the README tells users to apply it; the CRDs must be
     // established before objects of their kinds are.
     let manifest =
@@ -170,18 +171,34 @@ fn the_agent_follows_a_real_api_server() {
         n["kind"] = json!("Node");
         n
     };
-    kube.apply(&k8s_node("a1", A1, Some(A1_PODS)));
-    // a2 exists but has no pod CIDR yet.
-    kube.apply(&k8s_node("a2", A2, None));
+    // As in a cluster: the controller-manager gives each Node its pod CIDRs (node IPAM, one
+    // per family) and the ServiceAccount its token, which the agents authenticate with.
+    kube.start_controllers(&c.api_ns, "10.244.0.0/16,fd00:244::/48");
+    let token = kube.service_account_kubeconfig(NS, "twill");
+    kube.apply(&k8s_node("a1", A1, None));
+    let pod_cidrs = |name: &str| -> Vec<String> {
+        wait_for(
+            &format!("{name}'s pod CIDRs from node IPAM"),
+            Duration::from_secs(30),
+            || {
+                let (ok, out) =
+                    kube.kubectl(&["get", "node", name, "-o", "jsonpath={.spec.podCIDRs}"]);
+                let v: Vec<String> = serde_json::from_str(out.trim()).ok()?;
+                (ok && v.len() == 2).then_some(v)
+            },
+        )
+    };
+    let a1_pods = pod_cidrs("a1");
 
-    let a1 = start(&nodes[0], &c.dir.path, &kube.agent, "a1");
-    let a2 = start(&nodes[1], &c.dir.path, &kube.agent, "a2");
+    let a1 = start(&nodes[0], &c.dir.path, &token, "a1");
+    // a2's kubelet has not registered its Node yet.
+    let a2 = start(&nodes[1], &c.dir.path, &token, "a2");
     wait_for("a1 running", Duration::from_secs(30), || a1.status());
+    assert!(a1.peer("10.1.0.12").is_none(), "no Node a2: not a peer yet");
     assert!(
-        a1.peer("10.1.0.12").is_none(),
-        "a2 has no pod CIDR: not a peer yet"
+        a2.status().is_none(),
+        "a2 waits for its own Node and pod CIDR"
     );
-    assert!(a2.status().is_none(), "a2 waits for its own pod CIDR");
     wait_for(
         "a2's /healthz while waiting",
         Duration::from_secs(10),
@@ -189,25 +206,18 @@ fn the_agent_follows_a_real_api_server() {
     );
     assert_eq!(http(&nodes[1], "/readyz"), 503);
 
-    // The pod CIDRs arrive late (as the node IPAM controller sets them): a2 starts, a1 meshes
-    // with it, routes go in both ways, both families over the one IPv4 session.
-    let (ok, out) = kube.kubectl(&[
-        "patch",
-        "node",
-        "a2",
-        "--type=merge",
-        "-p",
-        &json!({"spec": {"podCIDR": A2_PODS[0], "podCIDRs": A2_PODS}}).to_string(),
-    ]);
-    assert!(ok, "{out}");
+    // Node a2 registers; node IPAM gives it its pod CIDRs: a2 starts, a1 meshes with it,
+    // routes go in both ways, both families over the one IPv4 session.
+    kube.apply(&k8s_node("a2", A2, None));
+    let a2_pods = pod_cidrs("a2");
     wait_for("a1-a2 Established", Duration::from_secs(30), || {
         established(&a1, "10.1.0.12")
     });
     for (n, prefix, via) in [
-        (0, "10.244.2.0/24", "via 10.1.0.12"),
-        (1, "10.244.1.0/24", "via 10.1.0.11"),
-        (0, A2_PODS[1], "via fd00:1::12"),
-        (1, A1_PODS[1], "via fd00:1::11"),
+        (0, &a2_pods[0], "via 10.1.0.12"),
+        (1, &a1_pods[0], "via 10.1.0.11"),
+        (0, &a2_pods[1], "via fd00:1::12"),
+        (1, &a1_pods[1], "via fd00:1::11"),
     ] {
         let family = if prefix.contains(':') { "-6" } else { "-4" };
         wait_for(
@@ -294,7 +304,7 @@ fn the_agent_follows_a_real_api_server() {
         established(&a1, "10.1.0.1")
     });
     let bgp = frr.vtysh("show bgp ipv4 unicast");
-    assert!(bgp.contains("10.244.1.0/24"), "{bgp}");
+    assert!(bgp.contains(a1_pods[0].as_str()), "{bgp}");
     let (ok, out) = kube.kubectl(&["delete", "bgppeer", "tor-a"]);
     assert!(ok, "{out}");
     wait_for("the ToR peer removed", Duration::from_secs(10), || {
@@ -316,7 +326,7 @@ fn the_agent_follows_a_real_api_server() {
     assert!(ok, "{out}");
     wait_for("a2's route gone", Duration::from_secs(10), || {
         nodes[0]
-            .exec(&["ip", "route", "show", "10.244.2.0/24"])
+            .exec(&["ip", "route", "show", &a2_pods[0]])
             .is_empty()
             .then_some(())
     });

@@ -1,10 +1,10 @@
 //! A real Kubernetes control plane in a lab namespace: etcd and kube-apiserver v1.20.2 (built or
 //! reused by `scripts/kube.sh`), listening on the namespace's address on the lab network as a
-//! control-plane node would, with a throwaway CA, RBAC, an audit log and two static tokens:
-//! the admin's, and the agent's ServiceAccount `twill-system/twill` (no controller-manager
-//! issues real tokens here; RBAC matches the static token's user and groups to the
-//! ServiceAccount subject exactly as it would a real one). Everything it starts and writes goes
-//! on drop.
+//! control-plane node would, with a throwaway CA, RBAC and an audit log; on demand
+//! kube-controller-manager (node IPAM, ServiceAccount tokens). Static tokens: the admin's, and
+//! one for the agent's ServiceAccount user `twill-system/twill` for tests that run no
+//! controller-manager (RBAC matches its user and groups as it would a real token's). Everything
+//! it starts and writes goes on drop.
 
 use crate::netns::{Netns, TempDir};
 use serde_json::Value;
@@ -317,6 +317,98 @@ impl Kube {
             .filter(|e| e["user"]["username"] == user && e["responseStatus"]["code"] == 403)
             .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
             .collect()
+    }
+
+    /// Start kube-controller-manager with what a cluster's Node and ServiceAccount need: node
+    /// IPAM (each Node gets a pod CIDR per family of `cluster_cidr`, a /24 and a /64), and the
+    /// ServiceAccount token controller (each ServiceAccount gets a token Secret).
+    pub fn start_controllers(&mut self, ns: &Netns, cluster_cidr: &str) {
+        let p = |f: &str| self.dir.join(f).display().to_string();
+        let kcm = spawn(
+            &ns.name,
+            &[
+                &self
+                    .bin
+                    .join("kube-controller-manager")
+                    .display()
+                    .to_string(),
+                &format!("--kubeconfig={}", self.admin.display()),
+                "--controllers=nodeipam,serviceaccount,serviceaccount-token",
+                "--allocate-node-cidrs=true",
+                &format!("--cluster-cidr={cluster_cidr}"),
+                "--node-cidr-mask-size-ipv4=24",
+                "--node-cidr-mask-size-ipv6=64",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--feature-gates=IPv6DualStack=true",
+                &format!("--service-account-private-key-file={}", p("sa.key")),
+                &format!("--root-ca-file={}", p("ca.crt")),
+                "--leader-elect=false",
+                "--port=0",
+                "--secure-port=0",
+            ],
+            &self.dir.join("controller-manager.log"),
+        );
+        self.children.push(kcm);
+    }
+
+    /// A kubeconfig with the real token the token controller issued to ServiceAccount
+    /// `namespace/name` (waits for it).
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let token = loop {
+            let (ok, secret) = self.kubectl(&[
+                "get",
+                "serviceaccount",
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.secrets[0].name}",
+            ]);
+            if ok && !secret.trim().is_empty() {
+                let (ok, b64) = self.kubectl(&[
+                    "get",
+                    "secret",
+                    secret.trim(),
+                    "-n",
+                    namespace,
+                    "-o",
+                    "jsonpath={.data.token}",
+                ]);
+                if ok && !b64.trim().is_empty() {
+                    let o = Command::new("base64")
+                        .arg("-d")
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .and_then(|mut c| {
+                            use std::io::Write;
+                            c.stdin.take().unwrap().write_all(b64.trim().as_bytes())?;
+                            c.wait_with_output()
+                        })
+                        .expect("base64");
+                    break String::from_utf8_lossy(&o.stdout).into_owned();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no token for {namespace}/{name} after 60 s:\n{}",
+                std::fs::read_to_string(self.dir.join("controller-manager.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let file = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: test, user: u, namespace: {namespace}}}\ncurrent-context: c\n",
+                self.server,
+                self.dir.join("ca.crt").display()
+            ),
+        )
+        .unwrap();
+        file
     }
 
     pub fn log(&self) -> String {
