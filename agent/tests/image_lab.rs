@@ -9,11 +9,10 @@
 mod common;
 
 use common::lab::{text, topology, Lab};
-use common::{ping, pod_ips};
+use common::{cni_with, ping, pod_ips};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use twill_lab::container::{docker, docker_available, Container};
 use twill_lab::{wait_for, Netns, TempDir, TwoRacks};
@@ -22,6 +21,12 @@ use twill_lab::{wait_for, Netns, TempDir, TwoRacks};
 /// by `scripts/image.sh` (a release build of `twill`, which inside `cargo test` cannot reuse the
 /// suite's build and takes minutes).
 fn image() -> String {
+    // Once per test process: the tests run in parallel and a rebuild replaces the tag.
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(build_image).clone()
+}
+
+fn build_image() -> String {
     if let Ok(tag) = std::env::var("TWILL_IMAGE") {
         return tag;
     }
@@ -154,37 +159,16 @@ impl Node {
         conf["name"] = list["name"].clone();
         conf["stateDir"] = json!(self.host.join("run/twill"));
         conf["dataDir"] = json!(self.host.join("ipam"));
-        let plugin = self.host.join("opt/cni/bin/twill");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.agent.ns.name])
-            .arg(&plugin)
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", &pod.name)
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env(
-                "CNI_PATH",
-                format!("{}:/usr/lib/cni", self.host.join("opt/cni/bin").display()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the installed CNI plugin");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "CNI ADD: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, v) = cni_with(
+            &self.host.join("opt/cni/bin/twill"),
+            &format!("{}:/usr/lib/cni", self.host.join("opt/cni/bin").display()),
+            &self.agent.ns,
+            pod,
+            "ADD",
+            &conf,
         );
-        serde_json::from_slice(&out.stdout).expect("CNI result")
+        assert!(ok, "CNI ADD: {v}");
+        v
     }
 }
 

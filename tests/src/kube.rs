@@ -42,6 +42,14 @@ pub struct Kube {
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
 const AGENT_TOKEN: &str = "twill-agent-token-for-tests";
 
+/// A kubeconfig for `server` (its CA in `ca`) authenticating with `token`.
+fn kubeconfig(server: &str, ca: &Path, token: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: test, user: u, namespace: {namespace}}}\ncurrent-context: c\n",
+        ca.display()
+    )
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let o = Command::new("openssl")
         .current_dir(dir)
@@ -200,15 +208,8 @@ impl Kube {
         );
         kube.children.push(api);
         for (file, token) in [(&kube.admin, ADMIN_TOKEN), (&kube.agent, AGENT_TOKEN)] {
-            std::fs::write(
-                file,
-                format!(
-                    "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: test, user: u, namespace: twill-system}}\ncurrent-context: c\n",
-                    kube.server,
-                    p("ca.crt")
-                ),
-            )
-            .unwrap();
+            let text = kubeconfig(&kube.server, &d.join("ca.crt"), token, "twill-system");
+            std::fs::write(file, text).unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         loop {
@@ -399,15 +400,8 @@ impl Kube {
             std::thread::sleep(Duration::from_millis(200));
         };
         let file = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: test, user: u, namespace: {namespace}}}\ncurrent-context: c\n",
-                self.server,
-                self.dir.join("ca.crt").display()
-            ),
-        )
-        .unwrap();
+        let text = kubeconfig(&self.server, &self.dir.join("ca.crt"), &token, namespace);
+        std::fs::write(&file, text).unwrap();
         file
     }
 

@@ -185,18 +185,32 @@ pub fn cni(
     if let Some(p) = prev {
         conf["prevResult"] = p.clone();
     }
+    cni_with(Path::new(TWILL), "/usr/lib/cni", node, pod, cmd, &conf)
+}
+
+/// Run `plugin` as a CNI plugin inside `node` for `pod`, as a container runtime would, with
+/// `conf` on stdin and `CNI_PATH` for its delegates: (success, the result or error JSON).
+pub fn cni_with(
+    plugin: &Path,
+    cni_path: &str,
+    node: &Netns,
+    pod: &Netns,
+    cmd: &str,
+    conf: &Value,
+) -> (bool, Value) {
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &node.name, TWILL])
+        .args(["netns", "exec", &node.name])
+        .arg(plugin)
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", &pod.name)
         .env("CNI_NETNS", pod.path())
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
+        .env("CNI_PATH", cni_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("twill as CNI plugin");
+        .expect("a CNI plugin");
     child
         .stdin
         .take()
