@@ -13,9 +13,19 @@ tag="${1:-ghcr.io/twill-net/twill:dev}"
 cache="${TWILL_IMAGE_CACHE:-$HOME/.cache/twill-image}"
 base=twill-base:bookworm
 log() { echo "image.sh: $*" >&2; }
+# The binary is built here and runs on a bookworm base: build it on bookworm (glibc 2.36), or
+# the image may not start (GLIBC_2.3x not found).
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [ "$codename" != bookworm ]; then
+  log "this host is ${codename:-unknown}, not Debian 12 (bookworm): build the image on bookworm"
+  exit 1
+fi
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
-  if ! command -v debootstrap >/dev/null; then
+  if [ ! -x /usr/sbin/debootstrap ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
   fi
@@ -25,7 +35,7 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
     rm -rf "$root" && mkdir -p "$root"
     # What the agent and the CNI path call at run time, already in the base: the Dockerfile's
     # install step then has nothing to fetch (no network needed while building).
-    debootstrap --variant=minbase \
+    /usr/sbin/debootstrap --variant=minbase \
       --include=iptables,ipset,iproute2,containernetworking-plugins,ca-certificates \
       bookworm "$root" http://deb.debian.org/debian >&2
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb

@@ -21,6 +21,13 @@ if [ -f "$stamp" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller
 fi
 mkdir -p "$bin" "$cache/src" "$cache/debs"
 log() { echo "kube.sh: $*" >&2; }
+# One build at a time (two test runs, or a test and a manual run).
+exec 9>"$cache/.lock"
+flock 9
+if [ -f "$stamp" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then
+  echo "$bin"
+  exit 0
+fi
 
 need=()
 for pkg in golang-go golang-github-modern-go-reflect2-dev dpkg-dev openssl; do
@@ -45,13 +52,29 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ]; th
   # The source package through a private apt configuration whose lists add deb-src for the
   # machine's own mirrors, leaving /etc/apt alone.
   apt_dir="$cache/apt"
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/sources.list.d"
-  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
-    >"$apt_dir/sources.list.d/debian-src.sources"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/sources.list.d" "$apt_dir/cache"
+  : >"$apt_dir/sources.list.d/src.list"
+  rm -f "$apt_dir/sources.list.d/"*.sources
+  # The machine's own mirrors, in either form: deb822 (*.sources) or one-line (sources.list).
+  for f in /etc/apt/sources.list.d/*.sources; do
+    if [ -f "$f" ]; then
+      sed 's/^Types: deb$/Types: deb-src/' "$f" >"$apt_dir/sources.list.d/$(basename "$f")"
+    fi
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    if [ -f "$f" ]; then
+      sed -n 's/^deb /deb-src /p' "$f" >>"$apt_dir/sources.list.d/src.list"
+    fi
+  done
+  if ! grep -qs 'deb-src' "$apt_dir/sources.list.d/"*; then
+    log "no Debian mirror found in /etc/apt to fetch the kubernetes source package from"
+    exit 1
+  fi
   cat >"$apt_dir/apt.conf" <<EOF
 Dir::Etc::sourcelist "/dev/null";
 Dir::Etc::sourceparts "$apt_dir/sources.list.d";
 Dir::State::lists "$apt_dir/lists";
+Dir::Cache "$apt_dir/cache";
 Dir::Cache::archives "$apt_dir/archives";
 EOF
   src="$cache/src/kubernetes"
@@ -60,12 +83,17 @@ EOF
     APT_CONFIG="$apt_dir/apt.conf" apt-get update -qq >&2
     rm -rf "$cache/src/dl" && mkdir -p "$cache/src/dl"
     (cd "$cache/src/dl" && APT_CONFIG="$apt_dir/apt.conf" apt-get source -qq --download-only kubernetes >&2)
-    (cd "$cache/src/dl" && dpkg-source --no-check -x ./*.dsc "$src" >&2)
+    # Into a temporary directory first: an interrupted extraction is never taken for a tree.
+    rm -rf "$src.tmp"
+    (cd "$cache/src/dl" && dpkg-source --no-check -x ./*.dsc "$src.tmp" >&2)
+    mv "$src.tmp" "$src"
   fi
   gopath="$cache/gopath"
   mkdir -p "$gopath/src/k8s.io"
   ln -sfn "$src" "$gopath/src/k8s.io/kubernetes"
   export GOPATH="$gopath" GO111MODULE=off GOFLAGS= GOCACHE="$cache/gocache"
+  # Debian's Go 1.19, whatever else is on PATH: v1.20 does not build with much newer ones.
+  go() { /usr/lib/go/bin/go "$@"; }
   cd "$gopath/src/k8s.io/kubernetes"
   # The vendored reflect2 1.0.1 crashes under Go 1.19 at the first custom-resource write;
   # Debian's 1.0.2 does not.
@@ -73,7 +101,7 @@ EOF
   cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s \
     vendor/github.com/modern-go/reflect2/
   # The tarball lacks the generated OpenAPI definitions; generate them as upstream's make does.
-  if [ ! -f "$cache/.openapi-v2" ]; then
+  if [ ! -f "$src/.twill-openapi-generated" ]; then
     log "generating the OpenAPI definitions"
     go build -o "$cache/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
     # Every package with a file tagged for it (the tag may sit on a type, not only in doc.go).
@@ -86,7 +114,7 @@ EOF
       --output-base "$gopath/src" -O zz_generated.openapi \
       --go-header-file hack/boilerplate/boilerplate.generatego.txt \
       --report-filename /dev/null >&2
-    touch "$cache/.openapi-v2"
+    touch "$src/.twill-openapi-generated"
   fi
   log "building kube-apiserver and kube-controller-manager $version (cold: several minutes)"
   ver="k8s.io/kubernetes/vendor/k8s.io/component-base/version"

@@ -21,7 +21,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 ./scripts/kube.sh >/dev/null
 # Twill's image, where a Docker engine runs (the image test says why it skips otherwise).
 if docker info >/dev/null 2>&1; then
-  TWILL_IMAGE=$(./scripts/image.sh)
+  TWILL_IMAGE=$(./scripts/image.sh twill-test/twill:latest)
   export TWILL_IMAGE
 fi
 cargo fmt --all -- --check

@@ -31,7 +31,11 @@ fn build_image() -> String {
         return tag;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/image.sh");
-    let o = Command::new(&script).output().expect("scripts/image.sh");
+    // A tag of the tests' own, never a user's.
+    let o = Command::new(&script)
+        .arg(TEST_TAG)
+        .output()
+        .expect("scripts/image.sh");
     assert!(
         o.status.success(),
         "scripts/image.sh: {}",
@@ -44,13 +48,31 @@ fn build_image() -> String {
         .to_string()
 }
 
-/// The DaemonSet's init container command, from the manifest users apply.
-fn install_cni_command() -> String {
+const TEST_TAG: &str = "twill-test/twill:latest";
+
+/// The manifest users apply, one value per document.
+fn manifest() -> Vec<Value> {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"))
             .unwrap();
-    let ds: Value = serde_yaml_ng::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The conflist of the manifest's ConfigMap, which the init container copies.
+fn manifest_conflist() -> String {
+    manifest()
+        .into_iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "twill-cni")
+        .and_then(|d| d["data"]["10-twill.conflist"].as_str().map(String::from))
+        .expect("ConfigMap twill-cni with 10-twill.conflist in deploy/twill.yaml")
+}
+
+/// The DaemonSet's init container command, from the manifest users apply.
+fn install_cni_command() -> String {
+    let ds: Value = manifest()
+        .into_iter()
         .find(|d: &Value| d["kind"] == "DaemonSet")
         .expect("a DaemonSet in deploy/twill.yaml");
     let init = &ds["spec"]["template"]["spec"]["initContainers"][0];
@@ -83,12 +105,19 @@ impl Node {
             "etc/cni/net.d",
             "run/twill",
             "etc/iproute2/rt_protos.d",
+            "configmap",
         ] {
             std::fs::create_dir_all(host.join(d)).unwrap();
         }
+        // The ConfigMap as the kubelet mounts it: one file per key.
+        std::fs::write(
+            host.join("configmap/10-twill.conflist"),
+            manifest_conflist(),
+        )
+        .unwrap();
         let v =
             |host_dir: &str, inside: &str| format!("{}:{inside}", host.join(host_dir).display());
-        // The init step: the same command, the same mounts.
+        // The init step: the same command, the same mounts (the ConfigMap's conflist too).
         docker(&[
             "run",
             "--rm",
@@ -98,6 +127,8 @@ impl Node {
             &v("opt/cni/bin", "/host/opt/cni/bin"),
             "-v",
             &v("etc/cni/net.d", "/host/etc/cni/net.d"),
+            "-v",
+            &v("configmap", "/etc/twill-cni"),
             image,
             "sh",
             "-c",

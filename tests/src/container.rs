@@ -49,10 +49,23 @@ impl Container {
         args.push(image);
         args.extend_from_slice(command);
         docker(&args);
+        // Until the handle exists, a guard removes the container if a step below fails.
+        struct Rm<'a>(&'a str);
+        impl Drop for Rm<'_> {
+            fn drop(&mut self) {
+                let _ = docker_output(&["rm", "-f", self.0]);
+            }
+        }
+        let guard = Rm(&name);
         let pid: u32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name])
             .parse()
             .expect("pid");
+        assert!(pid != 0, "container {name} is not running:\n{}", {
+            let o = docker_output(&["logs", &name]);
+            String::from_utf8_lossy(&o.stderr).into_owned()
+        });
         let ns = Netns::attach(tag, pid);
+        std::mem::forget(guard);
         Container { name, ns }
     }
 

@@ -242,6 +242,8 @@ impl Kube {
             .arg(self.bin.join("kubectl"))
             .arg("--kubeconfig")
             .arg(&self.admin)
+            // Every call bounded: a hung connection must not outlast the callers' deadlines.
+            .arg("--request-timeout=10s")
             .args(args)
             .output()
             .expect("kubectl")

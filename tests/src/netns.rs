@@ -48,8 +48,8 @@ impl Netns {
         ns
     }
 
-    /// Name the network namespace of process `pid` (a container's) for `ip netns`; dropping
-    /// the handle removes only the name, the namespace lives as long as the process.
+    /// Name the network namespace of process `pid` (a container's) for `ip netns`. Dropping the
+    /// handle stops what runs in the namespace, as for any lab namespace, and removes the name.
     pub fn attach(tag: &str, pid: u32) -> Netns {
         let name = unique(tag);
         must(&["ip", "netns", "attach", &name, &pid.to_string()]);

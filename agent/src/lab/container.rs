@@ -28,19 +28,54 @@ pub fn agent_name(namespace: &str) -> String {
     format!("{namespace}-agent")
 }
 
+/// What `lab up --image` needs before it creates anything: a Docker engine, the image here (it
+/// is never pulled), and free container names for every Twill node.
+pub fn check(image: &str, namespaces: &[String]) -> Result<(), LabError> {
+    docker(&["image", "inspect", "--format", "{{.Id}}", image]).map_err(|e| LabError::Node {
+        node: "*".into(),
+        reason: format!("image {image} is not here (build it with scripts/image.sh): {e}"),
+    })?;
+    for ns in namespaces {
+        for name in [ns.clone(), agent_name(ns)] {
+            if docker(&[
+                "inspect",
+                "--type",
+                "container",
+                "--format",
+                "{{.Id}}",
+                &name,
+            ])
+            .is_ok()
+            {
+                return Err(LabError::ContainerTaken(name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The label that marks a container as this lab's (its state directory), so `down` never
+/// removes one it did not create.
+fn owner(st: &NodeState) -> String {
+    format!("io.twill.lab={}", st.dir.display())
+}
+
 /// The node container, its namespace named `namespace` for `ip netns`.
-pub fn add_node(namespace: &str, image: &str) -> Result<(), LabError> {
+pub fn add_node(st: &NodeState, image: &str) -> Result<(), LabError> {
+    let namespace = st.namespace.as_str();
     docker(&[
         "run",
         "-d",
+        "--pull=never",
         "--network",
         "none",
         "--name",
         namespace,
         "--label",
-        "io.twill.lab=node",
-        image,
+        &owner(st),
+        "--entrypoint",
         "sleep",
+        image,
         "infinity",
     ])?;
     let pid = docker(&["inspect", "-f", "{{.State.Pid}}", namespace])?;
@@ -54,17 +89,34 @@ pub fn add_node(namespace: &str, image: &str) -> Result<(), LabError> {
 pub fn start_agent(n: &Node, st: &NodeState, image: &str) -> Result<(), LabError> {
     let name = agent_name(&st.namespace);
     // A stopped agent container is started again, keeping what it was created with.
-    if docker(&["inspect", "-f", "{{.State.Status}}", &name]).is_ok() {
+    if let Ok(running) = docker(&[
+        "inspect",
+        "--type",
+        "container",
+        "-f",
+        "{{.State.Running}}",
+        &name,
+    ]) {
+        if running.trim() == "true" {
+            return Err(LabError::Node {
+                node: n.name.clone(),
+                reason: "is running; `twill lab stop` it first".into(),
+            });
+        }
         docker(&["start", &name])?;
         return Ok(());
     }
+    let owner = owner(st);
     let mut args: Vec<String> = [
         "run",
         "-d",
+        "--pull=never",
         "--name",
         &name,
         "--label",
-        "io.twill.lab=agent",
+        &owner,
+        "--entrypoint",
+        "sh",
         "--network",
         &format!("container:{}", st.namespace),
         "--cap-add",
@@ -106,7 +158,7 @@ pub fn start_agent(n: &Node, st: &NodeState, image: &str) -> Result<(), LabError
         }
     }
     args.push(image.into());
-    args.extend(["sh".into(), "-c".into()]);
+    args.push("-c".into());
     args.push(format!("exec {} >>{LAB}/twill.log 2>&1", cmd.join(" ")));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     docker(&refs)?;
@@ -124,9 +176,31 @@ pub fn stop_agent(st: &NodeState, sigkill: bool) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Remove both containers of a node (what `lab down` does before deleting the names).
-pub fn remove(st: &NodeState) {
-    let _ = docker(&["rm", "-f", &agent_name(&st.namespace), &st.namespace]);
+/// Remove both containers of a node (what `lab down` does before deleting the names): only
+/// those carrying this lab's label; one already gone is fine.
+pub fn remove(st: &NodeState) -> Result<(), LabError> {
+    let label = owner(st);
+    for name in [agent_name(&st.namespace), st.namespace.clone()] {
+        let labels = match docker(&[
+            "inspect",
+            "--type",
+            "container",
+            "-f",
+            "{{json .Config.Labels}}",
+            &name,
+        ]) {
+            Ok(l) => l,
+            Err(_) => continue, // no such container
+        };
+        let (key, value) = label.split_once('=').expect("key=value");
+        let ours =
+            serde_json::from_str::<std::collections::BTreeMap<String, String>>(labels.trim())
+                .is_ok_and(|m| m.get(key).map(String::as_str) == Some(value));
+        if ours {
+            docker(&["rm", "-f", &name])?;
+        }
+    }
+    Ok(())
 }
 
 /// `word` quoted for `sh -c` when it needs to be.

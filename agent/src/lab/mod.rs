@@ -41,6 +41,8 @@ pub enum LabError {
     AlreadyUp { name: String, dir: String },
     #[error("network namespace {0} already exists; another lab or a leftover? (ip netns del {0})")]
     NamespaceTaken(String),
+    #[error("a container named {0} already exists; another lab or a leftover? (docker rm -f {0})")]
+    ContainerTaken(String),
     #[error("no lab named {name} is up in {dir}")]
     NotUp { name: String, dir: String },
     #[error("no lab is up in {0}")]
@@ -102,8 +104,10 @@ pub fn resolve_topology(arg: Option<&str>) -> Result<PathBuf, LabError> {
 pub fn down(base: &Path, name: Option<&str>) -> Result<String, LabError> {
     let dir = state::find(base, name)?;
     let st = state::LabState::load(&dir)?;
+    // Containers first; if one cannot be removed, stop here with the state kept, so a
+    // second `down` finds it again.
     for n in st.nodes.iter().filter(|n| n.image.is_some()) {
-        container::remove(n);
+        container::remove(n)?;
     }
     let mut namespaces = st.namespaces.clone();
     namespaces.retain(|n| host::namespace_exists(n));

@@ -62,6 +62,15 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
             return Err(LabError::NamespaceTaken(ns));
         }
     }
+    if let Some(image) = &opts.image {
+        let twill: Vec<String> = topo
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Twill)
+            .map(|n| topo.namespace(prefix, &n.name))
+            .collect();
+        super::container::check(image, &twill)?;
+    }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let twill = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
     let mut st = LabState {
@@ -81,20 +90,31 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
         let image = opts.image.clone().filter(|_| n.role == Role::Twill);
         let node_dir = dir.join(&n.name);
         std::fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
-        // Recorded before it exists, so `down` removes a half-made container too.
-        st.nodes.push(NodeState {
+        let node = NodeState {
             name: n.name.clone(),
             role: n.role,
             namespace: ns.clone(),
             dir: node_dir,
             image: image.clone(),
-        });
-        st.namespaces.push(ns.clone());
-        st.save()?;
+        };
         match &image {
-            Some(image) => super::container::add_node(&ns, image)?,
-            None => host::add_namespace(&ns)?,
+            Some(image) => {
+                // Recorded before it exists, so `down` removes a half-made container too
+                // (only if it carries this lab's label: the names were checked free above).
+                st.nodes.push(node.clone());
+                st.namespaces.push(ns.clone());
+                st.save()?;
+                super::container::add_node(&node, image)?;
+            }
+            None => {
+                // Recorded once made: a name taken meanwhile by someone else is never ours
+                // to delete.
+                host::add_namespace(&ns)?;
+                st.namespaces.push(ns.clone());
+                st.nodes.push(node);
+            }
         }
+        st.save()?;
     }
     let ns_of = |name: &str| topo.namespace(prefix, name);
     for (a, b) in &topo.links {

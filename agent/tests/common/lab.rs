@@ -43,6 +43,8 @@ pub struct Lab {
     pub prefix: String,
     pub name: &'static str,
     pub up_output: String,
+    /// Started with `--image`: Docker containers to make sure of on drop.
+    containers: bool,
 }
 
 impl Lab {
@@ -63,6 +65,7 @@ impl Lab {
             prefix: unique("l"),
             name,
             up_output: String::new(),
+            containers: options.contains(&"--image"),
         };
         let mut args = vec!["lab", "up"];
         args.extend_from_slice(options);
@@ -169,13 +172,16 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.down();
-        // Containers of an `--image` lab that a failed `down` left (names carry the prefix).
-        if let Ok(o) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("name={}-", self.prefix)])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        // Containers of an `--image` lab that a failed `down` left (names start with the
+        // prefix).
+        if self.containers {
+            if let Ok(o) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("name=^{}-", self.prefix)])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
             }
         }
         let left = namespaces_with(&self.prefix);
