@@ -55,15 +55,16 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ]; th
   mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/sources.list.d" "$apt_dir/cache"
   : >"$apt_dir/sources.list.d/src.list"
   rm -f "$apt_dir/sources.list.d/"*.sources
-  # The machine's own mirrors, in either form: deb822 (*.sources) or one-line (sources.list).
+  # The machine's own Debian mirrors, in either form: deb822 (*.sources) or one-line
+  # (sources.list). Third-party repositories are left out: most publish no sources.
   for f in /etc/apt/sources.list.d/*.sources; do
-    if [ -f "$f" ]; then
+    if [ -f "$f" ] && grep -q 'debian' "$f"; then
       sed 's/^Types: deb$/Types: deb-src/' "$f" >"$apt_dir/sources.list.d/$(basename "$f")"
     fi
   done
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
     if [ -f "$f" ]; then
-      sed -n 's/^deb /deb-src /p' "$f" >>"$apt_dir/sources.list.d/src.list"
+      sed -n '/debian/s/^deb /deb-src /p' "$f" >>"$apt_dir/sources.list.d/src.list"
     fi
   done
   if ! grep -qs 'deb-src' "$apt_dir/sources.list.d/"*; then
@@ -80,7 +81,8 @@ EOF
   src="$cache/src/kubernetes"
   if [ ! -d "$src" ]; then
     log "fetching the kubernetes source package"
-    APT_CONFIG="$apt_dir/apt.conf" apt-get update -qq >&2
+    # A mirror without sources (a third-party one that says debian) must not stop the rest.
+    APT_CONFIG="$apt_dir/apt.conf" apt-get update -qq >&2 || log "some source lists did not update; going on"
     rm -rf "$cache/src/dl" && mkdir -p "$cache/src/dl"
     (cd "$cache/src/dl" && APT_CONFIG="$apt_dir/apt.conf" apt-get source -qq --download-only kubernetes >&2)
     # Into a temporary directory first: an interrupted extraction is never taken for a tree.
