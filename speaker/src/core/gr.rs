@@ -18,6 +18,7 @@
 //! The state lives per peer ([`PeerGr`]) and in the core (`restarting`, `deferring`); its
 //! timers are [`PeerTimer`]s and [`TimerKey::Deferral`], so nothing here reads a clock.
 
+use super::inbound::withdraw_route;
 use super::peer::Peer;
 use super::{Core, Output, PeerTimer, TimerKey};
 use crate::fsm::{DownCause, SessionInfo, State};
@@ -253,9 +254,7 @@ impl Core {
     /// One route from `peer` gone from its Adj-RIB-In and the Loc-RIB.
     fn drop_route(&mut self, peer: IpAddr, prefix: IpNet) {
         let p = self.peers.get_mut(&peer).expect("peer exists");
-        if p.adj_in.remove(&prefix) && self.rib.remove(prefix, Some(peer)) {
-            self.dirty.push(prefix);
-        }
+        withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
     }
 
     pub(super) fn gr_snapshot(&self, p: &Peer, now: Instant) -> GrSnapshot {

@@ -188,8 +188,9 @@ fn import_route(
     }
 }
 
-/// Forget one route from `peer`, in its Adj-RIB-In and the Loc-RIB.
-fn withdraw_route(
+/// Forget one route from `peer`, in its Adj-RIB-In and the Loc-RIB (a withdrawal, or a stale
+/// route swept by graceful restart).
+pub(super) fn withdraw_route(
     adj_in: &mut AdjRibIn,
     rib: &mut LocRib,
     dirty: &mut Vec<IpNet>,
