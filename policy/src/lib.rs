@@ -1,1 +1,20 @@
-//! NetworkPolicy enforcement: filled by a later issue.
+//! Kubernetes NetworkPolicy enforced with iptables and ipset (`docs/adr/0003-network-policy.md`).
+//!
+//! Pure steps, then one owner: [`compile`] (workloads + node → per-family [`Ruleset`]),
+//! [`render`] (→ `iptables-restore` / `ipset restore` text), [`plan`] (desired vs. what the
+//! kernel holds, read back by [`observed`]) and [`enforcer`], the one task that runs the
+//! commands and so owns every `TWILL-…` chain and `twill-…` set. [`eval`] answers the same
+//! questions from the model alone (`twill policy explain`); [`simulate`] walks compiled rules
+//! for tests.
+
+pub mod cases;
+pub mod compile;
+pub mod eval;
+pub mod observed;
+pub mod plan;
+pub mod render;
+pub mod ruleset;
+pub mod simulate;
+
+pub use compile::compile;
+pub use ruleset::{Direction, Family, Ruleset};

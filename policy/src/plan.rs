@@ -1,0 +1,117 @@
+//! The pure plan: a desired [`Ruleset`] and what the kernel holds ([`Observed`]) → the three
+//! texts one batch runs, in order: `ipset restore` (new sets created, changed sets built under
+//! a temporary name and swapped in whole — never a flushed set in force), `iptables-restore
+//! --noflush` (only the chains that differ, rewritten; chains no longer wanted removed; the
+//! jump from `FORWARD` put first), and `ipset restore` again (sets no longer referenced
+//! destroyed). An empty plan means the kernel already holds exactly the desired state.
+
+use crate::observed::Observed;
+use crate::render::{jump_rule, rule_hash, rule_line, set_adds, set_create};
+use crate::ruleset::{temp_set_name, Ruleset};
+use std::fmt::Write;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub sets_before: String,
+    pub rules: String,
+    pub sets_after: String,
+    /// Chains written (for counters: theirs start again at zero).
+    pub chains_written: Vec<String>,
+    /// What changed, for the log: sets created, swapped, destroyed; chains written, removed.
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub sets_created: usize,
+    pub sets_swapped: usize,
+    pub sets_destroyed: usize,
+    pub chains_written: usize,
+    pub chains_removed: usize,
+    pub jump_fixed: bool,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.sets_before.is_empty() && self.rules.is_empty() && self.sets_after.is_empty()
+    }
+}
+
+pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
+    let mut p = Plan::default();
+    for (name, set) in &desired.sets {
+        match observed.sets.get(name) {
+            None => {
+                let _ = writeln!(p.sets_before, "{}", set_create(name, set, desired.family));
+                set_adds(&mut p.sets_before, name, set);
+                p.summary.sets_created += 1;
+            }
+            Some(o) if o.members != set.members => {
+                let tmp = temp_set_name(name);
+                let _ = writeln!(p.sets_before, "{}", set_create(&tmp, set, desired.family));
+                let _ = writeln!(p.sets_before, "flush {tmp}");
+                set_adds(&mut p.sets_before, &tmp, set);
+                let _ = writeln!(p.sets_before, "swap {tmp} {name}");
+                let _ = writeln!(p.sets_before, "destroy {tmp}");
+                p.summary.sets_swapped += 1;
+            }
+            Some(_) => {}
+        }
+    }
+    let family_digit = desired.family.digit();
+    for name in observed.sets.keys() {
+        // Only this family's sets (the other family's plan owns the rest); temporary sets
+        // left by an interrupted batch go too.
+        let ours = name[crate::ruleset::SET_PREFIX.len()..]
+            .trim_start_matches('t')
+            .starts_with(family_digit);
+        if ours && !desired.sets.contains_key(name) {
+            let _ = writeln!(p.sets_after, "destroy {name}");
+            p.summary.sets_destroyed += 1;
+        }
+    }
+
+    let mut decl = String::new();
+    let mut body = String::new();
+    for (chain, rules) in &desired.chains {
+        let hashes: Vec<String> = rules.iter().map(|r| rule_hash(chain, r)).collect();
+        if observed.chains.get(chain) == Some(&hashes) {
+            continue;
+        }
+        // With --noflush, declaring a chain creates it or empties it.
+        let _ = writeln!(decl, ":{chain} - [0:0]");
+        for r in rules {
+            let _ = writeln!(body, "{}", rule_line(chain, r));
+        }
+        p.chains_written.push(chain.clone());
+        p.summary.chains_written += 1;
+    }
+    let mut removed = Vec::new();
+    for chain in observed.chains.keys() {
+        if !desired.chains.contains_key(chain) {
+            let _ = writeln!(decl, ":{chain} - [0:0]");
+            removed.push(chain.clone());
+            p.summary.chains_removed += 1;
+        }
+    }
+    // The jump: exactly one, first in FORWARD.
+    let mut jump = String::new();
+    if observed.jumps != 1 || !observed.jump_first {
+        for _ in 0..observed.jumps {
+            let _ = writeln!(jump, "{}", jump_rule(false));
+        }
+        let _ = writeln!(jump, "{}", jump_rule(true));
+        p.summary.jump_fixed = true;
+    }
+    if !decl.is_empty() || !jump.is_empty() {
+        p.rules.push_str("*filter\n");
+        p.rules.push_str(&decl);
+        p.rules.push_str(&body);
+        p.rules.push_str(&jump);
+        for c in &removed {
+            let _ = writeln!(p.rules, "-X {c}");
+        }
+        p.rules.push_str("COMMIT\n");
+    }
+    p
+}

@@ -1,0 +1,252 @@
+//! Rules as data: what [`crate::compile`] produces and [`crate::render`] writes out. A
+//! [`Ruleset`] is one address family's chains (all named `TWILL-…`) and ipsets (all named
+//! `twill-…`); nothing in it refers to another component's chains except the one jump from
+//! `FORWARD`, which the renderer adds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The chain the jump from `FORWARD` enters.
+pub const FORWARD_CHAIN: &str = "TWILL-FORWARD";
+pub const INGRESS_CHAIN: &str = "TWILL-INGRESS";
+pub const EGRESS_CHAIN: &str = "TWILL-EGRESS";
+/// The comment on the jump from `FORWARD`: how it is recognised as ours.
+pub const JUMP_COMMENT: &str = "twill:policy";
+/// Every chain and set Twill writes starts with one of these; nothing else is touched.
+pub const CHAIN_PREFIX: &str = "TWILL-";
+pub const SET_PREFIX: &str = "twill-";
+
+/// Mark bits: set when the source pod's egress policies allow the packet / the destination
+/// pod's ingress policies allow it. kube-proxy uses 0x4000 and 0x8000; Calico's default
+/// mask is 0xffff0000 (not meant to run beside Twill).
+pub const EGRESS_ALLOWED: u32 = 0x40000;
+pub const INGRESS_ALLOWED: u32 = 0x80000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &std::net::IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The digit in set names.
+    pub fn digit(self) -> char {
+        match self {
+            Family::V4 => '4',
+            Family::V6 => '6',
+        }
+    }
+
+    /// ipset's `family`.
+    pub fn ipset_family(self) -> &'static str {
+        match self {
+            Family::V4 => "inet",
+            Family::V6 => "inet6",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    /// The mark bit an allowing rule sets.
+    pub fn bit(self) -> u32 {
+        match self {
+            Direction::Ingress => INGRESS_ALLOWED,
+            Direction::Egress => EGRESS_ALLOWED,
+        }
+    }
+
+    /// Which end of the packet is the selected (local) pod.
+    pub fn local_end(self) -> SetDir {
+        match self {
+            Direction::Ingress => SetDir::Dst,
+            Direction::Egress => SetDir::Src,
+        }
+    }
+
+    /// Which end is the peer the rule names.
+    pub fn peer_end(self) -> SetDir {
+        match self {
+            Direction::Ingress => SetDir::Src,
+            Direction::Egress => SetDir::Dst,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SetKind {
+    /// `hash:ip`: pod addresses.
+    Ip,
+    /// `hash:net`: an ipBlock, its `except` entries marked `nomatch`.
+    Net,
+    /// `hash:ip,port`: pod address and protocol:port, for named ports.
+    IpPort,
+}
+
+impl SetKind {
+    pub fn ipset_type(self) -> &'static str {
+        match self {
+            SetKind::Ip => "hash:ip",
+            SetKind::Net => "hash:net",
+            SetKind::IpPort => "hash:ip,port",
+        }
+    }
+}
+
+/// An ipset: its type and its entries, written as `ipset save` prints them (so desired and
+/// observed compare as strings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpSet {
+    pub kind: SetKind,
+    pub members: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SetDir {
+    Src,
+    Dst,
+    /// `dst,dst`: destination address and destination port (`hash:ip,port`).
+    DstPort,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Match {
+    /// conntrack RELATED,ESTABLISHED: replies and related traffic of an allowed connection.
+    Established,
+    Set {
+        name: String,
+        dir: SetDir,
+        negate: bool,
+    },
+    /// The mark has `bits` set (or, negated, not all set).
+    Mark {
+        bits: u32,
+        negate: bool,
+    },
+    Protocol(cluster::workloads::Protocol),
+    /// Destination port range (inclusive), with `multiport`: it knows SCTP without the `sctp`
+    /// match module, which kernels without SCTP lack.
+    Ports {
+        start: u16,
+        end: u16,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Jump(String),
+    Return,
+    Drop,
+    /// Set these mark bits.
+    Mark(u32),
+    /// Clear these mark bits.
+    ClearMark(u32),
+    /// No target: the rule only counts.
+    Count,
+}
+
+/// One rule; `label` is the human part of its comment (the policy and rule it comes from).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub target: Target,
+    pub label: String,
+}
+
+/// What a rule's counters mean, for `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Counted {
+    Allowed { policy: String, dir: Direction },
+    Denied { policy: String, dir: Direction },
+}
+
+/// One family's desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ruleset {
+    pub family: Family,
+    pub chains: BTreeMap<String, Vec<Rule>>,
+    pub sets: BTreeMap<String, IpSet>,
+    /// Rules whose packet counters are per-policy figures, by chain and label.
+    pub counted: BTreeMap<(String, String), Counted>,
+}
+
+impl Ruleset {
+    pub fn new(family: Family) -> Ruleset {
+        Ruleset {
+            family,
+            chains: BTreeMap::new(),
+            sets: BTreeMap::new(),
+            counted: BTreeMap::new(),
+        }
+    }
+
+    /// How many rules, over all chains (the benchmark's figure).
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(Vec::len).sum()
+    }
+
+    pub fn set_entries(&self) -> usize {
+        self.sets.values().map(|s| s.members.len()).sum()
+    }
+}
+
+/// FNV-1a, 64 bits: names chains and sets after what they mean. Stable across builds and
+/// Rust versions (std's hasher is not promised to be), so a restarted agent finds its sets
+/// under the same names. Collisions among a node's few thousand names are negligible.
+pub fn fnv(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A set's name: `twill-<family digit><kind letter>-<16 hex>` (25 characters; ipset allows 31).
+pub fn set_name(family: Family, letter: char, meaning: &str) -> String {
+    format!(
+        "{SET_PREFIX}{}{letter}-{:016x}",
+        family.digit(),
+        fnv(meaning)
+    )
+}
+
+/// The temporary name a changed set is built under before it is swapped in.
+pub fn temp_set_name(name: &str) -> String {
+    format!("{SET_PREFIX}t{}", &name[SET_PREFIX.len()..])
+}
+
+/// A policy chain's name: `TWILL-PI-` / `TWILL-PE-` and 16 hex (25; iptables allows 28).
+pub fn policy_chain(dir: Direction, key: &str) -> String {
+    let d = match dir {
+        Direction::Ingress => 'I',
+        Direction::Egress => 'E',
+    };
+    format!("{CHAIN_PREFIX}P{d}-{:016x}", fnv(key))
+}
