@@ -9,7 +9,9 @@
 
 pub mod cases;
 pub mod compile;
+pub mod enforcer;
 pub mod eval;
+pub mod exec;
 pub mod observed;
 pub mod plan;
 pub mod render;
@@ -17,4 +19,6 @@ pub mod ruleset;
 pub mod simulate;
 
 pub use compile::compile;
+pub use enforcer::{Enforcer, EnforcerConfig, EnforcerStatus};
+pub use exec::Tools;
 pub use ruleset::{Direction, Family, Ruleset};

@@ -1,9 +1,11 @@
 //! The pure plan: a desired [`Ruleset`] and what the kernel holds ([`Observed`]) → the three
-//! texts one batch runs, in order: `ipset restore` (new sets created, changed sets built under
-//! a temporary name and swapped in whole — never a flushed set in force), `iptables-restore
+//! texts one batch runs, in order: `ipset restore` (new sets created), `iptables-restore
 //! --noflush` (only the chains that differ, rewritten; chains no longer wanted removed; the
-//! jump from `FORWARD` put first), and `ipset restore` again (sets no longer referenced
-//! destroyed). An empty plan means the kernel already holds exactly the desired state.
+//! jump from `FORWARD` put first), and `ipset restore` again (changed sets built whole under a
+//! temporary name and swapped in — never a flushed set in force —, sets no longer referenced
+//! destroyed). If `iptables-restore` fails, the last step is not run: the rules and the
+//! memberships in force stay the previous ones. An empty plan means the kernel already holds
+//! exactly the desired state.
 
 use crate::observed::Observed;
 use crate::render::{jump_rule, rule_hash, rule_line, set_adds, set_create};
@@ -48,11 +50,11 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
             }
             Some(o) if o.members != set.members => {
                 let tmp = temp_set_name(name);
-                let _ = writeln!(p.sets_before, "{}", set_create(&tmp, set, desired.family));
-                let _ = writeln!(p.sets_before, "flush {tmp}");
-                set_adds(&mut p.sets_before, &tmp, set);
-                let _ = writeln!(p.sets_before, "swap {tmp} {name}");
-                let _ = writeln!(p.sets_before, "destroy {tmp}");
+                let _ = writeln!(p.sets_after, "{}", set_create(&tmp, set, desired.family));
+                let _ = writeln!(p.sets_after, "flush {tmp}");
+                set_adds(&mut p.sets_after, &tmp, set);
+                let _ = writeln!(p.sets_after, "swap {tmp} {name}");
+                let _ = writeln!(p.sets_after, "destroy {tmp}");
                 p.summary.sets_swapped += 1;
             }
             Some(_) => {}
@@ -66,7 +68,15 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
             .trim_start_matches('t')
             .starts_with(family_digit);
         if ours && !desired.sets.contains_key(name) {
-            let _ = writeln!(p.sets_after, "destroy {name}");
+            // A temporary set is never referenced by a rule: it goes first, so this batch's
+            // own swaps can create it again.
+            let temporary = name.starts_with(&format!("{}t", crate::ruleset::SET_PREFIX));
+            let text = if temporary {
+                &mut p.sets_before
+            } else {
+                &mut p.sets_after
+            };
+            let _ = writeln!(text, "destroy {name}");
             p.summary.sets_destroyed += 1;
         }
     }

@@ -1,0 +1,327 @@
+//! The one task that owns Twill's firewall state: every `TWILL-…` chain in the filter table,
+//! the jump to them from `FORWARD` and every `twill-…` ipset, for each address family. It
+//! takes whole workload models (the newest wins; a burst is one batch), compiles, reads back
+//! what the kernel holds, plans and runs at most three commands per family. A resync timer
+//! repeats the read-plan-run, so a chain, rule or set deleted by hand returns within one
+//! period. Handles are cheap clones over a channel; the state is read through a `watch` of
+//! [`EnforcerStatus`].
+
+use crate::exec::{ExecError, Tools};
+use crate::observed::{parse_ipset, parse_iptables, Observed};
+use crate::plan::plan;
+use crate::ruleset::{Counted, Direction, Family};
+use cluster::workloads::Workloads;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+#[derive(Clone, Debug)]
+pub struct EnforcerConfig {
+    /// This node's name: its pods are the ones policed here.
+    pub node: String,
+    pub families: Vec<Family>,
+    pub resync: Duration,
+    pub tools: Tools,
+    /// Where `bridge-nf-call-iptables` lives (`/proc/sys/net/bridge`); `None` leaves it.
+    pub bridge_sysctl_dir: Option<std::path::PathBuf>,
+}
+
+/// One policy's packet counts in one direction (since the agent started).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCounters {
+    pub policy: String,
+    pub direction: &'static str,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcerStatus {
+    /// The generation of the last workloads handed over, and of the last one in force.
+    pub wanted: u64,
+    pub in_force: u64,
+    /// Why the last batch failed (the rules in force are then the previous ones).
+    pub error: Option<String>,
+    pub rules: usize,
+    pub sets: usize,
+    pub set_entries: usize,
+    /// Policies that select a pod of this node.
+    pub policies: usize,
+    /// Milliseconds the last batch that changed something took (read, plan, run).
+    pub last_apply_ms: f64,
+    pub batches: u64,
+    /// Read-plan-run rounds, whether or not they changed anything.
+    pub syncs: u64,
+    /// Whether bridged (same-node) pod traffic passes through iptables.
+    pub bridge_netfilter: bool,
+    pub counters: Vec<PolicyCounters>,
+}
+
+enum Cmd {
+    Apply(Arc<Workloads>, u64),
+}
+
+#[derive(Clone)]
+pub struct Enforcer {
+    tx: mpsc::UnboundedSender<Cmd>,
+    status: watch::Receiver<EnforcerStatus>,
+}
+
+impl Enforcer {
+    /// Start the task (on the current tokio runtime).
+    pub fn start(cfg: EnforcerConfig) -> Enforcer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stx, srx) = watch::channel(EnforcerStatus::default());
+        tokio::spawn(run(cfg, rx, stx));
+        Enforcer { tx, status: srx }
+    }
+
+    /// Hand over a new model; `generation` grows with each.
+    pub fn apply(&self, w: Arc<Workloads>, generation: u64) {
+        let _ = self.tx.send(Cmd::Apply(w, generation));
+    }
+
+    pub fn status(&self) -> EnforcerStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Wait until `generation` (or a later one) is in force or has failed; `None` on timeout.
+    pub async fn wait_for(&self, generation: u64, timeout: Duration) -> Option<EnforcerStatus> {
+        let mut rx = self.status.clone();
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.in_force >= generation || (s.wanted >= generation && s.error.is_some()) {
+                        return Some(s.clone());
+                    }
+                }
+                rx.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+}
+
+/// Counts carried over from chains that were rewritten (iptables starts them at zero).
+type Carried = BTreeMap<Counted, u64>;
+
+async fn run(
+    cfg: EnforcerConfig,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    status: watch::Sender<EnforcerStatus>,
+) {
+    let bridge = match &cfg.bridge_sysctl_dir {
+        Some(dir) => bridge_netfilter(dir),
+        None => true,
+    };
+    status.send_modify(|s| s.bridge_netfilter = bridge);
+    let mut latest: Option<(Arc<Workloads>, u64)> = None;
+    let mut carried = Carried::new();
+    let mut last_error: Option<String> = None;
+    let mut tick = tokio::time::interval(cfg.resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(Cmd::Apply(w, g)) = cmd else { return };
+                latest = Some((w, g));
+                // A burst is one batch: only the newest model matters.
+                while let Ok(Cmd::Apply(w, g)) = rx.try_recv() {
+                    latest = Some((w, g));
+                }
+                status.send_modify(|s| s.wanted = latest.as_ref().map_or(0, |l| l.1));
+            }
+            _ = tick.tick() => {}
+        }
+        let Some((w, generation)) = latest.clone() else {
+            continue;
+        };
+        let cfg2 = cfg.clone();
+        let carried_in = std::mem::take(&mut carried);
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || sync(&cfg2, &w, carried_in)).await;
+        let Ok((result, carried_out)) = outcome else {
+            warn!("policy batch panicked");
+            continue;
+        };
+        carried = carried_out;
+        status.send_modify(|s| s.syncs += 1);
+        match result {
+            Ok(done) => {
+                if done.changed {
+                    info!(
+                        generation,
+                        rules = done.rules,
+                        sets = done.sets,
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        "policy rules in force"
+                    );
+                } else {
+                    debug!(generation, "policy rules already in force");
+                }
+                if last_error.take().is_some() {
+                    info!("policy rules programmed again after an error");
+                }
+                status.send_modify(|s| {
+                    s.in_force = generation;
+                    s.error = None;
+                    s.rules = done.rules;
+                    s.sets = done.sets;
+                    s.set_entries = done.set_entries;
+                    s.policies = done.policies;
+                    s.counters = done.counters;
+                    if done.changed {
+                        s.last_apply_ms = started.elapsed().as_secs_f64() * 1e3;
+                        s.batches += 1;
+                    }
+                });
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(&text) {
+                    warn!(generation, error = %text, "policy rules not programmed; the previous ones stay in force");
+                }
+                last_error = Some(text.clone());
+                status.send_modify(|s| s.error = Some(text));
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{family}: {source}")]
+    Exec {
+        family: &'static str,
+        source: ExecError,
+    },
+}
+
+struct Done {
+    changed: bool,
+    rules: usize,
+    sets: usize,
+    set_entries: usize,
+    policies: usize,
+    counters: Vec<PolicyCounters>,
+}
+
+/// One read-plan-run for every family. Returns the carried counters whatever happens.
+fn sync(
+    cfg: &EnforcerConfig,
+    w: &Workloads,
+    mut carried: Carried,
+) -> (Result<Done, SyncError>, Carried) {
+    let mut done = Done {
+        changed: false,
+        rules: 0,
+        sets: 0,
+        set_entries: 0,
+        policies: 0,
+        counters: Vec::new(),
+    };
+    let mut totals: BTreeMap<Counted, u64> = carried.clone();
+    for &family in &cfg.families {
+        let fam = family.name();
+        let wrap = |source| SyncError::Exec {
+            family: fam,
+            source,
+        };
+        let desired = crate::compile(w, &cfg.node, family);
+        let mut observed = Observed::default();
+        match cfg.tools.save(family) {
+            Ok(t) => parse_iptables(&t, &mut observed),
+            Err(e) => return (Err(wrap(e)), carried),
+        }
+        match cfg.tools.ipset_save() {
+            Ok(t) => parse_ipset(&t, &mut observed),
+            Err(e) => return (Err(wrap(e)), carried),
+        }
+        let p = plan(&desired, &observed);
+        // Counters of chains about to be rewritten are kept before iptables zeroes them.
+        for ((chain, label), packets) in &observed.counters {
+            if let Some(what) = desired.counted.get(&(chain.clone(), label.clone())) {
+                *totals.entry(what.clone()).or_default() += packets;
+                if p.chains_written.contains(chain) {
+                    *carried.entry(what.clone()).or_default() += packets;
+                }
+            }
+        }
+        if !p.is_empty() {
+            debug!(family = fam, summary = ?p.summary, "policy batch");
+            if !p.sets_before.is_empty() {
+                if let Err(e) = cfg.tools.ipset_restore(&p.sets_before) {
+                    return (Err(wrap(e)), carried);
+                }
+            }
+            if !p.rules.is_empty() {
+                if let Err(e) = cfg.tools.restore(family, &p.rules) {
+                    return (Err(wrap(e)), carried);
+                }
+            }
+            if !p.sets_after.is_empty() {
+                if let Err(e) = cfg.tools.ipset_restore(&p.sets_after) {
+                    return (Err(wrap(e)), carried);
+                }
+            }
+            done.changed = true;
+        }
+        done.rules += desired.rule_count();
+        done.sets += desired.sets.len();
+        done.set_entries += desired.set_entries();
+        done.policies = done.policies.max(
+            desired
+                .chains
+                .keys()
+                .filter(|c| c.starts_with("TWILL-P"))
+                .count(),
+        );
+    }
+    let mut by_policy: BTreeMap<(String, Direction), PolicyCounters> = BTreeMap::new();
+    for (what, n) in totals {
+        let (policy, dir, allowed) = match what {
+            Counted::Allowed { policy, dir } => (policy, dir, true),
+            Counted::Denied { policy, dir } => (policy, dir, false),
+        };
+        let c = by_policy
+            .entry((policy.clone(), dir))
+            .or_insert_with(|| PolicyCounters {
+                policy,
+                direction: dir.as_str(),
+                ..Default::default()
+            });
+        if allowed {
+            c.allowed += n;
+        } else {
+            c.denied += n;
+        }
+    }
+    done.counters = by_policy.into_values().collect();
+    (Ok(done), carried)
+}
+
+/// Make bridged traffic (pods on one node, one `cni0`) pass through iptables: load
+/// `br_netfilter` if its sysctls are missing, then set both to 1. False if it cannot be done
+/// (same-node traffic is then not policed, which `twill status` says).
+fn bridge_netfilter(dir: &std::path::Path) -> bool {
+    let files = ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"];
+    if !dir.join(files[0]).exists() {
+        let _ = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .status();
+    }
+    let mut ok = true;
+    for f in files {
+        if let Err(e) = std::fs::write(dir.join(f), "1") {
+            warn!(file = %dir.join(f).display(), error = %e, "cannot make bridged pod traffic pass through iptables; same-node traffic is not policed");
+            ok = false;
+        }
+    }
+    ok
+}

@@ -1,0 +1,287 @@
+//! The policy enforcer against the real iptables, ip6tables and ipset, in a namespace of its
+//! own that already holds another component's chains, rules and sets (kube-proxy-like): ours
+//! are written, theirs stay byte-identical; a second pass changes nothing; what is deleted by
+//! hand comes back; a failing `iptables-restore` leaves the previous rules in force and says
+//! why.
+
+use cluster::workloads::{build, file, Workloads};
+use policy::enforcer::{Enforcer, EnforcerConfig};
+use policy::{Family, Tools};
+use std::sync::Arc;
+use std::time::Duration;
+use twill_lab::netns::{wait_for, Netns, TempDir};
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: x, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIPs: [{ip: 10.244.1.10}, {ip: "fd00:244:1::10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: x, labels: {app: client}}
+spec: {nodeName: n2, containers: [{name: c}]}
+status: {podIPs: [{ip: 10.244.2.10}, {ip: "fd00:244:2::10"}]}
+"#;
+
+const POLICY: &str = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {app: client}}}]
+      ports: [{port: http}, {port: 5000, endPort: 5010, protocol: SCTP}, {protocol: UDP, port: 53}]
+  egress:
+    - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}, {ipBlock: {cidr: "fd00::/8"}}]
+"#;
+
+fn workloads(yaml: &str) -> Arc<Workloads> {
+    let objects = file::parse(yaml).expect("test objects parse");
+    let built = build(&objects.objects(), None);
+    assert!(built.problems.is_empty(), "{:?}", built.problems);
+    Arc::new(built.workloads)
+}
+
+/// Another component's state: a chain with a rule, a jump from FORWARD, a nat rule, a set.
+fn foreign_state(ns: &Netns) {
+    for ipt in ["iptables", "ip6tables"] {
+        ns.exec(&[ipt, "-N", "KUBE-FORWARD"]);
+        ns.exec(&[
+            ipt,
+            "-A",
+            "KUBE-FORWARD",
+            "-m",
+            "comment",
+            "--comment",
+            "kube",
+            "-j",
+            "ACCEPT",
+        ]);
+        ns.exec(&[ipt, "-A", "FORWARD", "-j", "KUBE-FORWARD"]);
+        ns.exec(&[ipt, "-t", "nat", "-N", "KUBE-SERVICES"]);
+        ns.exec(&[ipt, "-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES"]);
+    }
+    ns.exec(&["ipset", "create", "KUBE-X", "hash:ip"]);
+    ns.exec(&["ipset", "add", "KUBE-X", "10.9.9.9"]);
+}
+
+/// Every line of the save that is not Twill's (no counters, no timestamps).
+fn foreign(ns: &Netns, save: &str) -> Vec<String> {
+    ns.exec(&[save])
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("TWILL-") && !l.contains("twill:"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn first_forward_rule(ns: &Netns, save: &str) -> String {
+    ns.exec(&[save, "-t", "filter"])
+        .lines()
+        .find(|l| l.starts_with("-A FORWARD"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn config(ns: &Netns, tools: Tools) -> EnforcerConfig {
+    let mut tools = tools;
+    tools.prefix = vec!["ip".into(), "netns".into(), "exec".into(), ns.name.clone()];
+    EnforcerConfig {
+        node: "n1".into(),
+        families: vec![Family::V4, Family::V6],
+        resync: Duration::from_millis(200),
+        tools,
+        bridge_sysctl_dir: None,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // A worker of its own: the enforcer keeps resyncing while the test polls.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn writes_only_its_own_chains_and_sets_repairs_them_and_removes_them() {
+    let ns = Netns::new("pk");
+    foreign_state(&ns);
+    let before4 = foreign(&ns, "iptables-save");
+    let before6 = foreign(&ns, "ip6tables-save");
+    let sets_before = ns.exec(&["ipset", "list", "KUBE-X"]);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let e = Enforcer::start(config(&ns, Tools::default()));
+    e.apply(workloads(&format!("{PODS}{POLICY}")), 1);
+    let s = rt
+        .block_on(e.wait_for(1, Duration::from_secs(20)))
+        .expect("applied");
+    assert_eq!(s.error, None);
+    assert_eq!(s.in_force, 1);
+
+    // Ours: the jump first in FORWARD, the policy's chains (SCTP accepted by the kernel through
+    // multiport), IPv6 too; theirs: byte-identical.
+    for save in ["iptables-save", "ip6tables-save"] {
+        let first = first_forward_rule(&ns, save);
+        assert!(
+            first.contains("twill:policy") && first.ends_with("-j TWILL-FORWARD"),
+            "{save}: {first}"
+        );
+        let text = ns.exec(&[save, "-t", "filter"]);
+        assert!(
+            text.contains("-p sctp") && text.contains("--dports 5000:5010"),
+            "{save}:\n{text}"
+        );
+        assert!(text.contains(":TWILL-PI-"), "{save}:\n{text}");
+        assert!(text.contains(":TWILL-PE-"), "{save}:\n{text}");
+    }
+    assert_eq!(foreign(&ns, "iptables-save"), before4);
+    assert_eq!(foreign(&ns, "ip6tables-save"), before6);
+    assert_eq!(ns.exec(&["ipset", "list", "KUBE-X"]), sets_before);
+    let sets = ns.exec(&["ipset", "list", "-n"]);
+    assert!(
+        sets.contains("twill-4-ingress") && sets.contains("twill-6-ingress"),
+        "{sets}"
+    );
+    let v4 = ns.exec(&["ipset", "save"]);
+    assert!(
+        v4.contains("10.244.1.10,tcp:8080"),
+        "the named port resolved:\n{v4}"
+    );
+    assert!(
+        v4.contains("10.1.0.0/16 nomatch"),
+        "except as nomatch:\n{v4}"
+    );
+
+    // What the kernel holds reads back as exactly what was written: later passes change nothing.
+    let batches = e.status().batches;
+    let syncs = e.status().syncs;
+    wait_for("three more resyncs", Duration::from_secs(10), || {
+        (e.status().syncs >= syncs + 3).then_some(())
+    });
+    assert_eq!(
+        e.status().batches,
+        batches,
+        "a resync rewrote unchanged state"
+    );
+
+    // Deleted by hand: the jump, a policy chain's rules, a set's members. All return.
+    let pi = ns
+        .exec(&["iptables-save", "-t", "filter"])
+        .lines()
+        .find_map(|l| l.strip_prefix(':').filter(|c| c.starts_with("TWILL-PI-")))
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    ns.exec(&["iptables", "-D", "FORWARD", "1"]);
+    ns.exec(&["iptables", "-F", &pi]);
+    ns.exec(&["ipset", "flush", "twill-4-ingress"]);
+    let repaired = || {
+        let save = ns.exec(&["iptables-save", "-t", "filter"]);
+        let members = ns.exec(&["ipset", "list", "twill-4-ingress"]);
+        (first_forward_rule(&ns, "iptables-save").contains("twill:policy")
+            && save.lines().any(|l| l.starts_with(&format!("-A {pi} ")))
+            && members.contains("10.244.1.10"))
+        .then_some(())
+    };
+    wait_for(
+        "the resync to repair what was deleted",
+        Duration::from_secs(10),
+        repaired,
+    );
+    assert_eq!(foreign(&ns, "iptables-save"), before4);
+
+    // The pod gone from this node: its policy's chains and sets go, the rest stays.
+    e.apply(workloads(&PODS.replace("nodeName: n1", "nodeName: n3")), 2);
+    let s = rt
+        .block_on(e.wait_for(2, Duration::from_secs(20)))
+        .expect("applied");
+    assert_eq!(s.error, None);
+    let save = ns.exec(&["iptables-save", "-t", "filter"]);
+    assert!(
+        !save.contains("TWILL-PI-") && !save.contains("TWILL-PE-"),
+        "{save}"
+    );
+    let sets = ns.exec(&["ipset", "list", "-n"]);
+    assert!(
+        !sets.contains("twill-4l-") && !sets.contains("twill-4n-"),
+        "{sets}"
+    );
+    assert_eq!(foreign(&ns, "iptables-save"), before4);
+    assert_eq!(foreign(&ns, "ip6tables-save"), before6);
+}
+
+#[test]
+fn a_failing_restore_keeps_the_previous_rules_and_says_why() {
+    let ns = Netns::new("pf");
+    let rt = runtime();
+    let _guard = rt.enter();
+    let e = Enforcer::start(config(&ns, Tools::default()));
+    e.apply(workloads(&format!("{PODS}{POLICY}")), 1);
+    let s = rt
+        .block_on(e.wait_for(1, Duration::from_secs(20)))
+        .expect("applied");
+    assert_eq!(s.error, None);
+    drop(e);
+    let in_force = ns.exec(&["iptables-save", "-t", "filter"]);
+    let sets = ns.exec(&["ipset", "save"]);
+
+    // The real iptables-restore, given one rule with a match this kernel does not have.
+    let dir = TempDir::new("pf");
+    let wrapper = dir.join("iptables-restore");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nsed 's/^COMMIT$/-A TWILL-FORWARD -m nosuchmatch -j RETURN\\nCOMMIT/' | iptables-restore \"$@\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    let tools = Tools {
+        iptables_restore: wrapper.display().to_string(),
+        ..Tools::default()
+    };
+    let e = Enforcer::start(config(&ns, tools));
+    // A different policy (and one pod more): sets and chains would change.
+    let changed = POLICY.replace("app: client", "app: other").replace(
+        "name: web, namespace: x}\nspec",
+        "name: web2, namespace: x}\nspec",
+    );
+    e.apply(workloads(&format!("{PODS}{changed}")), 2);
+    let s = rt
+        .block_on(e.wait_for(2, Duration::from_secs(20)))
+        .expect("answered");
+    let err = s.error.expect("the failure is reported");
+    assert!(
+        err.contains("iptables-restore") && err.contains("nosuchmatch"),
+        "{err}"
+    );
+    assert_eq!(s.in_force, 0, "nothing was in force from this enforcer");
+    assert_eq!(
+        ns.exec(&["iptables-save", "-t", "filter"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        in_force
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        "the previous rules stay in force"
+    );
+    // Sets the previous rules use keep their members (new ones may have been created unused).
+    let now = ns.exec(&["ipset", "save"]);
+    for line in sets.lines() {
+        assert!(now.contains(line), "{line} is gone:\n{now}");
+    }
+}
