@@ -71,7 +71,85 @@ fn run(cmd: &str) -> Result<Vec<u8>, CniError> {
     let state_dir = PathBuf::from(conf["stateDir"].as_str().unwrap_or("/run/twill"));
     let node = read_node(&state_dir, cmd)?;
     let delegate = delegate_conf(&conf, &node);
-    call_bridge(&delegate)
+    let out = call_bridge(&delegate)?;
+    if let (Some(wait), Some((namespace, name))) = (&node.policy_wait, pod_name()) {
+        policy_wait(cmd, wait, namespace, name, &out)?;
+    }
+    Ok(out)
+}
+
+/// The pod's namespace and name from `CNI_ARGS` (`K8S_POD_NAMESPACE=…;K8S_POD_NAME=…`, as the
+/// container runtime passes them).
+fn pod_name() -> Option<(String, String)> {
+    let args = std::env::var("CNI_ARGS").ok()?;
+    let get = |k: &str| {
+        args.split(';')
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    Some((get("K8S_POD_NAMESPACE")?, get("K8S_POD_NAME")?))
+}
+
+/// ADD: tell the agent the pod's addresses and return only once its NetworkPolicy rules are in
+/// force, so no pod runs unprotected. DEL: tell it the pod is gone (best effort: DEL must
+/// succeed while the agent is down).
+fn policy_wait(
+    cmd: &str,
+    wait: &node_file::PolicyWait,
+    namespace: String,
+    name: String,
+    result: &[u8],
+) -> Result<(), CniError> {
+    use crate::control::{request, Request};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(999, "cannot start a runtime", e.to_string()))?;
+    match cmd {
+        "ADD" => {
+            let r: Value = serde_json::from_slice(result).unwrap_or(Value::Null);
+            let ips: Vec<std::net::IpAddr> = r["ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["address"].as_str()?.split('/').next()?.parse().ok())
+                .collect();
+            let pod = format!("{namespace}/{name}");
+            let req = Request::PodAdded {
+                namespace,
+                name,
+                ips,
+            };
+            let limit = std::time::Duration::from_secs(u64::from(wait.seconds) + 1);
+            match rt.block_on(request(&wait.socket, &req, limit)) {
+                Some(a) if a.ok => Ok(()),
+                Some(a) => Err(err(
+                    999,
+                    format!("NetworkPolicy rules for pod {pod} are not in force"),
+                    a.error.unwrap_or_default(),
+                )),
+                None => Err(err(
+                    999,
+                    format!("NetworkPolicy rules for pod {pod} are not in force"),
+                    format!(
+                        "the twill agent did not answer on {} within {}s",
+                        wait.socket.display(),
+                        limit.as_secs()
+                    ),
+                )),
+            }
+        }
+        "DEL" => {
+            let req = Request::PodDeleted { namespace, name };
+            let _ = rt.block_on(request(
+                &wait.socket,
+                &req,
+                std::time::Duration::from_secs(2),
+            ));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The node's pod CIDRs and MTU from the agent's node file.
@@ -88,6 +166,7 @@ fn read_node(dir: &Path, cmd: &str) -> Result<NodeFile, CniError> {
             name: String::new(),
             pod_cidrs: vec!["0.0.0.0/0".into()],
             mtu: 1450,
+            policy_wait: None,
         }),
         Err(e @ NodeFileError::Json { .. }) => {
             Err(err(999, "the node file is damaged", e.to_string()))

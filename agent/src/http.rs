@@ -56,18 +56,28 @@ async fn healthz(State(ep): State<Endpoint>) -> Reply {
     }
 }
 
-async fn readyz(State(ep): State<Endpoint>) -> Reply {
-    match ep.get() {
+async fn readyz(State(ep): State<Endpoint>) -> (StatusCode, String) {
+    let (code, text): Reply = match ep.get() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "waiting for this node in the cluster view\n",
         ),
-        Some(s) if s.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n"),
+        Some(s) if s.ready.load(Ordering::Relaxed) => {
+            // The previous rules stay in force, but not the ones asked for: say so.
+            if let Some(e) = s.policy.as_ref().and_then(|p| p.status().error) {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("network policy not in force (the previous rules are): {e}\n"),
+                );
+            }
+            (StatusCode::OK, "ready\n")
+        }
         Some(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "cluster sessions not yet established\n",
         ),
-    }
+    };
+    (code, text.to_string())
 }
 
 async fn scrape(State(ep): State<Endpoint>) -> impl IntoResponse {
@@ -77,6 +87,7 @@ async fn scrape(State(ep): State<Endpoint>) -> impl IntoResponse {
             peers: s.speaker.snapshot().await.unwrap_or_default(),
             routes: s.programmer.counters(),
             ready: s.ready.load(Ordering::Relaxed),
+            policy: s.policy.as_ref().map(|p| p.status()),
         }),
     };
     (

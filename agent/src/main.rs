@@ -7,6 +7,7 @@ mod control;
 mod http;
 mod lab;
 mod metrics;
+mod netpol;
 mod node;
 mod node_file;
 mod peers;
@@ -55,6 +56,10 @@ enum Command {
         /// This node's name in the cluster view.
         #[arg(long, env = "NODE_NAME")]
         node: String,
+        /// File mode: Namespaces, Pods and NetworkPolicies (Kubernetes YAML) to enforce
+        /// NetworkPolicy from, re-read on SIGHUP. With --kubernetes they come from the API.
+        #[arg(long, conflicts_with = "kubernetes")]
+        workloads: Option<PathBuf>,
         /// Control socket for `twill status` / `twill routes`.
         #[arg(long, default_value = "/run/twill/twill.sock")]
         socket: PathBuf,
@@ -91,6 +96,17 @@ enum Command {
         #[arg(long)]
         detail: bool,
     },
+    /// NetworkPolicy on this node: the policies selecting a pod (`namespace/name`), or each
+    /// local pod's; `explain` says whether a new connection would be allowed, and by what.
+    #[command(args_conflicts_with_subcommands = true)]
+    Policy {
+        #[command(subcommand)]
+        command: Option<PolicyCommand>,
+        /// A pod, `namespace/name` (default: every pod of this node).
+        pod: Option<String>,
+        #[arg(long, default_value = "/run/twill/twill.sock")]
+        socket: PathBuf,
+    },
     /// Print Twill's CustomResourceDefinitions (the ones in deploy/twill.yaml) as YAML.
     Crds,
     /// A whole fabric on this machine in network namespaces, from a containerlab file.
@@ -98,6 +114,66 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Would a new connection FROM → TO on PORT/PROTO be allowed, and by which policy and rule?
+    /// Ends are pods (`namespace/name`) or addresses.
+    Explain {
+        from: String,
+        to: String,
+        /// `80/TCP`, `53/udp`, or a bare port (TCP).
+        port: String,
+        #[arg(long, default_value = "/run/twill/twill.sock")]
+        socket: PathBuf,
+    },
+}
+
+/// `twill policy …`: one request over the control socket, its lines printed.
+fn policy_main(command: Option<PolicyCommand>, pod: Option<String>, socket: PathBuf) -> ExitCode {
+    let (socket, request) = match command {
+        None => (socket, control::Request::Policies { pod }),
+        Some(PolicyCommand::Explain {
+            from,
+            to,
+            port,
+            socket,
+        }) => {
+            let (p, proto) = port.split_once('/').unwrap_or((port.as_str(), "TCP"));
+            let Ok(p) = p.parse::<u16>() else {
+                eprintln!("twill policy explain: port {port}: not a port number (80/TCP)");
+                return ExitCode::FAILURE;
+            };
+            let request = control::Request::Explain {
+                from,
+                to,
+                port: p,
+                protocol: proto.to_string(),
+            };
+            (socket, request)
+        }
+    };
+    let answer = runtime().block_on(control::request(&socket, &request, Duration::from_secs(10)));
+    match answer {
+        None => {
+            eprintln!(
+                "twill: no agent is running (nothing answers on {})",
+                socket.display()
+            );
+            ExitCode::FAILURE
+        }
+        Some(a) if a.ok => {
+            for l in a.lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some(a) => {
+            eprintln!("twill policy: {}", a.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -251,6 +327,7 @@ fn main() -> ExitCode {
             namespace,
             pod_network,
             node,
+            workloads,
             socket,
             state_dir,
             metrics,
@@ -268,6 +345,7 @@ fn main() -> ExitCode {
             let opts = node::Options {
                 source,
                 node,
+                workloads,
                 socket,
                 state_dir,
                 metrics,
@@ -289,6 +367,11 @@ fn main() -> ExitCode {
             detail,
         } => show(socket, json, Shown::Routes { detail }),
         Command::Lab { command } => lab_main(command),
+        Command::Policy {
+            command,
+            pod,
+            socket,
+        } => policy_main(command, pod, socket),
         Command::Crds => {
             print!("{}", cluster::k8s::crd::manifests());
             ExitCode::SUCCESS

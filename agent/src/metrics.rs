@@ -23,6 +23,8 @@ pub struct Scrape {
     pub peers: Vec<PeerSnapshot>,
     pub routes: CounterSnapshot,
     pub ready: bool,
+    /// NetworkPolicy, when enforced here.
+    pub policy: Option<crate::status::PolicyStatus>,
 }
 
 /// Name, help, and how to read it from a peer's snapshot.
@@ -167,6 +169,38 @@ impl Collector for Scrape {
             None,
             gauge.metric_type(),
         )?)?;
+        if let Some(p) = &self.policy {
+            let mut m = e.encode_descriptor(
+                "twill_policy_packets",
+                "Packets of new connections to or from this node's pods, per policy selecting the pod, direction and verdict (allowed: by one of this policy's rules; denied: no policy selecting the pod allowed it).",
+                None,
+                counter.metric_type(),
+            )?;
+            for c in &p.counters {
+                for (verdict, n) in [("allowed", c.allowed), ("denied", c.denied)] {
+                    let labels = [
+                        ("policy", c.policy.clone()),
+                        ("direction", c.direction.clone()),
+                        ("verdict", verdict.to_string()),
+                    ];
+                    ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                }
+            }
+            let gauges = [
+                ("twill_policy_rules", "iptables rules Twill has for NetworkPolicy on this node.", p.rules as i64),
+                ("twill_policy_sets", "ipsets Twill has for NetworkPolicy on this node.", p.sets as i64),
+                ("twill_policy_set_entries", "Entries in those ipsets.", p.set_entries as i64),
+                ("twill_policy_in_force", "1 if the newest NetworkPolicy rules are in force, 0 if programming or failed (the previous rules stay).", i64::from(p.error.is_none() && p.in_force >= p.wanted)),
+            ];
+            for (name, help, v) in gauges {
+                ConstGauge::new(v).encode(e.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -238,6 +272,16 @@ mod tests {
                 ..Default::default()
             },
             ready: true,
+            policy: Some(crate::status::PolicyStatus {
+                rules: 12,
+                counters: vec![crate::status::PolicyCounter {
+                    policy: "x/deny-all".into(),
+                    direction: "ingress".into(),
+                    allowed: 4,
+                    denied: 9,
+                }],
+                ..Default::default()
+            }),
         }));
         assert!(text.ends_with("# EOF\n"), "{text}");
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
@@ -259,6 +303,20 @@ mod tests {
             value("twill_bgp_sessions", Some(("state", "Established"))),
             1.0
         );
+        assert_eq!(value("twill_policy_rules", None), 12.0);
+        let policy = |verdict: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == "twill_policy_packets_total"
+                        && s.labels.get("policy") == Some("x/deny-all")
+                        && s.labels.get("verdict") == Some(verdict)
+                })
+                .map(|s| format!("{:?}", s.value))
+        };
+        assert_eq!(policy("denied").as_deref(), Some("Untyped(9.0)"), "{text}");
+        assert_eq!(policy("allowed").as_deref(), Some("Untyped(4.0)"), "{text}");
         assert_eq!(value("twill_bgp_sessions", Some(("state", "Idle"))), 0.0);
         assert_eq!(
             value(

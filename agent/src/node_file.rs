@@ -13,6 +13,17 @@ pub struct NodeFile {
     #[serde(rename = "podCIDRs")]
     pub pod_cidrs: Vec<String>,
     pub mtu: u32,
+    /// Set when this node enforces NetworkPolicy and pods wait for their rules: the CNI
+    /// plugin's ADD tells the agent on this socket and waits at most `seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_wait: Option<PolicyWait>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyWait {
+    pub socket: PathBuf,
+    pub seconds: u32,
 }
 
 pub fn path(dir: &Path) -> PathBuf {

@@ -26,6 +26,9 @@ pub struct NodeState {
     pub table: RouteView,
     pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
     pub ready: AtomicBool,
+    /// NetworkPolicy, when this node enforces it (Kubernetes mode, or file mode with
+    /// `--workloads`).
+    pub policy: Option<crate::netpol::PolicyHandle>,
     /// Milliseconds since start at the main loop's last turn (`/healthz`).
     pub alive_ms: AtomicU64,
     pub started: Instant,
@@ -109,6 +112,7 @@ impl NodeState {
             ready: self.ready.load(std::sync::atomic::Ordering::Relaxed),
             peers,
             routes,
+            policy: self.policy.as_ref().map(|p| p.status()),
         }
     }
 }

@@ -72,6 +72,64 @@ pub struct RouteStatus {
     pub cluster_list: Vec<String>,
 }
 
+/// NetworkPolicy on this node: where the workloads come from, what is in force, why not.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// `kubernetes` or `file PATH`.
+    pub source: String,
+    /// File mode: the FNV-1a hash of the workloads file last read.
+    pub file_hash: Option<String>,
+    /// Objects refused (their previous version, if any, stays in force).
+    pub problems: Vec<String>,
+    /// Generations of the model: the newest handed over, the newest in force.
+    pub wanted: u64,
+    pub in_force: u64,
+    /// Why the last batch failed; the rules in force are the previous ones.
+    pub error: Option<String>,
+    /// Policies selecting a pod of this node, and the rules and sets they take.
+    pub policies: usize,
+    pub rules: usize,
+    pub sets: usize,
+    pub set_entries: usize,
+    /// Microseconds the last changing batch took.
+    pub last_apply_us: u64,
+    /// Bridged (same-node) pod traffic passes through iptables.
+    pub bridge_netfilter: bool,
+    pub counters: Vec<PolicyCounter>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCounter {
+    pub policy: String,
+    pub direction: String,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+impl PolicyStatus {
+    /// The line under the peers table.
+    fn line(&self) -> String {
+        let state = match &self.error {
+            Some(e) => format!("NOT IN FORCE (previous rules kept): {e}"),
+            None if self.in_force < self.wanted => "programming".into(),
+            None => "in force".into(),
+        };
+        let mut s = format!(
+            "policy ({}): {state}; {} policies here, {} rules, {} sets ({} entries)",
+            self.source, self.policies, self.rules, self.sets, self.set_entries
+        );
+        if !self.bridge_netfilter {
+            s.push_str("; same-node traffic NOT policed (bridge netfilter unavailable)");
+        }
+        for p in &self.problems {
+            s.push_str(&format!("\n  refused: {p}"));
+        }
+        s
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -81,6 +139,9 @@ pub struct Status {
     pub ready: bool,
     pub peers: Vec<PeerStatus>,
     pub routes: Vec<RouteStatus>,
+    /// NetworkPolicy, when this node enforces it.
+    #[serde(default)]
+    pub policy: Option<PolicyStatus>,
 }
 
 /// `now - ago` as RFC 3339 UTC in whole seconds (`2026-11-21T12:00:00Z`).
@@ -146,7 +207,12 @@ impl Status {
                 p.last_error.clone().unwrap_or_default(),
             ]);
         }
-        format!("node {}\n{}", self.node, table(rows))
+        let mut out = format!("node {}\n{}", self.node, table(rows));
+        if let Some(p) = &self.policy {
+            out.push_str(&p.line());
+            out.push('\n');
+        }
+        out
     }
 
     /// `detail` adds where the route was learned and what reflectors added to it.
@@ -182,6 +248,7 @@ mod tests {
         let s = Status {
             node: "a1".into(),
             ready: true,
+            policy: None,
             peers: vec![PeerStatus {
                 address: "10.1.0.12".into(),
                 as_number: 64512,

@@ -12,4 +12,6 @@ pub mod view;
 pub mod workloads;
 
 pub use selector::LabelSelector;
-pub use view::{ClusterView, ExternalPeer, GracefulRestart, Node, Timers, ViewError};
+pub use view::{
+    ClusterView, ExternalPeer, GracefulRestart, NetworkPolicySettings, Node, Timers, ViewError,
+};

@@ -17,6 +17,7 @@ pub(crate) struct RawView {
     pub(crate) listen_port: Option<u64>,
     pub(crate) timers: Option<RawTimers>,
     pub(crate) graceful_restart: Option<RawGracefulRestart>,
+    pub(crate) network_policy: Option<RawNetworkPolicy>,
     #[serde(default)]
     pub(crate) nodes: Vec<RawNode>,
     #[serde(default)]
@@ -53,6 +54,14 @@ pub(crate) struct RawGracefulRestart {
     pub(crate) restart_time: Option<u64>,
     pub(crate) stale_routes_time: Option<u64>,
     pub(crate) deferral_time: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RawNetworkPolicy {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) wait_for_pod_rules: Option<bool>,
+    pub(crate) wait_time: Option<u64>,
 }
 
 #[derive(Deserialize, Clone)]

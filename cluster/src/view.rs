@@ -99,6 +99,16 @@ pub struct ExternalPeer {
     pub accept_prefixes: Option<Vec<IpNet>>,
 }
 
+/// NetworkPolicy enforcement (`networkPolicy` in the file and in BGPConfiguration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkPolicySettings {
+    /// Enforce NetworkPolicy (default true; read at the agent's start).
+    pub enabled: bool,
+    /// A pod's CNI ADD waits until its rules are in force, for at most this many seconds
+    /// (`waitForPodRules`, default true; `waitTime`, default 10), so no pod runs unprotected.
+    pub pod_wait: Option<u32>,
+}
+
 /// The validated cluster view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
@@ -111,6 +121,7 @@ pub struct ClusterView {
     pub listen_port: u16,
     pub timers: Timers,
     pub graceful_restart: Option<GracefulRestart>,
+    pub network_policy: NetworkPolicySettings,
     pub nodes: Vec<Node>,
     pub peers: Vec<ExternalPeer>,
     /// Index of `nodes` by name and by each address, built once at validation: a view is
@@ -303,6 +314,12 @@ impl ClusterView {
             stale_routes_time: stale as u32,
             deferral_time: deferral as u32,
         });
+        let np = raw.network_policy.unwrap_or_default();
+        let wait = secs("networkPolicy.waitTime", np.wait_time, 10, 300, "")?;
+        let network_policy = NetworkPolicySettings {
+            enabled: np.enabled.unwrap_or(true),
+            pod_wait: np.wait_for_pod_rules.unwrap_or(true).then_some(wait as u32),
+        };
 
         if kind == EncapType::Ipip
             && mode != EncapMode::Never
@@ -483,6 +500,7 @@ impl ClusterView {
             listen_port,
             timers,
             graceful_restart,
+            network_policy,
             nodes,
             peers,
             by_name,

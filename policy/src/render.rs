@@ -54,7 +54,7 @@ fn target_text(t: &Target) -> String {
 pub fn rule_hash(chain: &str, rule: &Rule) -> String {
     format!(
         "{:016x}",
-        fnv(&format!(
+        fnv(format!(
             "{chain}|{}|{}|{}",
             rule_body(rule),
             target_text(&rule.target),

@@ -219,9 +219,9 @@ impl Ruleset {
 /// FNV-1a, 64 bits: names chains and sets after what they mean. Stable across builds and
 /// Rust versions (std's hasher is not promised to be), so a restarted agent finds its sets
 /// under the same names. Collisions among a node's few thousand names are negligible.
-pub fn fnv(text: &str) -> u64 {
+pub fn fnv(text: impl AsRef<[u8]>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
+    for &b in text.as_ref() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod error;
+mod policy;
 mod readiness;
 mod reload;
 mod run;

@@ -6,7 +6,7 @@ use super::dataplane::Dataplane;
 use super::error::AgentError;
 use super::readiness::ready_now;
 use super::reload::{apply_peers, apply_view};
-use crate::node_file::NodeFile;
+use crate::node_file::{NodeFile, PolicyWait};
 use crate::peers::speaker_config;
 use crate::state::NodeState;
 use cluster::k8s::watch::{self as k8s, Views, WatchOptions};
@@ -40,6 +40,8 @@ pub enum ViewSource {
 pub struct Options {
     pub source: ViewSource,
     pub node: String,
+    /// File mode's workloads file (NetworkPolicy); in Kubernetes mode they come from the API.
+    pub workloads: Option<PathBuf>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub metrics: SocketAddr,
@@ -57,11 +59,17 @@ fn load(path: &Path) -> Result<ClusterView, AgentError> {
 }
 
 /// What the CNI plugin reads: `<state dir>/node.json`.
-fn write_node_file(dir: &Path, me: &Node, mtu: u32) -> Result<(), AgentError> {
+fn write_node_file(
+    dir: &Path,
+    me: &Node,
+    mtu: u32,
+    policy_wait: Option<PolicyWait>,
+) -> Result<(), AgentError> {
     NodeFile {
         name: me.name.clone(),
         pod_cidrs: me.pod_cidrs.iter().map(|c| c.to_string()).collect(),
         mtu,
+        policy_wait,
     }
     .write(dir)
     .map_err(AgentError::NodeFile)
@@ -110,6 +118,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             path: opts.metrics.to_string(),
             source,
         })?;
+    let mut workloads = opts.workloads.clone().map(super::policy::Source::File);
     let (view, mut updates) = match &opts.source {
         ViewSource::File(path) => (Arc::new(load(path)?), None),
         ViewSource::Kubernetes {
@@ -117,13 +126,15 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             namespace,
             pod_network,
         } => {
-            let (ns, mut rx) = k8s::start(WatchOptions {
+            let watching = k8s::start(WatchOptions {
                 kubeconfig: kubeconfig.clone(),
                 namespace: namespace.clone(),
                 secrets_dir: opts.state_dir.join("secrets"),
                 default_pod_network: pod_network.clone(),
             })
             .await?;
+            let (ns, mut rx) = (watching.namespace, watching.views);
+            workloads = Some(super::policy::Source::Api(watching.workloads));
             info!(namespace = %ns, node = %opts.node, "watching the Kubernetes API for the cluster view");
             let v = k8s::first_view(&mut rx, &opts.node)
                 .await
@@ -141,8 +152,28 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         Ok(false) => {}
         Err(e) => warn!(dir = %names, error = %e, "cannot name route protocol 77 for iproute2"),
     }
+    // NetworkPolicy: its own task and enforcer, fed from the API or the workloads file.
+    let families: Vec<policy::Family> = [policy::Family::V4, policy::Family::V6]
+        .into_iter()
+        .filter(|f| {
+            me.pod_cidrs
+                .iter()
+                .any(|c| policy::Family::of(&c.addr()) == *f)
+        })
+        .collect();
+    let policy = workloads
+        .filter(|_| view.network_policy.enabled)
+        .map(|source| super::policy::start(source, me.name.clone(), families));
+    let policy_wait = view
+        .network_policy
+        .pod_wait
+        .filter(|_| policy.is_some())
+        .map(|seconds| PolicyWait {
+            socket: opts.socket.clone(),
+            seconds,
+        });
     let fabric = start_fabric(&view, &me, &opts.state_dir).await?;
-    write_node_file(&opts.state_dir, &me, fabric.mtu())?;
+    write_node_file(&opts.state_dir, &me, fabric.mtu(), policy_wait)?;
     let programmer = Programmer::start(felix_lite::Config::default()).await?;
     // Routes or tunnel entries of ours already in the kernel: this is a restart (an upgrade, a
     // crash), not a boot, and the node kept forwarding meanwhile. The speaker says so to its
@@ -171,6 +202,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         table: dp.view.clone(),
         peers: Mutex::new(peers.clone()),
         ready: AtomicBool::new(false),
+        policy,
         alive_ms: AtomicU64::new(0),
         started: Instant::now(),
     });

@@ -49,6 +49,26 @@ pub struct BGPConfigurationSpec {
     pub timers: Option<TimersSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graceful_restart: Option<GracefulRestartSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySettingsSpec>,
+}
+
+/// NetworkPolicy enforcement by the agents.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySettingsSpec {
+    /// Enforce NetworkPolicy (default true; agents read it when they start).
+    #[schemars(extend("default" = true))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// A new pod's network setup (CNI ADD) waits until its rules are in force (default true).
+    #[schemars(extend("default" = true))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_for_pod_rules: Option<bool>,
+    /// Seconds that wait may take before the pod's setup fails (default 10).
+    #[schemars(range(min = 1, max = 300), extend("default" = 10))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_time: Option<u64>,
 }
 
 /// Graceful restart (RFC 4724 with RFC 8538): an agent restart keeps the node's routes on the

@@ -4,8 +4,8 @@
 
 use super::crd::{BGPConfiguration, BGPPeer};
 use crate::view::{
-    ClusterView, RawEncap, RawGracefulRestart, RawNode, RawPassword, RawPeer, RawTimers, RawView,
-    RawVxlan,
+    ClusterView, RawEncap, RawGracefulRestart, RawNetworkPolicy, RawNode, RawPassword, RawPeer,
+    RawTimers, RawView, RawVxlan,
 };
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
@@ -206,6 +206,11 @@ fn raw_top(c: &BGPConfiguration) -> RawView {
             restart_time: g.restart_time,
             stale_routes_time: g.stale_routes_time,
             deferral_time: g.deferral_time,
+        }),
+        network_policy: s.network_policy.as_ref().map(|n| RawNetworkPolicy {
+            enabled: n.enabled,
+            wait_for_pod_rules: n.wait_for_pod_rules,
+            wait_time: n.wait_time,
         }),
         nodes: Vec::new(),
         peers: Vec::new(),

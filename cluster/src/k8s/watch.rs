@@ -65,14 +65,22 @@ async fn client(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
     Ok(Client::try_from(config)?)
 }
 
-/// Connect and start the watchers, which own the client from then on. Returns the namespace
-/// watched for Secrets and the channel the views arrive on.
-pub async fn start(opts: WatchOptions) -> Result<(String, Views), K8sError> {
+/// What [`start`] started: the namespace watched for Secrets and the channels the views and
+/// the workload models arrive on.
+pub struct Watching {
+    pub namespace: String,
+    pub views: Views,
+    pub workloads: super::workloads::WorkloadsRx,
+}
+
+/// Connect and start the watchers, which own the client from then on.
+pub async fn start(opts: WatchOptions) -> Result<Watching, K8sError> {
     let client = client(opts.kubeconfig.as_deref()).await?;
     let namespace = opts.namespace.clone().unwrap_or_else(|| {
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string())
     });
     let (tx, rx) = watch::channel(None);
+    let workloads = super::workloads::start(client.clone());
     tokio::spawn(run(
         client,
         namespace.clone(),
@@ -80,7 +88,11 @@ pub async fn start(opts: WatchOptions) -> Result<(String, Views), K8sError> {
         opts.default_pod_network,
         tx,
     ));
-    Ok((namespace, rx))
+    Ok(Watching {
+        namespace,
+        views: rx,
+        workloads,
+    })
 }
 
 async fn run(
@@ -172,7 +184,7 @@ async fn run(
 
 /// One kind listed and watched into `store`: a stream of "something changed" (or why the watch
 /// broke, named by `what`), backing off between retries.
-fn reflect<K>(
+pub(super) fn reflect<K>(
     store: reflector::store::Writer<K>,
     api: Api<K>,
     what: &'static str,
@@ -194,7 +206,7 @@ where
 }
 
 /// Whether the store has seen its first complete list.
-fn listed<K>(s: &Store<K>) -> bool
+pub(super) fn listed<K>(s: &Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,

@@ -1,0 +1,223 @@
+//! NetworkPolicy in the agent: one task that owns the workloads model this node enforces. It
+//! takes the model from its source (the API watch, or in file mode the `--workloads` file,
+//! re-read on SIGHUP), adds what the CNI plugin reported for pods starting here (their
+//! addresses are known here before the API has them), and hands every new model to the
+//! enforcer, which owns the kernel side. Data flows one way: workloads → this task →
+//! `policy::Enforcer` → iptables / ipset.
+
+use crate::netpol::{file_hash, PolicyHandle, Request, SourceStatus, POD_WAIT};
+use cluster::k8s::workloads::WorkloadsRx;
+use cluster::workloads::{build, file, Pod, Workloads};
+use policy::{Enforcer, EnforcerConfig, Family, Tools};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// Where the workloads come from.
+pub enum Source {
+    File(PathBuf),
+    Api(WorkloadsRx),
+}
+
+pub fn start(source: Source, node: String, families: Vec<Family>) -> PolicyHandle {
+    let node_name = node.clone();
+    let enforcer = Enforcer::start(EnforcerConfig {
+        node: node.clone(),
+        families,
+        resync: Duration::from_secs(5),
+        tools: Tools::default(),
+        bridge_sysctl_dir: Some("/proc/sys/net/bridge".into()),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (mtx, mrx) = watch::channel(Arc::new(Workloads::default()));
+    let what = match &source {
+        Source::File(p) => format!("file {}", p.display()),
+        Source::Api(_) => "kubernetes".to_string(),
+    };
+    let status = Arc::new(Mutex::new(SourceStatus {
+        what,
+        ..Default::default()
+    }));
+    tokio::spawn(run(source, node, enforcer.clone(), rx, mtx, status.clone()));
+    PolicyHandle::new(tx, enforcer, mrx, status, node_name)
+}
+
+struct Task {
+    node: String,
+    enforcer: Enforcer,
+    base: Option<Arc<Workloads>>,
+    /// Addresses the CNI plugin reported, by (namespace, name).
+    cni: BTreeMap<(String, String), Vec<IpAddr>>,
+    generation: u64,
+    model: watch::Sender<Arc<Workloads>>,
+    status: Arc<Mutex<SourceStatus>>,
+}
+
+async fn run(
+    mut source: Source,
+    node: String,
+    enforcer: Enforcer,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    model: watch::Sender<Arc<Workloads>>,
+    status: Arc<Mutex<SourceStatus>>,
+) {
+    let mut t = Task {
+        node,
+        enforcer,
+        base: None,
+        cni: BTreeMap::new(),
+        generation: 0,
+        model,
+        status,
+    };
+    let mut hup = signal(SignalKind::hangup()).ok();
+    if let Source::File(path) = &source {
+        t.read_file(path);
+    }
+    loop {
+        tokio::select! {
+            r = rx.recv() => {
+                let Some(r) = r else { return };
+                t.request(r);
+            }
+            Some(()) = next_hup(&mut hup) => {
+                if let Source::File(path) = &source {
+                    t.read_file(path);
+                }
+            }
+            Some(w) = next_model(&mut source) => {
+                t.base = Some(w);
+                t.publish();
+            }
+        }
+    }
+}
+
+async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_model(source: &mut Source) -> Option<Arc<Workloads>> {
+    match source {
+        Source::File(_) => std::future::pending().await,
+        Source::Api(rx) => {
+            if rx.changed().await.is_err() {
+                warn!("the workloads watch stopped; keeping the last model");
+                return std::future::pending().await;
+            }
+            rx.borrow_and_update().clone()
+        }
+    }
+}
+
+impl Task {
+    fn read_file(&mut self, path: &std::path::Path) {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "workloads file not read; the rules in force stay");
+                return;
+            }
+        };
+        let objects = match file::parse(&String::from_utf8_lossy(&text)) {
+            Ok(o) => o,
+            Err((doc, reason)) => {
+                warn!(path = %path.display(), doc, reason = %reason, "workloads file refused; the rules in force stay");
+                let mut s = self.status.lock().expect("policy status");
+                s.problems = vec![format!("{}: document {doc}: {reason}", path.display())];
+                return;
+            }
+        };
+        let built = build(&objects.objects(), self.base.as_deref());
+        for p in &built.problems {
+            warn!(problem = %p, "object refused; its previous version, if any, stays in force");
+        }
+        {
+            let mut s = self.status.lock().expect("policy status");
+            s.problems = built.problems.iter().map(|p| p.to_string()).collect();
+            s.file_hash = Some(file_hash(&text));
+        }
+        info!(path = %path.display(), pods = built.workloads.pods.len(), policies = built.workloads.policies.len(), "workloads read");
+        self.base = Some(Arc::new(built.workloads));
+        self.publish();
+    }
+
+    fn request(&mut self, r: Request) {
+        match r {
+            Request::PodAdded {
+                namespace,
+                name,
+                ips,
+                reply,
+            } => {
+                self.cni.insert((namespace.clone(), name.clone()), ips);
+                self.publish();
+                let enforcer = self.enforcer.clone();
+                let generation = self.generation;
+                tokio::spawn(async move {
+                    let r = match enforcer.wait_for(generation, POD_WAIT).await {
+                        None => Err(format!(
+                            "the rules for {namespace}/{name} were not in force within {}s",
+                            POD_WAIT.as_secs()
+                        )),
+                        Some(s) if s.in_force >= generation => Ok(()),
+                        Some(s) => Err(format!(
+                            "the rules for {namespace}/{name} could not be programmed: {}",
+                            s.error.unwrap_or_default()
+                        )),
+                    };
+                    let _ = reply.send(r);
+                });
+            }
+            Request::PodDeleted { namespace, name } => {
+                if self.cni.remove(&(namespace, name)).is_some() {
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// The source's model with the CNI plugin's addresses merged in, handed to the enforcer.
+    fn publish(&mut self) {
+        let mut w = self.base.as_deref().cloned().unwrap_or_default();
+        for ((ns, name), ips) in &self.cni {
+            match w
+                .pods
+                .iter_mut()
+                .find(|p| &p.namespace == ns && &p.name == name)
+            {
+                Some(p) => {
+                    p.ips = ips.clone();
+                    p.node = Some(self.node.clone());
+                }
+                // Not (yet) in the source: a pod with no labels, selected only by policies
+                // that select every pod of its namespace.
+                None => w.pods.push(Pod {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    labels: Default::default(),
+                    node: Some(self.node.clone()),
+                    ips: ips.clone(),
+                    ports: Vec::new(),
+                }),
+            }
+        }
+        w.pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        if **self.model.borrow() == w && self.generation > 0 {
+            return;
+        }
+        self.generation += 1;
+        let w = Arc::new(w);
+        self.model.send_replace(w.clone());
+        self.enforcer.apply(w, self.generation);
+    }
+}
