@@ -191,6 +191,31 @@ enum LabCommand {
         /// does, instead of the local binary in a namespace.
         #[arg(long)]
         image: Option<String>,
+        /// Kubernetes YAML: Namespaces, Pods (placed by `spec.nodeName`, attached through the
+        /// CNI plugin) and NetworkPolicies, created once the fabric is up. Agents read them as
+        /// file-mode workloads (`<dir>/<lab>/workloads.yaml`).
+        #[arg(long)]
+        workloads: Option<PathBuf>,
+    },
+    /// Create or change Namespaces, Pods and NetworkPolicies in a running lab (as `kubectl
+    /// apply`); returns once every agent has the rules in force.
+    Apply {
+        file: PathBuf,
+        /// The file holds every NetworkPolicy the lab should have: the others are deleted.
+        #[arg(long)]
+        prune: bool,
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Delete the objects a file names (Pods lose their namespace and address too).
+    Delete {
+        file: PathBuf,
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, default_value = lab::DEFAULT_DIR)]
+        dir: PathBuf,
     },
     /// Every pod pings every other; prints the matrix and each node's status. Fails if any
     /// pair is unreachable.
@@ -236,6 +261,7 @@ fn lab_main(command: LabCommand) -> ExitCode {
             dir,
             prefix,
             image,
+            workloads,
         } => lab::resolve_topology(topology.as_deref())
             .and_then(|topology| {
                 lab::up(&lab::UpOptions {
@@ -243,9 +269,21 @@ fn lab_main(command: LabCommand) -> ExitCode {
                     dir,
                     prefix,
                     image,
+                    workloads,
                 })
             })
             .map(|s| (s, true)),
+        LabCommand::Apply {
+            file,
+            prune,
+            lab,
+            dir,
+        } => lab::change_workloads(&dir, lab.as_deref(), &file, lab::Change::Apply { prune })
+            .map(|s| (s, true)),
+        LabCommand::Delete { file, lab, dir } => {
+            lab::change_workloads(&dir, lab.as_deref(), &file, lab::Change::Delete)
+                .map(|s| (s, true))
+        }
         LabCommand::Test { name, dir } => lab::test(&dir, name.as_deref()),
         LabCommand::Stop {
             node,

@@ -12,6 +12,7 @@ mod needs;
 mod state;
 mod topology;
 mod up;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use check::test;
 pub use lifecycle::{start, stop};
 pub use up::{up, UpOptions};
+pub use workloads::{run as change_workloads, Change};
 
 /// Where labs keep their state when `--dir` is not given.
 pub const DEFAULT_DIR: &str = "/run/twill-lab";

@@ -9,15 +9,13 @@ use super::topology::{Node, Role, Topology};
 use super::{must_be_root, LabError};
 use crate::node_file::NodeFile;
 use crate::status::Status;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 /// How long `up` waits for every Twill node to have all its sessions and routes.
 pub const CONVERGE_LIMIT: Duration = Duration::from_secs(90);
 /// Where the CNI plugin looks for `bridge` and `host-local`.
-fn cni_path() -> String {
+pub(super) fn cni_path() -> String {
     needs::CNI_DIRS.join(":")
 }
 
@@ -29,6 +27,9 @@ pub struct UpOptions {
     /// Run Twill nodes from this image as containers (`lab::container`) instead of the local
     /// binary in a namespace.
     pub image: Option<String>,
+    /// Namespaces, Pods (each with `spec.nodeName`) and NetworkPolicies to create once the
+    /// fabric is up (`lab::workloads`).
+    pub workloads: Option<PathBuf>,
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -130,6 +131,10 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
             })?;
         }
     }
+    // Every namespace-mode agent reads the lab's workloads file (NetworkPolicy, file mode);
+    // it starts empty and `lab apply` fills it.
+    let wl = super::workloads::path(&dir);
+    std::fs::write(&wl, "").map_err(io(&wl))?;
     let mut notes = Vec::new();
     for (n, ns) in topo.nodes.iter().zip(&st.nodes) {
         start_node(n, ns, &twill, &mut notes)?;
@@ -147,7 +152,7 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
             host::add_namespace(&pod_ns)?;
             st.namespaces.push(pod_ns.clone());
             st.save()?;
-            let address = cni_add(&twill, &ns, &pod_ns)?;
+            let address = super::workloads::cni_add(&twill, &ns, &pod_ns, None)?;
             st.pods.push(PodState {
                 name,
                 node: n.name.clone(),
@@ -156,6 +161,11 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
             });
             st.save()?;
         }
+    }
+    let mut applied = String::new();
+    if let Some(file) = &opts.workloads {
+        let objects = super::workloads::read(file)?;
+        applied = super::workloads::apply(&mut st, &twill, objects, false)?;
     }
     let mut out = format!(
         "lab {} is up ({}): {} nodes, {} links, {} pods\n",
@@ -176,9 +186,10 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
             n.name, role, n.namespace
         );
     }
-    for p in &st.pods {
+    for p in st.pods.iter().filter(|p| !p.name.contains('/')) {
         out += &format!("  {:<10} {:<15} on {}\n", p.name, p.address, p.node);
     }
+    out += &applied;
     for note in notes {
         out += &format!("note: {note}\n");
     }
@@ -232,6 +243,10 @@ pub(super) fn start_node(
             }
             if !has("--rt-protos-dir") {
                 c.arg("--rt-protos-dir").arg(st.dir.join("iproute2"));
+            }
+            if !has("--workloads") && !has("--kubernetes") {
+                let wl = super::workloads::path(st.dir.parent().unwrap_or(&st.dir));
+                c.arg("--workloads").arg(wl);
             }
             c.envs(&n.env);
             if !n.env.contains_key("RUST_LOG") {
@@ -412,50 +427,4 @@ pub fn wait_converged(st: &LabState, limit: Duration) -> Result<(), Vec<String>>
         Some(()) => Ok(()),
         None => Err(last),
     }
-}
-
-/// Attach a pod namespace to its node as a container runtime would: `twill` as the CNI
-/// plugin, run in the node's namespace. Returns the pod's address.
-fn cni_add(twill: &Path, node: &NodeState, pod_ns: &str) -> Result<String, LabError> {
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "twill",
-        "type": "twill",
-        "stateDir": node.run_dir(),
-        "dataDir": node.dir.join("ipam"),
-    });
-    let mut c = in_ns(&node.namespace, twill);
-    c.env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", pod_ns)
-        .env("CNI_NETNS", format!("/run/netns/{pod_ns}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", cni_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let fail = |reason: String| LabError::Node {
-        node: node.name.clone(),
-        reason: format!("CNI ADD for {pod_ns}: {reason}"),
-    };
-    let mut child = c.spawn().map_err(|e| fail(e.to_string()))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(conf.to_string().as_bytes())
-        .map_err(|e| fail(e.to_string()))?;
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{} {}",
-            v["msg"].as_str().unwrap_or("failed"),
-            v["details"].as_str().unwrap_or_default()
-        )));
-    }
-    v["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .map(String::from)
-        .ok_or_else(|| fail(format!("no address in the result: {v}")))
 }

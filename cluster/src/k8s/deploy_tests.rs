@@ -3,7 +3,8 @@
 
 use super::crd::{manifests, BGPConfiguration, BGPPeer};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
@@ -153,6 +154,19 @@ fn check_file(path: &Path) -> Vec<String> {
             "ConfigMap" => round_trip::<ConfigMap>(d, &at),
             "Secret" => round_trip::<Secret>(d, &at),
             "DaemonSet" => round_trip::<DaemonSet>(d, &at),
+            "Pod" => round_trip::<Pod>(d, &at),
+            "NetworkPolicy" => {
+                round_trip::<NetworkPolicy>(d, &at);
+                let p: NetworkPolicy = serde_json::from_value(d.clone()).unwrap();
+                let built = crate::workloads::build(
+                    &crate::workloads::Objects {
+                        policies: &[p],
+                        ..Default::default()
+                    },
+                    None,
+                );
+                assert!(built.problems.is_empty(), "{at}: {:?}", built.problems);
+            }
             "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(d, &at),
             "BGPConfiguration" | "BGPPeer" => {
                 let (_, schema) = schemas.iter().find(|(k, _)| *k == kind).unwrap();
@@ -219,13 +233,18 @@ fn the_manifest_carries_the_crds_the_code_defines() {
 #[test]
 fn every_example_is_well_formed_and_valid_for_its_crd() {
     let mut n = 0;
-    for e in std::fs::read_dir(deploy().join("examples")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            n += check_file(&p).len();
+    let mut dirs = vec![deploy().join("examples")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                n += check_file(&p).len();
+            }
         }
     }
-    assert!(n >= 5, "{n} example objects");
+    assert!(n >= 17, "{n} example objects");
 }
 
 #[test]
