@@ -197,6 +197,7 @@ impl Node {
             pod,
             "ADD",
             &conf,
+            None,
         );
         assert!(ok, "CNI ADD: {v}");
         v

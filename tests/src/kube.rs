@@ -263,6 +263,48 @@ impl Kube {
         )
     }
 
+    /// Set a pod's status as its kubelet would (`PATCH …/pods/NAME/status`: kubectl v1.20 has
+    /// no `--subresource`), as the admin, from inside the control plane's namespace.
+    pub fn patch_pod_status(&self, namespace: &str, name: &str, status: &Value) {
+        let url = format!(
+            "{}/api/v1/namespaces/{namespace}/pods/{name}/status",
+            self.server
+        );
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "curl",
+                "-sS",
+                "--fail-with-body",
+                "--max-time",
+                "10",
+            ])
+            .arg("--cacert")
+            .arg(self.dir.join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+            .args([
+                "-H",
+                "Content-Type: application/merge-patch+json",
+                "-X",
+                "PATCH",
+            ])
+            .args([
+                "--data",
+                &serde_json::json!({"status": status}).to_string(),
+                &url,
+            ])
+            .output()
+            .expect("curl");
+        assert!(
+            o.status.success(),
+            "PATCH {url}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// `kubectl apply -f -` of one object (JSON); panics with kubectl's words if refused.
     pub fn apply(&self, obj: &Value) {
         let (ok, out) = self.apply_result(obj);

@@ -185,7 +185,42 @@ pub fn cni(
     if let Some(p) = prev {
         conf["prevResult"] = p.clone();
     }
-    cni_with(Path::new(TWILL), "/usr/lib/cni", node, pod, cmd, &conf)
+    cni_with(
+        Path::new(TWILL),
+        "/usr/lib/cni",
+        node,
+        pod,
+        cmd,
+        &conf,
+        None,
+    )
+}
+
+/// CNI ADD / DEL for a Kubernetes pod: the runtime names it in `CNI_ARGS`, so the plugin can
+/// wait for its NetworkPolicy rules.
+pub fn cni_pod(
+    node: &Netns,
+    pod: &Netns,
+    cmd: &str,
+    state: &Path,
+    ipam: &Path,
+    namespace: &str,
+    name: &str,
+) -> (bool, Value) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
+        "stateDir": state, "dataDir": ipam,
+    });
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
+    cni_with(
+        Path::new(TWILL),
+        "/usr/lib/cni",
+        node,
+        pod,
+        cmd,
+        &conf,
+        Some(&args),
+    )
 }
 
 /// Run `plugin` as a CNI plugin inside `node` for `pod`, as a container runtime would, with
@@ -197,8 +232,13 @@ pub fn cni_with(
     pod: &Netns,
     cmd: &str,
     conf: &Value,
+    cni_args: Option<&str>,
 ) -> (bool, Value) {
-    let mut child = Command::new("ip")
+    let mut c = Command::new("ip");
+    if let Some(a) = cni_args {
+        c.env("CNI_ARGS", a);
+    }
+    let mut child = c
         .args(["netns", "exec", &node.name])
         .arg(plugin)
         .env("CNI_COMMAND", cmd)

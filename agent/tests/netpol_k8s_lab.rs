@@ -1,0 +1,271 @@
+//! NetworkPolicy from a real kube-apiserver (v1.20.2, `scripts/kube.sh`): the manifest's RBAC
+//! (the server's audit log shows no request of the agent refused, and the watches on
+//! Namespaces, Pods and NetworkPolicies), pods added as a kubelet would (the Pod object, the
+//! CNI ADD naming it — which returns only once its rules are in force —, then its status), and
+//! policies created, changed and deleted with kubectl, each followed by real connections.
+
+mod common;
+
+use common::{cni_pod, Agent};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use twill_lab::kube::Kube;
+use twill_lab::netns::enter;
+use twill_lab::{wait_for, Netns, Switch, TempDir};
+
+const NS: &str = "twill-system";
+const AGENT_USER: &str = "system:serviceaccount:twill-system:twill";
+const NODES: [(&str, &str, &str); 2] = [
+    ("a1", "10.1.0.11", "fd00:1::11"),
+    ("a2", "10.1.0.12", "fd00:1::12"),
+];
+
+fn node(name: &str, ip: &str, ip6: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"rack": "a"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "InternalIP", "address": ip6},
+            {"type": "Hostname", "address": name}]}})
+}
+
+/// A TCP server on `port` inside the pod's namespace answering "ok"; stops with the flag.
+fn serve(pod: &Netns, port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let path = pod.path();
+    std::thread::spawn(move || {
+        enter(&path).expect("setns");
+        // "::" takes IPv4 too (v6only is off by default).
+        let l = TcpListener::bind(("::", port)).expect("bind");
+        l.set_nonblocking(true).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(b"ok");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+/// One TCP connection from inside `from` (1 s to answer).
+fn connects(from: &Netns, to: &str, port: u16) -> bool {
+    let path = from.path();
+    let to = std::net::SocketAddr::new(to.parse().unwrap(), port);
+    std::thread::spawn(move || {
+        enter(&path).expect("setns");
+        TcpStream::connect_timeout(&to, Duration::from_secs(1))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b)
+            })
+            .is_ok()
+    })
+    .join()
+    .unwrap()
+}
+
+struct Pod {
+    ns: Netns,
+    ip: String,
+    ip6: String,
+}
+
+#[test]
+fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
+    let dir = TempDir::new("npk");
+    let sw = Switch::new("swn");
+    let api_ns = Netns::new("api");
+    sw.attach(&api_ns, &["10.1.0.100/24"], 1500);
+    let hosts: Vec<Netns> = NODES
+        .iter()
+        .map(|(_, ip, ip6)| {
+            let ns = Netns::new("n");
+            sw.attach(&ns, &[&format!("{ip}/24"), &format!("{ip6}/64")], 1500);
+            ns
+        })
+        .collect();
+    let mut kube = Kube::start(&api_ns, "10.1.0.100");
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"))
+            .unwrap();
+    let (ok, out) = kube.apply_text(&manifest);
+    assert!(ok, "kubectl apply -f deploy/twill.yaml: {out}");
+    let (ok, out) = kube.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/bgpconfigurations.twill.io",
+    ]);
+    assert!(ok, "{out}");
+    kube.apply(
+        &json!({"apiVersion": "twill.io/v1", "kind": "BGPConfiguration",
+        "metadata": {"name": "default"}, "spec": {"podNetwork": "10.244.0.0/16,fd00:244::/48",
+        "timers": {"holdTime": 9, "keepaliveTime": 3, "connectRetryTime": 1}}}),
+    );
+    kube.start_controllers(&api_ns, "10.244.0.0/16,fd00:244::/48");
+    let token = kube.service_account_kubeconfig(NS, "twill");
+    for (name, ip, ip6) in NODES {
+        kube.apply(&node(name, ip, ip6));
+    }
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .zip(NODES)
+        .map(|(h, (name, _, _))| {
+            let args = [
+                "--kubernetes".into(),
+                "--kubeconfig".into(),
+                token.as_os_str().to_owned(),
+            ];
+            Agent::start(h, &dir.path, name, &args, 60)
+        })
+        .collect();
+    for a in &agents {
+        wait_for("agent ready", Duration::from_secs(60), || {
+            let s = a.status()?;
+            (s["ready"] == true && s["policy"]["source"] == "kubernetes").then_some(())
+        });
+    }
+
+    // Namespaces and pods as a cluster has them: x/web (app=web, port http 8080) on a1, x/db on
+    // a2, y/client on a2.
+    for (ns, team) in [("x", "a"), ("y", "b")] {
+        kube.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"team": team}}}));
+    }
+    let ipam = dir.join("ipam");
+    let add_pod = |ns: &str, name: &str, app: &str, on: usize| -> Pod {
+        kube.apply(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+            "spec": {"nodeName": NODES[on].0, "containers": [{"name": "c", "image": "none",
+                "ports": [{"name": "http", "containerPort": 8080}]}]}}));
+        let pod = Netns::new("p");
+        let (ok, v) = cni_pod(&hosts[on], &pod, "ADD", &agents[on].state, &ipam, ns, name);
+        assert!(ok, "CNI ADD {ns}/{name}: {v}");
+        let ips = common::pod_ips(&v);
+        assert_eq!(ips.len(), 2, "dual-stack: {v}");
+        let listed: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        kube.patch_pod_status(
+            ns,
+            name,
+            &json!({"phase": "Running", "podIP": ips[0], "podIPs": listed}),
+        );
+        Pod {
+            ns: pod,
+            ip: ips[0].clone(),
+            ip6: ips[1].clone(),
+        }
+    };
+    let web = add_pod("x", "web", "web", 0);
+    let db = add_pod("x", "db", "db", 1);
+    let client = add_pod("y", "client", "client", 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers = [
+        serve(&web.ns, 8080, stop.clone()),
+        serve(&db.ns, 8080, stop.clone()),
+    ];
+    wait_for(
+        "y/client reaches x/web (no policy)",
+        Duration::from_secs(20),
+        || connects(&client.ns, &web.ip, 8080).then_some(()),
+    );
+    wait_for(
+        "y/client reaches x/web over IPv6 (no policy)",
+        Duration::from_secs(20),
+        || connects(&client.ns, &web.ip6, 8080).then_some(()),
+    );
+
+    // Only team b may reach x's web pods, on the named port.
+    let allow = |team: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "web", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": team}}}],
+                         "ports": [{"port": "http"}]}]}})
+    };
+    kube.apply(&allow("b"));
+    wait_for("x/db cut off from x/web", Duration::from_secs(20), || {
+        (!connects(&db.ns, &web.ip, 8080)).then_some(())
+    });
+    assert!(connects(&client.ns, &web.ip, 8080), "team b is allowed");
+    // IPv6 alike (ip6tables and inet6 sets).
+    assert!(
+        connects(&client.ns, &web.ip6, 8080),
+        "team b is allowed over IPv6"
+    );
+    assert!(
+        !connects(&db.ns, &web.ip6, 8080),
+        "x/db is not, over IPv6 either"
+    );
+    // Changed in place: now team a only.
+    kube.apply(&allow("a"));
+    wait_for("the change in force", Duration::from_secs(20), || {
+        (!connects(&client.ns, &web.ip, 8080) && connects(&db.ns, &web.ip, 8080)).then_some(())
+    });
+    // The API server itself refuses what it cannot hold, naming the field.
+    let (ok, out) = kube.apply_result(&json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bad", "namespace": "x"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}]}}));
+    assert!(!ok && out.contains("except"), "{out}");
+
+    // x denies all ingress; a new pod there is protected from its very first packet: its CNI
+    // ADD returned only once its rules were in force.
+    kube.apply(
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": "x"}, "spec": {"podSelector": {}}}),
+    );
+    let (ok, _) = kube.kubectl(&["delete", "networkpolicy", "-n", "x", "web"]);
+    assert!(ok);
+    wait_for("x/web closed", Duration::from_secs(20), || {
+        (!connects(&db.ns, &web.ip, 8080)).then_some(())
+    });
+    let fresh = add_pod("x", "fresh", "web", 0);
+    let _s3 = serve(&fresh.ns, 8080, stop.clone());
+    assert!(
+        !connects(&client.ns, &fresh.ip, 8080),
+        "the new pod was reachable before its rules"
+    );
+    let status = agents[0].status().unwrap();
+    assert_eq!(status["policy"]["error"], Value::Null, "{status}");
+    assert!(
+        status["policy"]["policies"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    // The policy deleted: open again.
+    let (ok, _) = kube.kubectl(&["delete", "networkpolicy", "-n", "x", "deny"]);
+    assert!(ok);
+    wait_for("x open again", Duration::from_secs(20), || {
+        connects(&client.ns, &fresh.ip, 8080).then_some(())
+    });
+
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+    // Within the manifest's RBAC, as the server judged it; watching what policy needs.
+    assert!(
+        kube.denied(AGENT_USER).is_empty(),
+        "denied: {:?}",
+        kube.denied(AGENT_USER)
+    );
+    let uris: Vec<String> = kube
+        .audit()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == AGENT_USER && e["verb"] == "list")
+        .filter_map(|e| e["requestURI"].as_str().map(String::from))
+        .collect();
+    for want in [
+        "/api/v1/namespaces?",
+        "/api/v1/pods?",
+        "/apis/networking.k8s.io/v1/networkpolicies?",
+    ] {
+        assert!(
+            uris.iter().any(|u| u.starts_with(want)),
+            "no list of {want} in {uris:?}"
+        );
+    }
+    drop(sw);
+}
