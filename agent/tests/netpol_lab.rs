@@ -268,4 +268,86 @@ fn upstream_network_policy_cases_hold_on_real_pods_across_racks() {
         probes >= 45 && pairs >= 45 * 72,
         "{probes} probes, {pairs} pairs"
     );
+
+    // Seeing it: the shipped example, then `twill policy`, `explain` and the counters.
+    let example = model().with_file_name("deny-ingress-x.yaml");
+    let o = lab.twill(&["lab", "apply"], Some(&example));
+    assert!(o.status.success(), "{}", common::lab::text(&o));
+    let (ya, xb) = (&netns["y/a"], ip("x/b"));
+    assert!(!connect(ya, xb, 80, "TCP"));
+    let xb_node = &place["x/b"].0;
+    let sock = lab.socket(xb_node);
+    let o = common::lab::twill(&["policy", "x/b", "--socket", &sock]);
+    assert_eq!(
+        common::lab::text(&o).trim(),
+        "x/b: x/deny-ingress (ingress)"
+    );
+    let o = common::lab::twill(&[
+        "policy", "explain", "y/a", "x/b", "80/TCP", "--socket", &sock,
+    ]);
+    let text = common::lab::text(&o);
+    assert!(
+        text.contains("80/TCP: denied")
+            && text.contains("ingress of x/b")
+            && text.contains("isolated by x/deny-ingress"),
+        "{text}"
+    );
+    let o = common::lab::twill(&[
+        "policy", "explain", "x/b", "y/a", "81/UDP", "--socket", &sock,
+    ]);
+    assert!(
+        common::lab::text(&o).contains("81/UDP: allowed"),
+        "{}",
+        common::lab::text(&o)
+    );
+    twill_lab::wait_for(
+        "x/deny-ingress's denied packets counted",
+        Duration::from_secs(20),
+        || {
+            let s = lab.json("status", xb_node);
+            s["policy"]["counters"]
+                .as_array()?
+                .iter()
+                .any(|c| c["policy"] == "x/deny-ingress" && c["denied"].as_u64() > Some(0))
+                .then_some(())
+        },
+    );
+
+    // Bad input. The lab refuses a policy the API server would, naming object, field, value.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-ingress, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.2.0.0/16, except: [10.1.0.0/16]}}]}]}\n").unwrap();
+    let o = lab.twill(&["lab", "apply"], Some(&bad));
+    assert!(!o.status.success());
+    assert!(
+        common::lab::text(&o).contains("NetworkPolicy x/deny-ingress: spec.ingress[0].from[0].ipBlock.except[0]: 10.1.0.0/16 is not a strict subset of cidr 10.2.0.0/16"),
+        "{}",
+        common::lab::text(&o)
+    );
+    // The agents refuse it too when it reaches them (written into their file by hand): the
+    // policy's previous version stays in force, and status names the problem.
+    let wl = lab.dir.join("two-racks-vxlan").join("workloads.yaml");
+    let text = std::fs::read_to_string(&wl).unwrap();
+    let mut docs: Vec<String> = text.split("---\n").map(str::to_string).collect();
+    let at = docs
+        .iter()
+        .position(|d| d.contains("kind: NetworkPolicy") && d.contains("name: deny-ingress"))
+        .unwrap_or_else(|| panic!("the policy in:\n{text}"));
+    docs[at] = std::fs::read_to_string(&bad).unwrap();
+    std::fs::write(&wl, docs.join("---\n")).unwrap();
+    lab.signal(
+        &["a1".into(), "a2".into(), "b1".into(), "b2".into()],
+        "-HUP",
+    );
+    twill_lab::wait_for("the refusal in status", Duration::from_secs(20), || {
+        let s = lab.json("status", xb_node);
+        s["policy"]["problems"]
+            .as_array()?
+            .iter()
+            .any(|p| p.as_str().unwrap_or("").contains("is not a strict subset"))
+            .then_some(())
+    });
+    assert!(
+        !connect(ya, xb, 80, "TCP"),
+        "the previous version stays in force"
+    );
 }

@@ -259,28 +259,34 @@ impl Compiler<'_> {
     /// the other family).
     fn peer(&mut self, p: &Policy, dir: Direction, peer: &Peer) -> Option<Vec<Match>> {
         let family = self.family;
-        let (name, kind, members) = match peer {
+        let name = match peer {
             Peer::Pods { namespaces, pods } => {
                 let meaning = match namespaces {
                     None => format!("ns={}|{}", p.namespace, pods.canonical),
                     Some(ns) => format!("nssel={}|{}", ns.canonical, pods.canonical),
                 };
-                let members: BTreeSet<String> = self
-                    .w
-                    .pods
-                    .iter()
-                    .filter(|pod| match namespaces {
-                        None => pod.namespace == p.namespace,
-                        Some(sel) => self
-                            .w
-                            .namespaces
-                            .get(&pod.namespace)
-                            .is_some_and(|labels| sel.matches(labels)),
-                    })
-                    .filter(|pod| pods.matches(&pod.labels))
-                    .flat_map(|pod| self.ips(pod))
-                    .collect();
-                (set_name(family, 'p', &meaning), SetKind::Ip, members)
+                let name = set_name(family, 'p', &meaning);
+                // Many policies share a peer (the name says what it holds): members once.
+                if !self.rs.sets.contains_key(&name) {
+                    let in_namespaces: Vec<&Pod> = match namespaces {
+                        None => pods_of(self.w, &p.namespace).iter().collect(),
+                        Some(sel) => {
+                            let w = self.w;
+                            w.namespaces
+                                .iter()
+                                .filter(|(_, labels)| sel.matches(labels))
+                                .flat_map(|(ns, _)| pods_of(w, ns))
+                                .collect()
+                        }
+                    };
+                    let members: BTreeSet<String> = in_namespaces
+                        .into_iter()
+                        .filter(|pod| pods.matches(&pod.labels))
+                        .flat_map(|pod| self.ips(pod))
+                        .collect();
+                    self.set(name.clone(), SetKind::Ip, members);
+                }
+                name
             }
             Peer::Block { cidr, except } => {
                 if is_v4(cidr) != (family == Family::V4) {
@@ -295,10 +301,9 @@ impl Compiler<'_> {
                     meaning.push_str(&format!(" except {e}"));
                     members.insert(format!("{} nomatch", net_entry(*e)));
                 }
-                (set_name(family, 'b', &meaning), SetKind::Net, members)
+                self.set(set_name(family, 'b', &meaning), SetKind::Net, members)
             }
         };
-        let name = self.set(name, kind, members);
         Some(vec![Match::Set {
             name,
             dir: dir.peer_end(),
@@ -317,6 +322,19 @@ impl Compiler<'_> {
         protocol: Protocol,
         selected: &[&Pod],
     ) -> Match {
+        let meaning = match dir {
+            Direction::Ingress => format!("in|{key}|{name}|{}", protocol.as_str()),
+            Direction::Egress => format!("all|{name}|{}", protocol.as_str()),
+        };
+        let set = set_name(self.family, 'n', &meaning);
+        let found = Match::Set {
+            name: set.clone(),
+            dir: SetDir::DstPort,
+            negate: false,
+        };
+        if self.rs.sets.contains_key(&set) {
+            return found;
+        }
         let candidates: Vec<&Pod> = match dir {
             Direction::Ingress => selected.to_vec(),
             Direction::Egress => self.w.pods.iter().collect(),
@@ -333,21 +351,18 @@ impl Compiler<'_> {
                 }
             }
         }
-        let meaning = match dir {
-            Direction::Ingress => format!("in|{key}|{name}|{}", protocol.as_str()),
-            Direction::Egress => format!("all|{name}|{}", protocol.as_str()),
-        };
-        let set = self.set(
-            set_name(self.family, 'n', &meaning),
-            SetKind::IpPort,
-            members,
-        );
-        Match::Set {
-            name: set,
-            dir: SetDir::DstPort,
-            negate: false,
-        }
+        self.set(set, SetKind::IpPort, members);
+        found
     }
+}
+
+/// The pods of one namespace (the model keeps pods sorted by namespace and name).
+fn pods_of<'a>(w: &'a Workloads, namespace: &str) -> &'a [Pod] {
+    let start = w.pods.partition_point(|p| p.namespace.as_str() < namespace);
+    let end = w
+        .pods
+        .partition_point(|p| p.namespace.as_str() <= namespace);
+    &w.pods[start..end]
 }
 
 fn is_v4(n: &IpNet) -> bool {

@@ -8,7 +8,7 @@
 
 use crate::exec::{ExecError, Tools};
 use crate::observed::{parse_ipset, parse_iptables, Observed};
-use crate::plan::plan;
+use crate::plan::{believed, plan};
 use crate::ruleset::{Counted, Direction, Family};
 use cluster::workloads::Workloads;
 use serde::Serialize;
@@ -111,6 +111,16 @@ impl Enforcer {
 /// Counts carried over from chains that were rewritten (iptables starts them at zero).
 type Carried = BTreeMap<Counted, u64>;
 
+/// What the task remembers between batches: the carried counts, and per family what the
+/// kernel holds as of our last successful batch. A change is planned against that belief (no
+/// read-back on the hot path: a pod's rules go in with one restore per table); the resync
+/// reads the kernel and replans, which repairs whatever changed behind our back.
+#[derive(Default)]
+struct Memory {
+    carried: Carried,
+    beliefs: BTreeMap<Family, Observed>,
+}
+
 async fn run(
     cfg: EnforcerConfig,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
@@ -122,13 +132,15 @@ async fn run(
     };
     status.send_modify(|s| s.bridge_netfilter = bridge);
     let mut latest: Option<(Arc<Workloads>, u64)> = None;
-    let mut carried = Carried::new();
+    let mut memory = Memory::default();
     let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(cfg.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let read_back;
         tokio::select! {
             cmd = rx.recv() => {
+                read_back = false;
                 let Some(Cmd::Apply(w, g)) = cmd else { return };
                 latest = Some((w, g));
                 // A burst is one batch: only the newest model matters.
@@ -137,20 +149,21 @@ async fn run(
                 }
                 status.send_modify(|s| s.wanted = latest.as_ref().map_or(0, |l| l.1));
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => read_back = true,
         }
         let Some((w, generation)) = latest.clone() else {
             continue;
         };
         let cfg2 = cfg.clone();
-        let carried_in = std::mem::take(&mut carried);
+        let memory_in = std::mem::take(&mut memory);
         let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || sync(&cfg2, &w, carried_in)).await;
-        let Ok((result, carried_out)) = outcome else {
+        let outcome =
+            tokio::task::spawn_blocking(move || sync(&cfg2, &w, memory_in, read_back)).await;
+        let Ok((result, memory_out)) = outcome else {
             warn!("policy batch panicked");
             continue;
         };
-        carried = carried_out;
+        memory = memory_out;
         status.send_modify(|s| s.syncs += 1);
         match result {
             Ok(done) => {
@@ -175,7 +188,9 @@ async fn run(
                     s.sets = done.sets;
                     s.set_entries = done.set_entries;
                     s.policies = done.policies;
-                    s.counters = done.counters;
+                    if let Some(c) = done.counters {
+                        s.counters = c;
+                    }
                     if done.changed {
                         s.last_apply_ms = started.elapsed().as_secs_f64() * 1e3;
                         s.batches += 1;
@@ -209,24 +224,29 @@ struct Done {
     sets: usize,
     set_entries: usize,
     policies: usize,
-    counters: Vec<PolicyCounters>,
+    /// Read from the kernel this time (a resync), else the last figures stand.
+    counters: Option<Vec<PolicyCounters>>,
 }
 
-/// One read-plan-run for every family. Returns the carried counters whatever happens.
+/// One plan-run for every family, against the kernel read back (`read_back`, or no belief yet)
+/// or against the belief. Returns the memory whatever happens; a family that failed forgets
+/// its belief, so the next batch reads the kernel.
 fn sync(
     cfg: &EnforcerConfig,
     w: &Workloads,
-    mut carried: Carried,
-) -> (Result<Done, SyncError>, Carried) {
+    mut mem: Memory,
+    read_back: bool,
+) -> (Result<Done, SyncError>, Memory) {
     let mut done = Done {
         changed: false,
         rules: 0,
         sets: 0,
         set_entries: 0,
         policies: 0,
-        counters: Vec::new(),
+        counters: None,
     };
-    let mut totals: BTreeMap<Counted, u64> = carried.clone();
+    let mut totals: BTreeMap<Counted, u64> = mem.carried.clone();
+    let mut read_all = true;
     for &family in &cfg.families {
         let fam = family.name();
         let wrap = |source| SyncError::Exec {
@@ -234,22 +254,31 @@ fn sync(
             source,
         };
         let desired = crate::compile(w, &cfg.node, family);
-        let mut observed = Observed::default();
-        match cfg.tools.save(family) {
-            Ok(t) => parse_iptables(&t, &mut observed),
-            Err(e) => return (Err(wrap(e)), carried),
-        }
-        match cfg.tools.ipset_save() {
-            Ok(t) => parse_ipset(&t, &mut observed),
-            Err(e) => return (Err(wrap(e)), carried),
-        }
+        let observed = match mem.beliefs.remove(&family) {
+            Some(b) if !read_back => {
+                read_all = false;
+                b
+            }
+            _ => {
+                let mut o = Observed::default();
+                match cfg.tools.save(family) {
+                    Ok(t) => parse_iptables(&t, &mut o),
+                    Err(e) => return (Err(wrap(e)), mem),
+                }
+                match cfg.tools.ipset_save() {
+                    Ok(t) => parse_ipset(&t, &mut o),
+                    Err(e) => return (Err(wrap(e)), mem),
+                }
+                o
+            }
+        };
         let p = plan(&desired, &observed);
         // Counters of chains about to be rewritten are kept before iptables zeroes them.
         for ((chain, label), packets) in &observed.counters {
             if let Some(what) = desired.counted.get(&(chain.clone(), label.clone())) {
                 *totals.entry(what.clone()).or_default() += packets;
                 if p.chains_written.contains(chain) {
-                    *carried.entry(what.clone()).or_default() += packets;
+                    *mem.carried.entry(what.clone()).or_default() += packets;
                 }
             }
         }
@@ -257,53 +286,57 @@ fn sync(
             debug!(family = fam, summary = ?p.summary, "policy batch");
             if !p.sets_before.is_empty() {
                 if let Err(e) = cfg.tools.ipset_restore(&p.sets_before) {
-                    return (Err(wrap(e)), carried);
+                    return (Err(wrap(e)), mem);
                 }
             }
             if !p.rules.is_empty() {
                 if let Err(e) = cfg.tools.restore(family, &p.rules) {
-                    return (Err(wrap(e)), carried);
+                    return (Err(wrap(e)), mem);
                 }
             }
             if !p.sets_after.is_empty() {
                 if let Err(e) = cfg.tools.ipset_restore(&p.sets_after) {
-                    return (Err(wrap(e)), carried);
+                    return (Err(wrap(e)), mem);
                 }
             }
             done.changed = true;
         }
+        mem.beliefs.insert(family, believed(&desired));
         done.rules += desired.rule_count();
         done.sets += desired.sets.len();
         done.set_entries += desired.set_entries();
-        done.policies = done.policies.max(
-            desired
-                .chains
-                .keys()
-                .filter(|c| c.starts_with("TWILL-P"))
-                .count(),
-        );
+        let here: std::collections::BTreeSet<&str> = desired
+            .counted
+            .values()
+            .map(|c| match c {
+                Counted::Allowed { policy, .. } | Counted::Denied { policy, .. } => policy.as_str(),
+            })
+            .collect();
+        done.policies = done.policies.max(here.len());
     }
-    let mut by_policy: BTreeMap<(String, Direction), PolicyCounters> = BTreeMap::new();
-    for (what, n) in totals {
-        let (policy, dir, allowed) = match what {
-            Counted::Allowed { policy, dir } => (policy, dir, true),
-            Counted::Denied { policy, dir } => (policy, dir, false),
-        };
-        let c = by_policy
-            .entry((policy.clone(), dir))
-            .or_insert_with(|| PolicyCounters {
-                policy,
-                direction: dir.as_str(),
-                ..Default::default()
-            });
-        if allowed {
-            c.allowed += n;
-        } else {
-            c.denied += n;
+    if read_all {
+        let mut by_policy: BTreeMap<(String, Direction), PolicyCounters> = BTreeMap::new();
+        for (what, n) in totals {
+            let (policy, dir, allowed) = match what {
+                Counted::Allowed { policy, dir } => (policy, dir, true),
+                Counted::Denied { policy, dir } => (policy, dir, false),
+            };
+            let c = by_policy
+                .entry((policy.clone(), dir))
+                .or_insert_with(|| PolicyCounters {
+                    policy,
+                    direction: dir.as_str(),
+                    ..Default::default()
+                });
+            if allowed {
+                c.allowed += n;
+            } else {
+                c.denied += n;
+            }
         }
+        done.counters = Some(by_policy.into_values().collect());
     }
-    done.counters = by_policy.into_values().collect();
-    (Ok(done), carried)
+    (Ok(done), mem)
 }
 
 /// Make bridged traffic (pods on one node, one `cni0`) pass through iptables: load

@@ -125,3 +125,29 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
     }
     p
 }
+
+/// What the kernel holds once `desired` is in force, as the read-back would find it: the
+/// belief the next batch is planned against.
+pub fn believed(desired: &Ruleset) -> Observed {
+    let mut o = Observed {
+        jumps: 1,
+        jump_first: true,
+        ..Default::default()
+    };
+    for (chain, rules) in &desired.chains {
+        o.chains.insert(
+            chain.clone(),
+            rules.iter().map(|r| rule_hash(chain, r)).collect(),
+        );
+    }
+    for (name, set) in &desired.sets {
+        o.sets.insert(
+            name.clone(),
+            crate::observed::ObservedSet {
+                kind: set.kind.ipset_type().to_string(),
+                members: set.members.clone(),
+            },
+        );
+    }
+    o
+}

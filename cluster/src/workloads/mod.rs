@@ -6,6 +6,8 @@
 
 pub mod file;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 pub use parse::{build, Built, Objects};
 
