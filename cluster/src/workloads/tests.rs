@@ -1,7 +1,7 @@
 //! Bad objects are refused as the API server refuses them, named by kind, object, field and
 //! value; a policy that fails keeps its previous version; the API's defaults are applied.
 
-use super::{build, file, Objects, PortRef, Workloads};
+use super::{build, file, PortRef, Workloads};
 
 fn built(yaml: &str, previous: Option<&Workloads>) -> (Workloads, Vec<String>) {
     let o = file::parse(yaml).expect("parses");
