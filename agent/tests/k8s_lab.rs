@@ -339,12 +339,7 @@ fn the_agent_follows_a_real_api_server() {
         "denied: {:?}",
         kube.denied(AGENT_USER)
     );
-    let uris: Vec<String> = kube
-        .audit()
-        .into_iter()
-        .filter(|e| e["user"]["username"] == AGENT_USER && e["verb"] == "watch")
-        .filter_map(|e| e["requestURI"].as_str().map(String::from))
-        .collect();
+    let uris = kube.uris(AGENT_USER, "watch");
     for want in [
         "/api/v1/nodes?",
         "/apis/twill.io/v1/bgppeers?",

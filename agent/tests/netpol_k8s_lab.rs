@@ -6,16 +6,13 @@
 
 mod common;
 
-use common::{cni_pod, Agent};
+use common::{cni_pod, serve_tcp, tcp_answers, Agent};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use twill_lab::kube::Kube;
-use twill_lab::netns::enter;
 use twill_lab::{wait_for, Netns, Switch, TempDir};
 
 const NS: &str = "twill-system";
@@ -31,42 +28,13 @@ fn node(name: &str, ip: &str, ip6: &str) -> Value {
             {"type": "Hostname", "address": name}]}})
 }
 
-/// A TCP server on `port` inside the pod's namespace answering "ok"; stops with the flag.
-fn serve(pod: &Netns, port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let path = pod.path();
-    std::thread::spawn(move || {
-        enter(&path).expect("setns");
-        // "::" takes IPv4 too (v6only is off by default).
-        let l = TcpListener::bind(("::", port)).expect("bind");
-        l.set_nonblocking(true).unwrap();
-        while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.write_all(b"ok");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    })
-}
-
 /// One TCP connection from inside `from` (1 s to answer).
 fn connects(from: &Netns, to: &str, port: u16) -> bool {
     let path = from.path();
     let to = std::net::SocketAddr::new(to.parse().unwrap(), port);
-    std::thread::spawn(move || {
-        enter(&path).expect("setns");
-        TcpStream::connect_timeout(&to, Duration::from_secs(1))
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(1)))?;
-                let mut b = [0u8; 2];
-                s.read_exact(&mut b)
-            })
-            .is_ok()
-    })
-    .join()
-    .unwrap()
+    std::thread::spawn(move || tcp_answers(&path, to, Duration::from_secs(1)))
+        .join()
+        .unwrap()
 }
 
 struct Pod {
@@ -164,8 +132,8 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
     let client = add_pod("y", "client", "client", 1);
     let stop = Arc::new(AtomicBool::new(false));
     let servers = [
-        serve(&web.ns, 8080, stop.clone()),
-        serve(&db.ns, 8080, stop.clone()),
+        serve_tcp(web.ns.path(), 8080, stop.clone()),
+        serve_tcp(db.ns.path(), 8080, stop.clone()),
     ];
     wait_for(
         "y/client reaches x/web (no policy)",
@@ -223,7 +191,7 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
         (!connects(&db.ns, &web.ip, 8080)).then_some(())
     });
     let fresh = add_pod("x", "fresh", "web", 0);
-    let _s3 = serve(&fresh.ns, 8080, stop.clone());
+    let _s3 = serve_tcp(fresh.ns.path(), 8080, stop.clone());
     assert!(
         !connects(&client.ns, &fresh.ip, 8080),
         "the new pod was reachable before its rules"
@@ -251,12 +219,7 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
         "denied: {:?}",
         kube.denied(AGENT_USER)
     );
-    let uris: Vec<String> = kube
-        .audit()
-        .into_iter()
-        .filter(|e| e["user"]["username"] == AGENT_USER && e["verb"] == "list")
-        .filter_map(|e| e["requestURI"].as_str().map(String::from))
-        .collect();
+    let uris = kube.uris(AGENT_USER, "list");
     for want in [
         "/api/v1/namespaces?",
         "/api/v1/pods?",

@@ -12,11 +12,11 @@
 mod common;
 
 use common::lab::{topology, Lab};
+use common::{serve_tcp, tcp_answers};
 use policy::cases::{all_pods, load, State};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,20 +60,7 @@ impl Servers {
                 let (stop_t, stop_u) = (stop.clone(), stop.clone());
                 let path = format!("/run/netns/{ns}");
                 let p2 = path.clone();
-                threads.push(std::thread::spawn(move || {
-                    enter(Path::new(&path)).expect("setns");
-                    let l = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
-                    l.set_nonblocking(true).unwrap();
-                    while !stop_t.load(Ordering::Relaxed) {
-                        match l.accept() {
-                            Ok((mut s, _)) => {
-                                let _ = s.set_nonblocking(false);
-                                let _ = s.write_all(b"ok");
-                            }
-                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                        }
-                    }
-                }));
+                threads.push(serve_tcp(path.clone().into(), port, stop_t));
                 threads.push(std::thread::spawn(move || {
                     enter(Path::new(&p2)).expect("setns");
                     let u = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
@@ -102,17 +89,12 @@ impl Drop for Servers {
 
 /// One connection attempt from inside `netns`.
 fn connect(netns: &str, to: IpAddr, port: u16, protocol: &str) -> bool {
-    enter(Path::new(&format!("/run/netns/{netns}"))).expect("setns");
+    let path = format!("/run/netns/{netns}");
     let addr = SocketAddr::new(to, port);
     match protocol {
-        "TCP" => TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(PROBE_TIMEOUT))?;
-                let mut b = [0u8; 2];
-                s.read_exact(&mut b)
-            })
-            .is_ok(),
+        "TCP" => tcp_answers(Path::new(&path), addr, PROBE_TIMEOUT),
         "UDP" => {
+            enter(Path::new(&path)).expect("setns");
             let u = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
             u.set_read_timeout(Some(PROBE_TIMEOUT)).unwrap();
             let mut b = [0u8; 8];

@@ -263,6 +263,15 @@ impl Kube {
         )
     }
 
+    /// The request URIs of `user`'s requests with `verb` (`list`, `watch`), from the audit log.
+    pub fn uris(&self, user: &str, verb: &str) -> Vec<String> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["user"]["username"] == user && e["verb"] == verb)
+            .filter_map(|e| e["requestURI"].as_str().map(String::from))
+            .collect()
+    }
+
     /// Set a pod's status as its kubelet would (`PATCH …/pods/NAME/status`: kubectl v1.20 has
     /// no `--subresource`), as the admin, from inside the control plane's namespace.
     pub fn patch_pod_status(&self, namespace: &str, name: &str, status: &Value) {

@@ -102,6 +102,21 @@ fn config(ns: &Netns, tools: Tools) -> EnforcerConfig {
     }
 }
 
+/// Hand `w` over and wait until it is in force, without error.
+fn in_force(
+    rt: &tokio::runtime::Runtime,
+    e: &Enforcer,
+    w: Arc<Workloads>,
+    generation: u64,
+) -> policy::EnforcerStatus {
+    e.apply(w, generation);
+    let s = rt
+        .block_on(e.wait_for(generation, Duration::from_secs(20)))
+        .expect("answered within 20 s");
+    assert_eq!(s.error, None);
+    s
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     // A worker of its own: the enforcer keeps resyncing while the test polls.
     tokio::runtime::Builder::new_multi_thread()
@@ -121,11 +136,7 @@ fn writes_only_its_own_chains_and_sets_repairs_them_and_removes_them() {
     let rt = runtime();
     let _guard = rt.enter();
     let e = Enforcer::start(config(&ns, Tools::default()));
-    e.apply(workloads(&format!("{PODS}{POLICY}")), 1);
-    let s = rt
-        .block_on(e.wait_for(1, Duration::from_secs(20)))
-        .expect("applied");
-    assert_eq!(s.error, None);
+    let s = in_force(&rt, &e, workloads(&format!("{PODS}{POLICY}")), 1);
     assert_eq!(s.in_force, 1);
 
     // Ours: the jump first in FORWARD, the policy's chains (SCTP accepted by the kernel through
@@ -201,11 +212,12 @@ fn writes_only_its_own_chains_and_sets_repairs_them_and_removes_them() {
     assert_eq!(foreign(&ns, "iptables-save"), before4);
 
     // The pod gone from this node: its policy's chains and sets go, the rest stays.
-    e.apply(workloads(&PODS.replace("nodeName: n1", "nodeName: n3")), 2);
-    let s = rt
-        .block_on(e.wait_for(2, Duration::from_secs(20)))
-        .expect("applied");
-    assert_eq!(s.error, None);
+    in_force(
+        &rt,
+        &e,
+        workloads(&PODS.replace("nodeName: n1", "nodeName: n3")),
+        2,
+    );
     let save = ns.exec(&["iptables-save", "-t", "filter"]);
     assert!(
         !save.contains("TWILL-PI-") && !save.contains("TWILL-PE-"),
@@ -226,11 +238,7 @@ fn a_failing_restore_keeps_the_previous_rules_and_says_why() {
     let rt = runtime();
     let _guard = rt.enter();
     let e = Enforcer::start(config(&ns, Tools::default()));
-    e.apply(workloads(&format!("{PODS}{POLICY}")), 1);
-    let s = rt
-        .block_on(e.wait_for(1, Duration::from_secs(20)))
-        .expect("applied");
-    assert_eq!(s.error, None);
+    in_force(&rt, &e, workloads(&format!("{PODS}{POLICY}")), 1);
     drop(e);
     let in_force = ns.exec(&["iptables-save", "-t", "filter"]);
     let sets = ns.exec(&["ipset", "save"]);

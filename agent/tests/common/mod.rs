@@ -178,10 +178,7 @@ pub fn cni(
     ipam: &Path,
     prev: Option<&Value>,
 ) -> (bool, Value) {
-    let mut conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
-        "stateDir": state, "dataDir": ipam,
-    });
+    let mut conf = cni_conf(state, ipam);
     if let Some(p) = prev {
         conf["prevResult"] = p.clone();
     }
@@ -196,6 +193,14 @@ pub fn cni(
     )
 }
 
+/// The network configuration the runtime hands Twill's plugin.
+fn cni_conf(state: &Path, ipam: &Path) -> Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
+        "stateDir": state, "dataDir": ipam,
+    })
+}
+
 /// CNI ADD / DEL for a Kubernetes pod: the runtime names it in `CNI_ARGS`, so the plugin can
 /// wait for its NetworkPolicy rules.
 pub fn cni_pod(
@@ -207,10 +212,7 @@ pub fn cni_pod(
     namespace: &str,
     name: &str,
 ) -> (bool, Value) {
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "twill", "type": "twill",
-        "stateDir": state, "dataDir": ipam,
-    });
+    let conf = cni_conf(state, ipam);
     let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
     cni_with(
         Path::new(TWILL),
@@ -277,4 +279,43 @@ pub fn ping(from: &Netns, ip: &str) -> bool {
     from.try_exec(&["ping", "-c", "1", "-W", "1", ip])
         .status
         .success()
+}
+
+/// A TCP server on `port` (IPv4 and IPv6) inside the namespace at `ns_path`, answering "ok"
+/// to every connection, until `stop` is set.
+pub fn serve_tcp(
+    ns_path: PathBuf,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        twill_lab::netns::enter(&ns_path).expect("setns");
+        // "::" takes IPv4 too (v6only is off by default).
+        let l = std::net::TcpListener::bind(("::", port)).expect("bind");
+        l.set_nonblocking(true).unwrap();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(b"ok");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+/// Whether a TCP connection from inside the namespace at `ns_path` to `to` gets the server's
+/// "ok" within `timeout` (a dropped SYN never does). Call from a thread of its own: it enters
+/// the namespace.
+pub fn tcp_answers(ns_path: &Path, to: std::net::SocketAddr, timeout: Duration) -> bool {
+    use std::io::Read;
+    twill_lab::netns::enter(ns_path).expect("setns");
+    std::net::TcpStream::connect_timeout(&to, timeout)
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(timeout))?;
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b)
+        })
+        .is_ok()
 }
