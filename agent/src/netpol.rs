@@ -7,7 +7,6 @@ use policy::eval::{evaluate, End, Side};
 use policy::{Enforcer, EnforcerStatus};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// What the CNI plugin tells the agent.
@@ -40,8 +39,10 @@ pub struct PolicyHandle {
 #[derive(Clone, Debug, Default)]
 pub struct SourceStatus {
     pub what: String,
-    /// The file's content hash (file mode): the lab waits for the one it wrote.
+    /// The file's content hash (file mode) and the generation of the model built from it:
+    /// the lab waits for the file it wrote, then for that generation to be in force.
     pub file_hash: Option<String>,
+    pub generation: u64,
     pub problems: Vec<String>,
 }
 
@@ -73,6 +74,7 @@ impl PolicyHandle {
         PolicyStatus {
             source: src.what,
             file_hash: src.file_hash,
+            file_generation: src.generation,
             problems: src.problems,
             wanted: e.wanted,
             in_force: e.in_force,
@@ -96,9 +98,6 @@ impl PolicyHandle {
         }
     }
 }
-
-/// How long a pod's CNI ADD may wait for its rules.
-pub const POD_WAIT: Duration = Duration::from_secs(10);
 
 /// The hash `twill status` reports for the workloads file (FNV-1a over its bytes, as hex).
 pub fn file_hash(bytes: &[u8]) -> String {

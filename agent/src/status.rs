@@ -78,8 +78,11 @@ pub struct RouteStatus {
 pub struct PolicyStatus {
     /// `kubernetes` or `file PATH`.
     pub source: String,
-    /// File mode: the FNV-1a hash of the workloads file last read.
+    /// File mode: the FNV-1a hash of the workloads file last read, and the generation of
+    /// the model built from it.
     pub file_hash: Option<String>,
+    #[serde(default)]
+    pub file_generation: u64,
     /// Objects refused (their previous version, if any, stays in force).
     pub problems: Vec<String>,
     /// Generations of the model: the newest handed over, the newest in force.

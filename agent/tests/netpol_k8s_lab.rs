@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{cni_pod, serve_tcp, tcp_answers, Agent};
+use common::{cni_pod, serve_tcp, tcp_reach, Agent, Reach};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,18 +29,28 @@ fn node(name: &str, ip: &str, ip6: &str) -> Value {
 }
 
 /// One TCP connection from inside `from` (1 s to answer).
-fn connects(from: &Netns, to: &str, port: u16) -> bool {
+fn reach(from: &Netns, to: &str, port: u16) -> Reach {
     let path = from.path();
     let to = std::net::SocketAddr::new(to.parse().unwrap(), port);
-    std::thread::spawn(move || tcp_answers(&path, to, Duration::from_secs(1)))
+    std::thread::spawn(move || tcp_reach(&path, to, Duration::from_secs(1)))
         .join()
         .unwrap()
+}
+
+fn connects(from: &Netns, to: &str, port: u16) -> bool {
+    reach(from, to, port) == Reach::Answered
+}
+
+/// Dropped (what a policy does), not refused (what a missing server does).
+fn blocked(from: &Netns, to: &str, port: u16) -> bool {
+    reach(from, to, port) == Reach::Silent
 }
 
 struct Pod {
     ns: Netns,
     ip: String,
     ip6: String,
+    server: std::thread::JoinHandle<()>,
 }
 
 #[test]
@@ -105,12 +115,16 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
         kube.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"team": team}}}));
     }
     let ipam = dir.join("ipam");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each pod serves 8080 from before its network exists, so a connection that is not
+    // answered was dropped, not refused for want of a server.
     let add_pod = |ns: &str, name: &str, app: &str, on: usize| -> Pod {
         kube.apply(&json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
             "spec": {"nodeName": NODES[on].0, "containers": [{"name": "c", "image": "none",
                 "ports": [{"name": "http", "containerPort": 8080}]}]}}));
         let pod = Netns::new("p");
+        let server = serve_tcp(pod.path(), 8080, stop.clone());
         let (ok, v) = cni_pod(&hosts[on], &pod, "ADD", &agents[on].state, &ipam, ns, name);
         assert!(ok, "CNI ADD {ns}/{name}: {v}");
         let ips = common::pod_ips(&v);
@@ -125,16 +139,12 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
             ns: pod,
             ip: ips[0].clone(),
             ip6: ips[1].clone(),
+            server,
         }
     };
     let web = add_pod("x", "web", "web", 0);
     let db = add_pod("x", "db", "db", 1);
     let client = add_pod("y", "client", "client", 1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let servers = [
-        serve_tcp(web.ns.path(), 8080, stop.clone()),
-        serve_tcp(db.ns.path(), 8080, stop.clone()),
-    ];
     wait_for(
         "y/client reaches x/web (no policy)",
         Duration::from_secs(20),
@@ -156,7 +166,7 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
     };
     kube.apply(&allow("b"));
     wait_for("x/db cut off from x/web", Duration::from_secs(20), || {
-        (!connects(&db.ns, &web.ip, 8080)).then_some(())
+        blocked(&db.ns, &web.ip, 8080).then_some(())
     });
     assert!(connects(&client.ns, &web.ip, 8080), "team b is allowed");
     // IPv6 alike (ip6tables and inet6 sets).
@@ -165,13 +175,13 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
         "team b is allowed over IPv6"
     );
     assert!(
-        !connects(&db.ns, &web.ip6, 8080),
+        blocked(&db.ns, &web.ip6, 8080),
         "x/db is not, over IPv6 either"
     );
     // Changed in place: now team a only.
     kube.apply(&allow("a"));
     wait_for("the change in force", Duration::from_secs(20), || {
-        (!connects(&client.ns, &web.ip, 8080) && connects(&db.ns, &web.ip, 8080)).then_some(())
+        (blocked(&client.ns, &web.ip, 8080) && connects(&db.ns, &web.ip, 8080)).then_some(())
     });
     // The API server itself refuses what it cannot hold, naming the field.
     let (ok, out) = kube.apply_result(&json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -179,21 +189,22 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
         "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["192.168.0.0/16"]}}]}]}}));
     assert!(!ok && out.contains("except"), "{out}");
 
-    // x denies all ingress; a new pod there is protected from its very first packet: its CNI
-    // ADD returned only once its rules were in force.
+    // x's web pods deny all ingress (selected by label); a new web pod is protected from its
+    // very first packet: its CNI ADD returned only once the agent had the pod with its labels
+    // and its rules were in force.
     kube.apply(
         &json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "deny", "namespace": "x"}, "spec": {"podSelector": {}}}),
+        "metadata": {"name": "deny", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}),
     );
     let (ok, _) = kube.kubectl(&["delete", "networkpolicy", "-n", "x", "web"]);
     assert!(ok);
     wait_for("x/web closed", Duration::from_secs(20), || {
-        (!connects(&db.ns, &web.ip, 8080)).then_some(())
+        blocked(&db.ns, &web.ip, 8080).then_some(())
     });
     let fresh = add_pod("x", "fresh", "web", 0);
-    let _s3 = serve_tcp(fresh.ns.path(), 8080, stop.clone());
     assert!(
-        !connects(&client.ns, &fresh.ip, 8080),
+        blocked(&client.ns, &fresh.ip, 8080),
         "the new pod was reachable before its rules"
     );
     let status = agents[0].status().unwrap();
@@ -210,8 +221,8 @@ fn policies_from_a_real_api_server_are_enforced_and_new_pods_start_protected() {
     });
 
     stop.store(true, Ordering::Relaxed);
-    for s in servers {
-        s.join().unwrap();
+    for p in [web, db, client, fresh] {
+        p.server.join().unwrap();
     }
     // Within the manifest's RBAC, as the server judged it; watching what policy needs.
     assert!(

@@ -8,7 +8,7 @@
 
 use crate::exec::{ExecError, Tools};
 use crate::observed::{parse_ipset, parse_iptables, Observed};
-use crate::plan::{believed, plan};
+use crate::plan::{believed, plan, teardown};
 use crate::ruleset::{Counted, Direction, Family};
 use cluster::workloads::Workloads;
 use serde::Serialize;
@@ -45,8 +45,10 @@ pub struct EnforcerStatus {
     /// The generation of the last workloads handed over, and of the last one in force.
     pub wanted: u64,
     pub in_force: u64,
-    /// Why the last batch failed (the rules in force are then the previous ones).
+    /// Why the last batch failed (the rules in force are then the previous ones), and the
+    /// generation it was for.
     pub error: Option<String>,
+    pub failed: u64,
     pub rules: usize,
     pub sets: usize,
     pub set_entries: usize,
@@ -97,7 +99,7 @@ impl Enforcer {
             loop {
                 {
                     let s = rx.borrow_and_update();
-                    if s.in_force >= generation || (s.wanted >= generation && s.error.is_some()) {
+                    if s.in_force >= generation || s.failed >= generation {
                         return Some(s.clone());
                     }
                 }
@@ -203,7 +205,10 @@ async fn run(
                     warn!(generation, error = %text, "policy rules not programmed; the previous ones stay in force");
                 }
                 last_error = Some(text.clone());
-                status.send_modify(|s| s.error = Some(text));
+                status.send_modify(|s| {
+                    s.error = Some(text);
+                    s.failed = generation;
+                });
             }
         }
     }
@@ -254,9 +259,11 @@ fn sync(
             source,
         };
         let desired = crate::compile(w, &cfg.node, family);
+        let mut from_belief = false;
         let observed = match mem.beliefs.remove(&family) {
             Some(b) if !read_back => {
                 read_all = false;
+                from_belief = true;
                 b
             }
             _ => {
@@ -273,19 +280,33 @@ fn sync(
             }
         };
         let p = plan(&desired, &observed);
-        // Counters of chains about to be rewritten are kept before iptables zeroes them.
-        for ((chain, label), packets) in &observed.counters {
+        // iptables starts a rewritten chain's counters at zero: what they held is carried,
+        // read now if this batch was planned from belief.
+        let fresh;
+        let counts = if from_belief && !p.chains_written.is_empty() {
+            let mut o = Observed::default();
+            match cfg.tools.save(family) {
+                Ok(t) => parse_iptables(&t, &mut o),
+                Err(e) => return (Err(wrap(e)), mem),
+            }
+            fresh = o.counters;
+            &fresh
+        } else {
+            &observed.counters
+        };
+        let mut carry = Carried::new();
+        for ((chain, label), packets) in counts {
             if let Some(what) = desired.counted.get(&(chain.clone(), label.clone())) {
                 *totals.entry(what.clone()).or_default() += packets;
                 if p.chains_written.contains(chain) {
-                    *mem.carried.entry(what.clone()).or_default() += packets;
+                    *carry.entry(what.clone()).or_default() += packets;
                 }
             }
         }
         if !p.is_empty() {
             debug!(family = fam, summary = ?p.summary, "policy batch");
-            if !p.sets_before.is_empty() {
-                if let Err(e) = cfg.tools.ipset_restore(&p.sets_before) {
+            if !p.sets.is_empty() {
+                if let Err(e) = cfg.tools.ipset_restore(&p.sets) {
                     return (Err(wrap(e)), mem);
                 }
             }
@@ -294,14 +315,12 @@ fn sync(
                     return (Err(wrap(e)), mem);
                 }
             }
-            if !p.sets_after.is_empty() {
-                if let Err(e) = cfg.tools.ipset_restore(&p.sets_after) {
-                    return (Err(wrap(e)), mem);
-                }
-            }
             done.changed = true;
         }
-        mem.beliefs.insert(family, believed(&desired));
+        for (what, n) in carry {
+            *mem.carried.entry(what).or_default() += n;
+        }
+        mem.beliefs.insert(family, believed(&desired, &p));
         done.rules += desired.rule_count();
         done.sets += desired.sets.len();
         done.set_entries += desired.set_entries();
@@ -357,4 +376,30 @@ fn bridge_netfilter(dir: &std::path::Path) -> bool {
         }
     }
     ok
+}
+
+/// Remove everything Twill has in the given families (rules first, then sets): for a node
+/// where enforcement is turned off, so no rule is left dropping traffic with nothing to update
+/// it. Blocking. Returns how many chains and sets went.
+pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), SyncError> {
+    let mut removed = (0, 0);
+    for &family in families {
+        let wrap = |source| SyncError::Exec {
+            family: family.name(),
+            source,
+        };
+        let mut o = Observed::default();
+        parse_iptables(&tools.save(family).map_err(wrap)?, &mut o);
+        parse_ipset(&tools.ipset_save().map_err(wrap)?, &mut o);
+        let p = teardown(family, &o);
+        if !p.rules.is_empty() {
+            tools.restore(family, &p.rules).map_err(wrap)?;
+        }
+        if !p.sets.is_empty() {
+            tools.ipset_restore(&p.sets).map_err(wrap)?;
+        }
+        removed.0 += o.chains.len();
+        removed.1 += p.sets.lines().count();
+    }
+    Ok(removed)
 }

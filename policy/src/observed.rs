@@ -16,8 +16,12 @@ pub struct Observed {
     pub jump_first: bool,
     /// Twill's sets: type and entries.
     pub sets: BTreeMap<String, ObservedSet>,
-    /// Packet counters per (chain, label), from `iptables-save -c`.
+    /// Packet counters per (chain, rule label), from `iptables-save -c` (labels name the
+    /// policy and rule; one longer than the comment holds is cut, and its counts are lost).
     pub counters: BTreeMap<(String, String), u64>,
+    /// Sets Twill's rules match on now: a set no longer wanted is destroyed only once no rule
+    /// in the kernel refers to it (ipset refuses to destroy a set in use).
+    pub referenced: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,6 +89,14 @@ pub fn parse_iptables(text: &str, into: &mut Observed) {
             },
             None => (String::new(), String::new()),
         };
+        let mut words = rule.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "--match-set" {
+                if let Some(set) = words.next() {
+                    into.referenced.insert(set.to_string());
+                }
+            }
+        }
         into.chains.entry(chain.to_string()).or_default().push(hash);
         if !label.is_empty() {
             *into.counters.entry((chain.to_string(), label)).or_default() += packets;

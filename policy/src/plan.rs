@@ -1,11 +1,12 @@
-//! The pure plan: a desired [`Ruleset`] and what the kernel holds ([`Observed`]) → the three
-//! texts one batch runs, in order: `ipset restore` (new sets created), `iptables-restore
-//! --noflush` (only the chains that differ, rewritten; chains no longer wanted removed; the
-//! jump from `FORWARD` put first), and `ipset restore` again (changed sets built whole under a
-//! temporary name and swapped in — never a flushed set in force —, sets no longer referenced
-//! destroyed). If `iptables-restore` fails, the last step is not run: the rules and the
-//! memberships in force stay the previous ones. An empty plan means the kernel already holds
-//! exactly the desired state.
+//! The pure plan: a desired [`Ruleset`] and what the kernel holds ([`Observed`]) → the two
+//! texts one batch runs per family, in order: one `ipset restore` (sets no longer wanted and
+//! no longer matched by any rule in the kernel destroyed; new sets created; changed sets built
+//! whole under a temporary name and swapped in — never a flushed set in force), then one
+//! `iptables-restore --noflush` (only the chains that differ, rewritten; chains no longer
+//! wanted removed; the jump from `FORWARD` put first). A set the old rules still match is
+//! destroyed by the next batch, once the new rules are in (`Plan::unreferenced`). If
+//! `iptables-restore` fails, the rules in force stay the previous ones (their sets may already
+//! hold the new members). An empty plan means the kernel already holds the desired state.
 
 use crate::observed::Observed;
 use crate::render::{jump_rule, rule_hash, rule_line, set_adds, set_create};
@@ -14,9 +15,11 @@ use std::fmt::Write;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub sets_before: String,
+    pub sets: String,
     pub rules: String,
-    pub sets_after: String,
+    /// Sets no longer wanted that rules in the kernel still match now: destroyed by the next
+    /// batch.
+    pub unreferenced: Vec<String>,
     /// Chains written (for counters: theirs start again at zero).
     pub chains_written: Vec<String>,
     /// What changed, for the log: sets created, swapped, destroyed; chains written, removed.
@@ -35,49 +38,46 @@ pub struct Summary {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.sets_before.is_empty() && self.rules.is_empty() && self.sets_after.is_empty()
+        self.sets.is_empty() && self.rules.is_empty()
     }
 }
 
 pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
     let mut p = Plan::default();
+    let family_digit = desired.family.digit();
+    for name in observed.sets.keys() {
+        // Only this family's sets (the other family's plan owns the rest), temporary sets
+        // left by an interrupted batch included. First, so a swap below may reuse a name.
+        let ours = name[crate::ruleset::SET_PREFIX.len()..]
+            .trim_start_matches('t')
+            .starts_with(family_digit);
+        if !ours || desired.sets.contains_key(name) {
+            continue;
+        }
+        if observed.referenced.contains(name) {
+            p.unreferenced.push(name.clone());
+        } else {
+            let _ = writeln!(p.sets, "destroy {name}");
+            p.summary.sets_destroyed += 1;
+        }
+    }
     for (name, set) in &desired.sets {
         match observed.sets.get(name) {
             None => {
-                let _ = writeln!(p.sets_before, "{}", set_create(name, set, desired.family));
-                set_adds(&mut p.sets_before, name, set);
+                let _ = writeln!(p.sets, "{}", set_create(name, set, desired.family));
+                set_adds(&mut p.sets, name, set);
                 p.summary.sets_created += 1;
             }
             Some(o) if o.members != set.members => {
                 let tmp = temp_set_name(name);
-                let _ = writeln!(p.sets_after, "{}", set_create(&tmp, set, desired.family));
-                let _ = writeln!(p.sets_after, "flush {tmp}");
-                set_adds(&mut p.sets_after, &tmp, set);
-                let _ = writeln!(p.sets_after, "swap {tmp} {name}");
-                let _ = writeln!(p.sets_after, "destroy {tmp}");
+                let _ = writeln!(p.sets, "{}", set_create(&tmp, set, desired.family));
+                let _ = writeln!(p.sets, "flush {tmp}");
+                set_adds(&mut p.sets, &tmp, set);
+                let _ = writeln!(p.sets, "swap {tmp} {name}");
+                let _ = writeln!(p.sets, "destroy {tmp}");
                 p.summary.sets_swapped += 1;
             }
             Some(_) => {}
-        }
-    }
-    let family_digit = desired.family.digit();
-    for name in observed.sets.keys() {
-        // Only this family's sets (the other family's plan owns the rest); temporary sets
-        // left by an interrupted batch go too.
-        let ours = name[crate::ruleset::SET_PREFIX.len()..]
-            .trim_start_matches('t')
-            .starts_with(family_digit);
-        if ours && !desired.sets.contains_key(name) {
-            // A temporary set is never referenced by a rule: it goes first, so this batch's
-            // own swaps can create it again.
-            let temporary = name.starts_with(&format!("{}t", crate::ruleset::SET_PREFIX));
-            let text = if temporary {
-                &mut p.sets_before
-            } else {
-                &mut p.sets_after
-            };
-            let _ = writeln!(text, "destroy {name}");
-            p.summary.sets_destroyed += 1;
         }
     }
 
@@ -126,14 +126,27 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
     p
 }
 
-/// What the kernel holds once `desired` is in force, as the read-back would find it: the
-/// belief the next batch is planned against.
-pub fn believed(desired: &Ruleset) -> Observed {
+/// What the kernel holds once `p` (planned for `desired`) is in force, as the read-back would
+/// find it: the belief the next batch is planned against. Sets kept for later are in it,
+/// matched by no rule any more, so the next batch destroys them.
+pub fn believed(desired: &Ruleset, p: &Plan) -> Observed {
     let mut o = Observed {
         jumps: 1,
         jump_first: true,
         ..Default::default()
     };
+    for rules in desired.chains.values() {
+        for r in rules {
+            for m in &r.matches {
+                if let crate::ruleset::Match::Set { name, .. } = m {
+                    o.referenced.insert(name.clone());
+                }
+            }
+        }
+    }
+    for name in &p.unreferenced {
+        o.sets.insert(name.clone(), Default::default());
+    }
     for (chain, rules) in &desired.chains {
         o.chains.insert(
             chain.clone(),
@@ -150,4 +163,33 @@ pub fn believed(desired: &Ruleset) -> Observed {
         );
     }
     o
+}
+
+/// Everything Twill has in one family, removed: the jumps from `FORWARD`, then every
+/// `TWILL-…` chain (`rules`, run first), then every `twill-…` set (`sets`, once no rule
+/// matches them). For a node where enforcement is turned off.
+pub fn teardown(family: crate::ruleset::Family, observed: &Observed) -> Plan {
+    let mut p = Plan::default();
+    let mut rules = String::new();
+    for _ in 0..observed.jumps {
+        let _ = writeln!(rules, "{}", jump_rule(false));
+    }
+    for chain in observed.chains.keys() {
+        let _ = writeln!(rules, ":{chain} - [0:0]");
+    }
+    for chain in observed.chains.keys() {
+        let _ = writeln!(rules, "-X {chain}");
+    }
+    if !rules.is_empty() {
+        p.rules = format!("*filter\n{rules}COMMIT\n");
+    }
+    for name in observed.sets.keys() {
+        let ours = name[crate::ruleset::SET_PREFIX.len()..]
+            .trim_start_matches('t')
+            .starts_with(family.digit());
+        if ours {
+            let _ = writeln!(p.sets, "destroy {name}");
+        }
+    }
+    p
 }

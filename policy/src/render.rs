@@ -69,7 +69,7 @@ pub fn rule_line(chain: &str, rule: &Rule) -> String {
     let comment = if rule.label.is_empty() {
         format!("twill:{hash}")
     } else {
-        format!("\"twill:{hash} {}\"", rule.label)
+        format!("\"twill:{hash} {}\"", short(&rule.label))
     };
     format!(
         "-A {chain}{} -m comment --comment {comment}{}",
@@ -102,4 +102,18 @@ pub fn set_adds(out: &mut String, name: &str, set: &IpSet) {
     for m in &set.members {
         let _ = writeln!(out, "add {name} {m}");
     }
+}
+
+/// iptables keeps at most 255 bytes of comment; `twill:` and the hash take 23. The label is for
+/// people reading `iptables-save` (the hash is what Twill reads back), so a long one is cut.
+fn short(label: &str) -> &str {
+    const ROOM: usize = 255 - 24;
+    if label.len() <= ROOM {
+        return label;
+    }
+    let mut end = ROOM;
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    &label[..end]
 }

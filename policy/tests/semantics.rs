@@ -6,7 +6,7 @@
 use cluster::workloads::{build, file, Protocol, Workloads};
 use policy::eval::{evaluate, End};
 use policy::observed::{parse_ipset, parse_iptables, Observed};
-use policy::plan::plan;
+use policy::plan::{believed, plan};
 use policy::render::rule_line;
 use policy::simulate::{passes, Packet};
 use policy::{compile, Family};
@@ -387,7 +387,7 @@ fn applied(desired: &policy::Ruleset) -> Observed {
     let mut o = Observed::default();
     parse_iptables(&save, &mut o);
     let sets: String = p
-        .sets_before
+        .sets
         .lines()
         .map(|l| l.replace(" -exist", ""))
         .map(|l| format!("{l}\n"))
@@ -412,21 +412,31 @@ fn a_second_plan_is_empty_a_membership_change_swaps_and_leftovers_go() {
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let p = plan(&compile(&w2, "n1", Family::V4), &o);
     assert!(p.rules.is_empty(), "no rule changes for a pod: {}", p.rules);
-    assert!(p.sets_after.contains("swap twill-t4"), "{}", p.sets_after);
+    assert!(p.sets.contains("swap twill-t4"), "{}", p.sets);
     assert!(
-        p.sets_after.contains("add twill-t4-ingress 10.0.1.9"),
+        p.sets.contains("add twill-t4-ingress 10.0.1.9"),
         "{}",
-        p.sets_after
+        p.sets
     );
-    // The policy gone: its chains and set go, other families' sets are not touched.
+    // The policy gone: its chains go now; its set, which the old rules still match, goes with
+    // the next batch (planned against the belief); other families' sets are not touched.
     let mut o6 = o.clone();
     o6.sets.insert("twill-6-ingress".into(), Default::default());
-    let p = plan(&compile(&world(""), "n1", Family::V4), &o6);
+    let none = compile(&world(""), "n1", Family::V4);
+    let p = plan(&none, &o6);
     assert!(p.rules.contains("-X TWILL-PI-"), "{}", p.rules);
     assert!(
-        p.sets_after.contains("destroy twill-4l-"),
-        "{}",
-        p.sets_after
+        !p.sets.contains("destroy twill-4l-"),
+        "still matched: {}",
+        p.sets
     );
-    assert!(!p.sets_after.contains("twill-6-"), "{}", p.sets_after);
+    assert!(
+        p.unreferenced.iter().any(|s| s.starts_with("twill-4l-")),
+        "{p:?}"
+    );
+    assert!(!p.sets.contains("twill-6-"), "{}", p.sets);
+    let next = plan(&none, &believed(&none, &p));
+    assert!(next.sets.contains("destroy twill-4l-"), "{}", next.sets);
+    assert!(next.rules.is_empty(), "{}", next.rules);
+    assert!(plan(&none, &believed(&none, &next)).is_empty());
 }

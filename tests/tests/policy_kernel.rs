@@ -5,7 +5,7 @@
 //! why.
 
 use cluster::workloads::{build, file, Workloads};
-use policy::enforcer::{Enforcer, EnforcerConfig};
+use policy::enforcer::{remove_all, Enforcer, EnforcerConfig};
 use policy::{Family, Tools};
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,13 +223,34 @@ fn writes_only_its_own_chains_and_sets_repairs_them_and_removes_them() {
         !save.contains("TWILL-PI-") && !save.contains("TWILL-PE-"),
         "{save}"
     );
-    let sets = ns.exec(&["ipset", "list", "-n"]);
-    assert!(
-        !sets.contains("twill-4l-") && !sets.contains("twill-4n-"),
-        "{sets}"
+    // Its sets go with the next batch (the resync), once no rule matches them.
+    wait_for(
+        "the policy's sets destroyed",
+        Duration::from_secs(10),
+        || {
+            let sets = ns.exec(&["ipset", "list", "-n"]);
+            (!sets.contains("twill-4l-") && !sets.contains("twill-4n-")).then_some(())
+        },
     );
     assert_eq!(foreign(&ns, "iptables-save"), before4);
     assert_eq!(foreign(&ns, "ip6tables-save"), before6);
+
+    // Enforcement turned off: everything of Twill's goes, nothing of anyone else's.
+    drop(e);
+    let tools = config(&ns, Tools::default()).tools;
+    let (chains, sets) = remove_all(&tools, &[Family::V4, Family::V6]).expect("removed");
+    assert!(chains >= 6 && sets >= 4, "{chains} chains, {sets} sets");
+    for save in ["iptables-save", "ip6tables-save"] {
+        let text = ns.exec(&[save]);
+        assert!(
+            !text.contains("TWILL") && !text.contains("twill:"),
+            "{text}"
+        );
+    }
+    assert!(!ns.exec(&["ipset", "list", "-n"]).contains("twill-"));
+    assert_eq!(foreign(&ns, "iptables-save"), before4);
+    assert_eq!(foreign(&ns, "ip6tables-save"), before6);
+    assert_eq!(ns.exec(&["ipset", "list", "KUBE-X"]), sets_before);
 }
 
 #[test]

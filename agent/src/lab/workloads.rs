@@ -296,7 +296,7 @@ fn publish(st: &LabState, o: &Objects) -> Result<String, LabError> {
                 Some(p) if p.error.is_some() => {
                     waiting.push(format!("{}: {}", n.name, p.error.unwrap_or_default()))
                 }
-                Some(p) if p.in_force < p.wanted => {
+                Some(p) if p.in_force < p.file_generation => {
                     waiting.push(format!("{}: programming", n.name))
                 }
                 Some(_) => {}

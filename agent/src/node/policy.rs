@@ -5,7 +5,7 @@
 //! enforcer, which owns the kernel side. Data flows one way: workloads → this task →
 //! `policy::Enforcer` → iptables / ipset.
 
-use crate::netpol::{file_hash, PolicyHandle, Request, SourceStatus, POD_WAIT};
+use crate::netpol::{file_hash, PolicyHandle, Request, SourceStatus};
 use cluster::k8s::workloads::WorkloadsRx;
 use cluster::workloads::{build, file, Pod, Workloads};
 use policy::{Enforcer, EnforcerConfig, Family, Tools};
@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 /// Where the workloads come from.
@@ -24,7 +24,13 @@ pub enum Source {
     Api(WorkloadsRx),
 }
 
-pub fn start(source: Source, node: String, families: Vec<Family>) -> PolicyHandle {
+/// Start the task and its enforcer; a pod's CNI ADD waits at most `pod_wait` for its rules.
+pub fn start(
+    source: Source,
+    node: String,
+    families: Vec<Family>,
+    pod_wait: Duration,
+) -> PolicyHandle {
     let node_name = node.clone();
     let enforcer = Enforcer::start(EnforcerConfig {
         node: node.clone(),
@@ -43,14 +49,35 @@ pub fn start(source: Source, node: String, families: Vec<Family>) -> PolicyHandl
         what,
         ..Default::default()
     }));
-    tokio::spawn(run(source, node, enforcer.clone(), rx, mtx, status.clone()));
+    tokio::spawn(run(
+        source,
+        node,
+        enforcer.clone(),
+        rx,
+        mtx,
+        status.clone(),
+        pod_wait,
+    ));
     PolicyHandle::new(tx, enforcer, mrx, status, node_name)
+}
+
+/// A pod whose CNI ADD waits for the source (API watch or file) to hold it, so its rules
+/// are those of its labels.
+struct Pending {
+    namespace: String,
+    name: String,
+    reply: oneshot::Sender<Result<(), String>>,
+    deadline: Instant,
 }
 
 struct Task {
     node: String,
     enforcer: Enforcer,
+    /// The model from the source; nothing is handed to the enforcer before the first one (a
+    /// model without policies would remove every rule in force).
     base: Option<Arc<Workloads>>,
+    pending: Vec<Pending>,
+    pod_wait: Duration,
     /// Addresses the CNI plugin reported, by (namespace, name).
     cni: BTreeMap<(String, String), Vec<IpAddr>>,
     generation: u64,
@@ -65,11 +92,14 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     model: watch::Sender<Arc<Workloads>>,
     status: Arc<Mutex<SourceStatus>>,
+    pod_wait: Duration,
 ) {
     let mut t = Task {
         node,
         enforcer,
         base: None,
+        pending: Vec::new(),
+        pod_wait,
         cni: BTreeMap::new(),
         generation: 0,
         model,
@@ -93,7 +123,9 @@ async fn run(
             Some(w) = next_model(&mut source) => {
                 t.base = Some(w);
                 t.publish();
+                t.settle();
             }
+            _ = tokio::time::sleep_until(t.next_deadline()), if !t.pending.is_empty() => t.expire(),
         }
     }
 }
@@ -140,14 +172,16 @@ impl Task {
         for p in &built.problems {
             warn!(problem = %p, "object refused; its previous version, if any, stays in force");
         }
-        {
-            let mut s = self.status.lock().expect("policy status");
-            s.problems = built.problems.iter().map(|p| p.to_string()).collect();
-            s.file_hash = Some(file_hash(&text));
-        }
         info!(path = %path.display(), pods = built.workloads.pods.len(), policies = built.workloads.policies.len(), "workloads read");
         self.base = Some(Arc::new(built.workloads));
         self.publish();
+        self.settle();
+        // Said once the model is handed over: whoever waits for this file then waits for
+        // this generation to be in force.
+        let mut s = self.status.lock().expect("policy status");
+        s.problems = built.problems.iter().map(|p| p.to_string()).collect();
+        s.file_hash = Some(file_hash(&text));
+        s.generation = self.generation;
     }
 
     fn request(&mut self, r: Request) {
@@ -158,24 +192,21 @@ impl Task {
                 ips,
                 reply,
             } => {
+                if ips.is_empty() {
+                    let _ = reply.send(Err(format!(
+                        "pod {namespace}/{name}: the CNI result has no address"
+                    )));
+                    return;
+                }
                 self.cni.insert((namespace.clone(), name.clone()), ips);
-                self.publish();
-                let enforcer = self.enforcer.clone();
-                let generation = self.generation;
-                tokio::spawn(async move {
-                    let r = match enforcer.wait_for(generation, POD_WAIT).await {
-                        None => Err(format!(
-                            "the rules for {namespace}/{name} were not in force within {}s",
-                            POD_WAIT.as_secs()
-                        )),
-                        Some(s) if s.in_force >= generation => Ok(()),
-                        Some(s) => Err(format!(
-                            "the rules for {namespace}/{name} could not be programmed: {}",
-                            s.error.unwrap_or_default()
-                        )),
-                    };
-                    let _ = reply.send(r);
+                self.pending.push(Pending {
+                    namespace,
+                    name,
+                    reply,
+                    deadline: Instant::now() + self.pod_wait,
                 });
+                self.publish();
+                self.settle();
             }
             Request::PodDeleted { namespace, name } => {
                 if self.cni.remove(&(namespace, name)).is_some() {
@@ -185,9 +216,71 @@ impl Task {
         }
     }
 
+    /// Pending pods the source now holds: their rules are in the last model handed over, so
+    /// each answer waits for that generation to be in force (or fail), within its deadline.
+    fn settle(&mut self) {
+        let Some(base) = self.base.clone() else {
+            return;
+        };
+        let (ready, waiting): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| base.pod(&p.namespace, &p.name).is_some());
+        self.pending = waiting;
+        for p in ready {
+            let enforcer = self.enforcer.clone();
+            let generation = self.generation;
+            let left = p.deadline.saturating_duration_since(Instant::now());
+            let wait = self.pod_wait.as_secs();
+            tokio::spawn(async move {
+                let pod = format!("{}/{}", p.namespace, p.name);
+                let r = match enforcer.wait_for(generation, left).await {
+                    None => Err(format!(
+                        "the rules for {pod} were not in force within {wait}s"
+                    )),
+                    Some(s) if s.in_force >= generation => Ok(()),
+                    Some(s) => Err(format!(
+                        "the rules for {pod} could not be programmed: {}",
+                        s.error.unwrap_or_default()
+                    )),
+                };
+                let _ = p.reply.send(r);
+            });
+        }
+    }
+
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let d = self.pending.iter().map(|p| p.deadline).min();
+        d.map(tokio::time::Instant::from_std)
+            .unwrap_or_else(tokio::time::Instant::now)
+    }
+
+    /// Pending pods the source never showed within their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let (late, waiting): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.pending = waiting;
+        for p in late {
+            let _ = p.reply.send(Err(format!(
+                "pod {}/{} is not among the cluster's pods (API watch or workloads file) after {}s",
+                p.namespace,
+                p.name,
+                self.pod_wait.as_secs()
+            )));
+        }
+    }
+
     /// The source's model with the CNI plugin's addresses merged in, handed to the enforcer.
     fn publish(&mut self) {
-        let mut w = self.base.as_deref().cloned().unwrap_or_default();
+        let Some(base) = self.base.clone() else {
+            return;
+        };
+        // Once the source has a pod's addresses, the CNI plugin's report is not needed: it
+        // would only outlive the pod if a DEL were missed.
+        self.cni
+            .retain(|(ns, name), _| base.pod(ns, name).is_none_or(|p| p.ips.is_empty()));
+        let mut w = (*base).clone();
         for ((ns, name), ips) in &self.cni {
             match w
                 .pods

@@ -161,9 +161,37 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                 .any(|c| policy::Family::of(&c.addr()) == *f)
         })
         .collect();
-    let policy = workloads
-        .filter(|_| view.network_policy.enabled)
-        .map(|source| super::policy::start(source, me.name.clone(), families));
+    let pod_wait = Duration::from_secs(u64::from(view.network_policy.pod_wait.unwrap_or(10)));
+    let policy = match workloads {
+        Some(source) if view.network_policy.enabled => Some(super::policy::start(
+            source,
+            me.name.clone(),
+            families,
+            pod_wait,
+        )),
+        _ => {
+            // Off: nothing of Twill's may be left dropping traffic with nothing to update it.
+            let tools = policy::Tools::default();
+            match tokio::task::spawn_blocking(move || {
+                policy::enforcer::remove_all(&tools, &[policy::Family::V4, policy::Family::V6])
+            })
+            .await
+            {
+                Ok(Ok((0, 0))) => {}
+                Ok(Ok((chains, sets))) => {
+                    info!(
+                        chains,
+                        sets, "network policy is off: Twill's chains and sets removed"
+                    )
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "network policy is off, but Twill's chains and sets could not be removed")
+                }
+                Err(_) => {}
+            }
+            None
+        }
+    };
     let policy_wait = view
         .network_policy
         .pod_wait

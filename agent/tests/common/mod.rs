@@ -305,17 +305,55 @@ pub fn serve_tcp(
     })
 }
 
-/// Whether a TCP connection from inside the namespace at `ns_path` to `to` gets the server's
-/// "ok" within `timeout` (a dropped SYN never does). Call from a thread of its own: it enters
-/// the namespace.
-pub fn tcp_answers(ns_path: &Path, to: std::net::SocketAddr, timeout: Duration) -> bool {
+/// What a connection attempt met: the server's answer, a refusal (RST, ICMP unreachable:
+/// nobody listening, not a policy), or silence (a dropped packet: what a policy does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Answered,
+    Refused,
+    Silent,
+}
+
+fn reach_of(e: &std::io::Error) -> Reach {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Reach::Silent,
+        _ => Reach::Refused,
+    }
+}
+
+/// A TCP connection from inside the namespace at `ns_path` to `to`, waiting `timeout` for the
+/// server's "ok". Call from a thread of its own: it enters the namespace.
+pub fn tcp_reach(ns_path: &Path, to: std::net::SocketAddr, timeout: Duration) -> Reach {
     use std::io::Read;
     twill_lab::netns::enter(ns_path).expect("setns");
-    std::net::TcpStream::connect_timeout(&to, timeout)
-        .and_then(|mut s| {
-            s.set_read_timeout(Some(timeout))?;
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b)
-        })
-        .is_ok()
+    let r = std::net::TcpStream::connect_timeout(&to, timeout).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b)
+    });
+    match r {
+        Ok(()) => Reach::Answered,
+        Err(e) => reach_of(&e),
+    }
+}
+
+/// A UDP datagram from inside the namespace at `ns_path` to an echo server at `to`.
+pub fn udp_reach(ns_path: &Path, to: std::net::SocketAddr, timeout: Duration) -> Reach {
+    twill_lab::netns::enter(ns_path).expect("setns");
+    let any: std::net::SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let u = std::net::UdpSocket::bind(any).expect("bind");
+    u.set_read_timeout(Some(timeout)).unwrap();
+    // Connected, so an ICMP port unreachable comes back as a refusal.
+    if let Err(e) = u.connect(to).and_then(|()| u.send(b"probe")) {
+        return reach_of(&e);
+    }
+    let mut b = [0u8; 8];
+    match u.recv(&mut b) {
+        Ok(_) => Reach::Answered,
+        Err(e) => reach_of(&e),
+    }
 }

@@ -64,23 +64,32 @@ pub fn build(objects: &Objects, previous: Option<&Workloads>) -> Built {
             .entry(p.namespace.clone())
             .or_insert_with(|| [(NAMESPACE_NAME_LABEL.to_string(), p.namespace.clone())].into());
     }
-    let mut policies = Vec::new();
+    // By namespace and name: a file that holds one policy twice means its last version.
+    let mut policies = BTreeMap::new();
     for p in objects.policies {
         let (Some(ns), Some(name)) = (p.metadata.namespace.as_ref(), p.metadata.name.as_ref())
         else {
             continue;
         };
+        let key = (ns.clone(), name.clone());
         match policy(ns, name, p.spec.as_ref()) {
-            Ok(ok) => policies.push(ok),
+            Ok(ok) => {
+                policies.insert(key, ok);
+            }
             Err(e) => {
-                if let Some(old) = previous.and_then(|w| w.policy(ns, name)) {
-                    policies.push(old.clone());
+                match previous.and_then(|w| w.policy(ns, name)) {
+                    Some(old) => {
+                        policies.insert(key, old.clone());
+                    }
+                    None => {
+                        policies.remove(&key);
+                    }
                 }
                 problems.push(e);
             }
         }
     }
-    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let policies: Vec<Policy> = policies.into_values().collect();
     Built {
         workloads: Workloads {
             namespaces,
@@ -351,11 +360,8 @@ fn port(p: &net::NetworkPolicyPort, field: &str) -> Result<PortMatch, Bad> {
             if let Some(e) = end {
                 return Err(bad(format!("{field}.endPort"), e, "needs a numeric port"));
             }
-            // A number written as a string is a number (the API accepts "80").
-            if let Ok(n) = s.parse::<i32>() {
-                let n = number(n, "port")?;
-                Some(PortRef::Range { start: n, end: n })
-            } else if is_port_name(s) {
+            // A string is a name, as the API server has it: "80" is refused (no letter).
+            if is_port_name(s) {
                 Some(PortRef::Named(s.clone()))
             } else {
                 return Err(bad(

@@ -56,6 +56,10 @@ fn bad_policies_are_refused_naming_object_field_and_value() {
             "NetworkPolicy x/p: spec.podSelector.matchExpressions[0].values: [] must not be empty for In",
         ),
         (
+            "{podSelector: {}, ingress: [{ports: [{port: \"80\"}]}]}",
+            "NetworkPolicy x/p: spec.ingress[0].ports[0].port: 80 is not a port number or a port name (IANA_SVC_NAME)",
+        ),
+        (
             "{podSelector: {}, policyTypes: [Both]}",
             "NetworkPolicy x/p: spec.policyTypes[0]: Both is not Ingress or Egress",
         ),
@@ -86,7 +90,7 @@ fn api_defaults_are_applied() {
     let (w, p) = built(
         &format!(
             "{}---\n{}",
-            policy("{podSelector: {}, egress: [{ports: [{port: \"53\", protocol: UDP}]}]}"),
+            policy("{podSelector: {}, egress: [{ports: [{port: 53, protocol: UDP}]}]}"),
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n"
         ),
         None,
@@ -96,8 +100,7 @@ fn api_defaults_are_applied() {
     assert!(pol.isolates_ingress && pol.isolates_egress);
     assert_eq!(
         pol.egress[0].ports[0].port,
-        Some(PortRef::Range { start: 53, end: 53 }),
-        "a number written as a string"
+        Some(PortRef::Range { start: 53, end: 53 })
     );
     assert_eq!(
         w.namespaces["x"]
