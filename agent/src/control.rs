@@ -130,23 +130,23 @@ async fn answer(shared: &NodeState, r: Request) -> Answer {
 
 /// Send one [`Request`]; `None` when no agent answers within `timeout`.
 pub async fn request(socket: &Path, r: &Request, timeout: std::time::Duration) -> Option<Answer> {
-    let go = async {
-        let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
-        let mut line = serde_json::to_string(r).ok()?;
-        line.push('\n');
-        s.write_all(line.as_bytes()).await.ok()?;
-        let mut reply = String::new();
-        BufReader::new(s).read_line(&mut reply).await.ok()?;
-        serde_json::from_str(&reply).ok()
-    };
-    tokio::time::timeout(timeout, go).await.ok().flatten()
+    let line = serde_json::to_string(r).ok()?;
+    tokio::time::timeout(timeout, exchange(socket, &line))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Ask a running agent over its control socket; `None` when none answers there.
 pub async fn ask(socket: &Path, what: &str) -> Option<Status> {
+    exchange(socket, what).await
+}
+
+/// One line out, one JSON line back.
+async fn exchange<T: serde::de::DeserializeOwned>(socket: &Path, line: &str) -> Option<T> {
     let mut s = tokio::net::UnixStream::connect(socket).await.ok()?;
-    s.write_all(format!("{what}\n").as_bytes()).await.ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).await.ok()?;
-    serde_json::from_str(&line).ok()
+    s.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).await.ok()?;
+    serde_json::from_str(&reply).ok()
 }

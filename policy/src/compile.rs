@@ -15,8 +15,7 @@
 
 use crate::ruleset::{
     policy_chain, set_name, Counted, Direction, Family, IpSet, Match, Rule, Ruleset, SetDir,
-    SetKind, Target, EGRESS_ALLOWED, EGRESS_CHAIN, FORWARD_CHAIN, INGRESS_ALLOWED, INGRESS_CHAIN,
-    SET_PREFIX,
+    SetKind, Target, EGRESS_ALLOWED, FORWARD_CHAIN, INGRESS_ALLOWED, SET_PREFIX,
 };
 use cluster::workloads::{Peer, Pod, Policy, PortRef, Protocol, Rule as PolicyRule, Workloads};
 use ipnet::IpNet;
@@ -60,13 +59,9 @@ pub fn compile(w: &Workloads, node: &str, family: Family) -> Ruleset {
             .into_iter()
             .enumerate()
         {
-            let (isolates, rules) = match dir {
-                Direction::Ingress => (p.isolates_ingress, &p.ingress),
-                Direction::Egress => (p.isolates_egress, &p.egress),
-            };
-            if !isolates {
+            let Some(rules) = p.rules(dir.is_ingress()) else {
                 continue;
-            }
+            };
             isolated[k].extend(ips.iter().cloned());
             let chain = policy_chain(dir, &key);
             let body = c.policy_rules(p, dir, rules, &selected);
@@ -88,12 +83,8 @@ pub fn compile(w: &Workloads, node: &str, family: Family) -> Ruleset {
                 label: format!("{} {key}", dir.as_str()),
             });
             let label = format!("denied {} {key}", dir.as_str());
-            let chain_name = match dir {
-                Direction::Ingress => INGRESS_CHAIN,
-                Direction::Egress => EGRESS_CHAIN,
-            };
             c.rs.counted.insert(
-                (chain_name.to_string(), label.clone()),
+                (dir.chain().to_string(), label.clone()),
                 Counted::Denied {
                     policy: key.clone(),
                     dir,
@@ -125,10 +116,7 @@ pub fn compile(w: &Workloads, node: &str, family: Family) -> Ruleset {
             SetKind::Ip,
             std::mem::take(&mut isolated[k]),
         );
-        let chain = match dir {
-            Direction::Ingress => INGRESS_CHAIN,
-            Direction::Egress => EGRESS_CHAIN,
-        };
+        let chain = dir.chain();
         forward.push(Rule {
             matches: vec![Match::Set {
                 name: set,
@@ -341,13 +329,9 @@ impl Compiler<'_> {
         };
         let mut members = BTreeSet::new();
         for pod in candidates {
-            for port in pod
-                .ports
-                .iter()
-                .filter(|np| np.name == name && np.protocol == protocol)
-            {
+            if let Some(port) = pod.named_port(name, protocol) {
                 for ip in self.ips(pod) {
-                    members.insert(format!("{ip},{}:{}", protocol.as_str(), port.port));
+                    members.insert(format!("{ip},{}:{port}", protocol.as_str()));
                 }
             }
         }

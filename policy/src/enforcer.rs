@@ -1,10 +1,11 @@
 //! The one task that owns Twill's firewall state: every `TWILL-…` chain in the filter table,
 //! the jump to them from `FORWARD` and every `twill-…` ipset, for each address family. It
-//! takes whole workload models (the newest wins; a burst is one batch), compiles, reads back
-//! what the kernel holds, plans and runs at most three commands per family. A resync timer
-//! repeats the read-plan-run, so a chain, rule or set deleted by hand returns within one
-//! period. Handles are cheap clones over a channel; the state is read through a `watch` of
-//! [`EnforcerStatus`].
+//! takes whole workload models (the newest wins; a burst is one batch), compiles, plans against
+//! what it last wrote (its belief) and runs one `ipset restore` and one `iptables-restore` per
+//! family. The resync timer reads the kernel back (`iptables-save`, `ipset save`) and replans
+//! against that, so a chain, rule or set deleted by hand returns within one period and the
+//! per-policy counters are brought up to date. Handles are cheap clones over a channel; the
+//! state is read through a `watch` of [`EnforcerStatus`].
 
 use crate::exec::{ExecError, Tools};
 use crate::observed::{parse_ipset, parse_iptables, Observed};

@@ -70,14 +70,9 @@ fn side(w: &Workloads, me: End, other: End, protocol: Protocol, port: u16, ingre
     };
     let mut isolating = Vec::new();
     for p in w.policies.iter().filter(|p| selects(p, pod)) {
-        let (isolates, rules) = if ingress {
-            (p.isolates_ingress, &p.ingress)
-        } else {
-            (p.isolates_egress, &p.egress)
-        };
-        if !isolates {
+        let Some(rules) = p.rules(ingress) else {
             continue;
-        }
+        };
         // The destination pod, on which a named port is resolved.
         let dst = if ingress { me } else { other };
         for (i, r) in rules.iter().enumerate() {
@@ -89,11 +84,9 @@ fn side(w: &Workloads, me: End, other: End, protocol: Protocol, port: u16, ingre
                         && match &pm.port {
                             None => true,
                             Some(PortRef::Range { start, end }) => (*start..=*end).contains(&port),
-                            Some(PortRef::Named(n)) => dst.pod().is_some_and(|d| {
-                                d.ports.iter().any(|np| {
-                                    &np.name == n && np.protocol == protocol && np.port == port
-                                })
-                            }),
+                            Some(PortRef::Named(n)) => dst
+                                .pod()
+                                .is_some_and(|d| d.named_port(n, protocol) == Some(port)),
                         }
                 });
             if peer_ok && port_ok {

@@ -74,6 +74,18 @@ impl Direction {
         }
     }
 
+    /// The chain a packet isolated in this direction goes through.
+    pub fn chain(self) -> &'static str {
+        match self {
+            Direction::Ingress => INGRESS_CHAIN,
+            Direction::Egress => EGRESS_CHAIN,
+        }
+    }
+
+    pub fn is_ingress(self) -> bool {
+        self == Direction::Ingress
+    }
+
     /// The mark bit an allowing rule sets.
     pub fn bit(self) -> u32 {
         match self {

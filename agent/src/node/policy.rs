@@ -303,8 +303,7 @@ impl Task {
                 }),
             }
         }
-        w.pods
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        w.sort_pods();
         if **self.model.borrow() == w && self.generation > 0 {
             return;
         }

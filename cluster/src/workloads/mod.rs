@@ -44,6 +44,12 @@ impl Workloads {
             .find(|p| p.namespace == namespace && p.name == name)
     }
 
+    /// Keep pods in the order lookups rely on (namespace, then name).
+    pub fn sort_pods(&mut self) {
+        self.pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    }
+
     /// The pod holding `ip`, if any.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
         self.pods.iter().find(|p| p.ips.contains(&ip))
@@ -62,6 +68,16 @@ pub struct Pod {
     pub node: Option<String>,
     pub ips: Vec<IpAddr>,
     pub ports: Vec<NamedPort>,
+}
+
+impl Pod {
+    /// The number of the container port named `name` for `protocol`, if the pod has one.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.name == name && p.protocol == protocol)
+            .map(|p| p.port)
+    }
 }
 
 /// A container port with a name (unnamed ports cannot be referred to by a policy).
@@ -129,6 +145,15 @@ pub struct Policy {
 impl Policy {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The allowing rules of one direction (`ingress`, else egress), or `None` when the
+    /// policy does not isolate its pods in that direction.
+    pub fn rules(&self, ingress: bool) -> Option<&[Rule]> {
+        match ingress {
+            true => self.isolates_ingress.then_some(self.ingress.as_slice()),
+            false => self.isolates_egress.then_some(self.egress.as_slice()),
+        }
     }
 }
 

@@ -50,12 +50,16 @@ pub fn build(objects: &Objects, previous: Option<&Workloads>) -> Built {
             .or_insert_with(|| name.clone());
         namespaces.insert(name, labels);
     }
-    let mut pods: Vec<Pod> = objects
-        .pods
-        .iter()
-        .filter_map(|p| pod(p, &mut problems))
-        .collect();
-    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut w = Workloads {
+        pods: objects
+            .pods
+            .iter()
+            .filter_map(|p| pod(p, &mut problems))
+            .collect(),
+        ..Default::default()
+    };
+    w.sort_pods();
+    let mut pods = w.pods;
     pods.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
     // A pod seen before its namespace (watches race; files may leave Namespaces out) is in a
     // namespace with only its name label until the Namespace arrives.
