@@ -1,7 +1,8 @@
 //! The pure plan: a desired [`Ruleset`] and what the kernel holds ([`Observed`]) → the two
 //! texts one batch runs per family, in order: one `ipset restore` (sets no longer wanted and
 //! no longer matched by any rule in the kernel destroyed; new sets created; changed sets built
-//! whole under a temporary name and swapped in — never a flushed set in force), then one
+//! whole under a temporary name and swapped in when much changed, edited entry by entry when
+//! little did — never a flushed set in force), then one
 //! `iptables-restore --noflush` (only the chains that differ, rewritten; chains no longer
 //! wanted removed; the jump from `FORWARD` put first). A set the old rules still match is
 //! destroyed by the next batch, once the new rules are in (`Plan::unreferenced`). If
@@ -30,6 +31,7 @@ pub struct Plan {
 pub struct Summary {
     pub sets_created: usize,
     pub sets_swapped: usize,
+    pub sets_changed: usize,
     pub sets_destroyed: usize,
     pub chains_written: usize,
     pub chains_removed: usize,
@@ -67,6 +69,19 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
                 let _ = writeln!(p.sets, "{}", set_create(name, set, desired.family));
                 set_adds(&mut p.sets, name, set);
                 p.summary.sets_created += 1;
+            }
+            Some(o) if o.members != set.members && small_change(&o.members, &set.members) => {
+                // In place: each entry is added or removed atomically, and the entries that
+                // stay are never missing (what a swap also guarantees, at the cost of
+                // rewriting the whole set).
+                for gone in o.members.difference(&set.members) {
+                    let key = gone.strip_suffix(" nomatch").unwrap_or(gone);
+                    let _ = writeln!(p.sets, "del {name} {key} -exist");
+                }
+                for new in set.members.difference(&o.members) {
+                    let _ = writeln!(p.sets, "add {name} {new} -exist");
+                }
+                p.summary.sets_changed += 1;
             }
             Some(o) if o.members != set.members => {
                 let tmp = temp_set_name(name);
@@ -124,6 +139,16 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
         p.rules.push_str("COMMIT\n");
     }
     p
+}
+
+/// Few entries change (a pod came or went): edit the set in place. Many: build it anew under a
+/// temporary name and swap it in, which is one kernel operation however large the change.
+fn small_change(
+    old: &std::collections::BTreeSet<String>,
+    new: &std::collections::BTreeSet<String>,
+) -> bool {
+    let changed = old.symmetric_difference(new).count();
+    changed <= 64.max(new.len() / 4)
 }
 
 /// What the kernel holds once `p` (planned for `desired`) is in force, as the read-back would

@@ -397,7 +397,7 @@ fn applied(desired: &policy::Ruleset) -> Observed {
 }
 
 #[test]
-fn a_second_plan_is_empty_a_membership_change_swaps_and_leftovers_go() {
+fn a_second_plan_is_empty_membership_changes_never_empty_a_set_and_leftovers_go() {
     let w = world(DENY_X);
     let rs = compile(&w, "n1", Family::V4);
     let o = applied(&rs);
@@ -408,13 +408,32 @@ fn a_second_plan_is_empty_a_membership_change_swaps_and_leftovers_go() {
     pod.name = "db2".into();
     pod.ips = vec!["10.0.1.9".parse().unwrap()];
     w2.pods.push(pod);
-    w2.pods
-        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    w2.sort_pods();
     let p = plan(&compile(&w2, "n1", Family::V4), &o);
     assert!(p.rules.is_empty(), "no rule changes for a pod: {}", p.rules);
-    assert!(p.sets.contains("swap twill-t4"), "{}", p.sets);
     assert!(
-        p.sets.contains("add twill-t4-ingress 10.0.1.9"),
+        p.sets.contains("add twill-4-ingress 10.0.1.9 -exist"),
+        "in place: {}",
+        p.sets
+    );
+    assert!(!p.sets.contains("swap"), "{}", p.sets);
+    // Many new pods: the sets are built anew and swapped in whole.
+    let mut w3 = w.clone();
+    for i in 0..100 {
+        let mut pod = w3.pod("x", "db").unwrap().clone();
+        pod.name = format!("db-{i}");
+        pod.ips = vec![format!("10.0.3.{i}").parse().unwrap()];
+        w3.pods.push(pod);
+    }
+    w3.sort_pods();
+    let p = plan(&compile(&w3, "n1", Family::V4), &o);
+    assert!(
+        p.sets.contains("swap twill-t4-ingress twill-4-ingress"),
+        "{}",
+        p.sets
+    );
+    assert!(
+        p.sets.contains("add twill-t4-ingress 10.0.3.99"),
         "{}",
         p.sets
     );

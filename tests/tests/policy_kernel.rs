@@ -211,12 +211,30 @@ fn writes_only_its_own_chains_and_sets_repairs_them_and_removes_them() {
     );
     assert_eq!(foreign(&ns, "iptables-save"), before4);
 
+    // 200 clients come: the peer set is rebuilt whole and swapped in (a few would have been
+    // added in place); every one of them is in the kernel's set.
+    let mut many = format!("{PODS}{POLICY}");
+    for i in 0..200 {
+        many += &format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: c{i}, namespace: x, labels: {{app: client}}}}\nspec: {{nodeName: n2}}\nstatus: {{podIPs: [{{ip: 10.244.9.{}}}, {{ip: \"fd00:244:9::{i:x}\"}}]}}\n", i + 1);
+    }
+    in_force(&rt, &e, workloads(&many), 2);
+    let saved = ns.exec(&["ipset", "save"]);
+    assert_eq!(
+        saved
+            .lines()
+            .filter(|l| l.starts_with("add twill-4p-") && l.contains(" 10.244.9."))
+            .count(),
+        200,
+        "{saved}"
+    );
+    assert!(!saved.contains("twill-t"), "no temporary set left: {saved}");
+
     // The pod gone from this node: its policy's chains and sets go, the rest stays.
     in_force(
         &rt,
         &e,
         workloads(&PODS.replace("nodeName: n1", "nodeName: n3")),
-        2,
+        3,
     );
     let save = ns.exec(&["iptables-save", "-t", "filter"]);
     assert!(
