@@ -43,6 +43,10 @@ pub struct SourceStatus {
     /// the lab waits for the file it wrote, then for that generation to be in force.
     pub file_hash: Option<String>,
     pub generation: u64,
+    /// The source's version (highest resourceVersion) last seen, and the generation whose
+    /// rules include it: a client that wrote an object waits for both.
+    pub version: u64,
+    pub version_generation: u64,
     pub problems: Vec<String>,
 }
 
@@ -75,6 +79,8 @@ impl PolicyHandle {
             source: src.what,
             file_hash: src.file_hash,
             file_generation: src.generation,
+            source_version: src.version,
+            source_generation: src.version_generation,
             problems: src.problems,
             wanted: e.wanted,
             in_force: e.in_force,

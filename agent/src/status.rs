@@ -83,6 +83,12 @@ pub struct PolicyStatus {
     pub file_hash: Option<String>,
     #[serde(default)]
     pub file_generation: u64,
+    /// Kubernetes mode: the highest resourceVersion of the Namespaces, Pods and
+    /// NetworkPolicies seen, and the generation whose rules include it.
+    #[serde(default)]
+    pub source_version: u64,
+    #[serde(default)]
+    pub source_generation: u64,
     /// Objects refused (their previous version, if any, stays in force).
     pub problems: Vec<String>,
     /// Generations of the model: the newest handed over, the newest in force.

@@ -12,21 +12,15 @@
 mod common;
 
 use common::lab::{topology, Lab};
-use common::{serve_tcp, tcp_reach, udp_reach, Reach};
-use policy::cases::{all_pods, load, State};
+use common::netpol::{connect, Servers, Tally};
+use common::Reach;
+use policy::cases::State;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use twill_lab::netns::enter;
 use twill_lab::TempDir;
-
-/// How long a connection may take before it counts as blocked. Allowed ones answer in
-/// milliseconds; a dropped SYN or datagram never does.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn model() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/netpol-e2e/model.yaml")
@@ -42,72 +36,6 @@ fn pods(lab: &Lab) -> BTreeMap<String, (String, IpAddr)> {
                 .then(|| (w[1].to_string(), (w[4].to_string(), w[2].parse().unwrap())))
         })
         .collect()
-}
-
-/// Servers in every pod: TCP (answers "ok") and UDP (echoes) on 80 and 81, each a thread
-/// whose sockets were opened inside the pod's namespace. Stopped on drop.
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Servers {
-    fn start(netns: &[String]) -> Servers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for ns in netns {
-            for port in [80u16, 81] {
-                let (stop_t, stop_u) = (stop.clone(), stop.clone());
-                let path = format!("/run/netns/{ns}");
-                let p2 = path.clone();
-                threads.push(serve_tcp(path.clone().into(), port, stop_t));
-                threads.push(std::thread::spawn(move || {
-                    enter(Path::new(&p2)).expect("setns");
-                    let u = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
-                    u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                    let mut buf = [0u8; 64];
-                    while !stop_u.load(Ordering::Relaxed) {
-                        if let Ok((n, from)) = u.recv_from(&mut buf) {
-                            let _ = u.send_to(&buf[..n], from);
-                        }
-                    }
-                }));
-            }
-        }
-        Servers { stop, threads }
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One connection attempt from inside `netns`.
-fn connect(netns: &str, to: IpAddr, port: u16, protocol: &str) -> Reach {
-    let path = format!("/run/netns/{netns}");
-    let addr = SocketAddr::new(to, port);
-    match protocol {
-        "TCP" => tcp_reach(Path::new(&path), addr, PROBE_TIMEOUT),
-        "UDP" => udp_reach(Path::new(&path), addr, PROBE_TIMEOUT),
-        other => panic!("no probe for {other}"),
-    }
-}
-
-/// Whether this kernel can open SCTP sockets (`Err` says why not).
-fn sctp() -> Result<(), String> {
-    // SAFETY: a plain socket(2) call; the descriptor is closed right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    Ok(())
 }
 
 /// The objects of one step for `lab apply --prune`: every namespace and pod with its labels
@@ -147,110 +75,28 @@ fn upstream_network_policy_cases_hold_on_real_pods_across_racks() {
         .collect();
     let _servers = Servers::start(&netns.values().cloned().collect::<Vec<_>>());
     let ip = |p: &str| place[p].1;
-    let sctp = sctp();
     let dir = TempDir::new("np");
     let file = dir.join("step.yaml");
     let started = Instant::now();
-    let (mut probes, mut pairs, mut skipped, mut retried) = (0, 0, Vec::new(), 0);
-    let mut wrong = Vec::new();
-    let cases = load();
-    for case in &cases {
-        let mut st = State::default();
-        for (si, step) in case.steps.iter().enumerate() {
-            st.step(step, &ip);
-            std::fs::write(&file, step_objects(&st)).unwrap();
-            let o = lab.twill(&["lab", "apply", "--prune", file.to_str().unwrap()], None);
-            assert!(
-                o.status.success(),
-                "{} step {si}: lab apply failed:\n{}",
-                case.name,
-                common::lab::text(&o)
-            );
-            for probe in &step.probes {
-                if probe.protocol == "SCTP" {
-                    if let Err(why) = &sctp {
-                        skipped.push(format!(
-                            "{} [{}] {}/SCTP: {why}",
-                            case.name, case.context, probe.port
-                        ));
-                        continue;
-                    }
-                }
-                probes += 1;
-                let expected: BTreeMap<(String, String), Reach> = probe
-                    .expected()
-                    .into_iter()
-                    .map(|(k, allowed)| {
-                        (
-                            k,
-                            if allowed {
-                                Reach::Answered
-                            } else {
-                                Reach::Silent
-                            },
-                        )
-                    })
-                    .collect();
-                let run = |pairs: Vec<(String, String)>| -> Vec<((String, String), Reach)> {
-                    let handles: Vec<_> = pairs
-                        .into_iter()
-                        .map(|(from, to)| {
-                            let (ns, dst) = (netns[&from].clone(), ip(&to));
-                            let (port, proto) = (probe.port, probe.protocol.clone());
-                            std::thread::spawn(move || {
-                                ((from, to), connect(&ns, dst, port, &proto))
-                            })
-                        })
-                        .collect();
-                    handles.into_iter().map(|h| h.join().unwrap()).collect()
-                };
-                let got = run(expected.keys().cloned().collect());
-                pairs += got.len();
-                // An allowed pair that met silence is tried once more before it counts: on a
-                // loaded machine a connection may miss one timeout. Anything else is final: a
-                // blocked pair that answered, or a refusal (no server: not what a policy does).
-                let (again, first): (Vec<_>, Vec<_>) = got
-                    .into_iter()
-                    .partition(|(k, v)| expected[k] == Reach::Answered && *v == Reach::Silent);
-                retried += again.len();
-                let again = run(again.into_iter().map(|(k, _)| k).collect());
-                for ((from, to), v) in first.into_iter().chain(again) {
-                    let want = expected[&(from.clone(), to.clone())];
-                    if v != want {
-                        wrong.push(format!(
-                            "{} [{}] step {si} {}/{}: {from} → {to} expected {want:?}, got {v:?}",
-                            case.name, case.context, probe.port, probe.protocol,
-                        ));
-                    }
-                }
-            }
-        }
-    }
+    let tally = Tally::run(&netns, &ip, |case, si, st| {
+        std::fs::write(&file, step_objects(st)).unwrap();
+        let o = lab.twill(&["lab", "apply", "--prune", file.to_str().unwrap()], None);
+        assert!(
+            o.status.success(),
+            "{} step {si}: lab apply failed:\n{}",
+            case.name,
+            common::lab::text(&o)
+        );
+    });
     // Nothing left behind: the last prune removes every policy.
     std::fs::write(&file, step_objects(&State::default())).unwrap();
     assert!(lab
         .twill(&["lab", "apply", "--prune", file.to_str().unwrap()], None)
         .status
         .success());
-    eprintln!(
-        "netpol e2e: {} cases, {probes} probes, {pairs} connections ({} pods on 4 nodes, 2 racks) in {:.0} s; {retried} retried; {} SCTP probes skipped",
-        cases.len(),
-        all_pods().len(),
+    tally.report(
+        "netpol e2e, file mode, 9 pods on 4 nodes in 2 racks",
         started.elapsed().as_secs_f64(),
-        skipped.len()
-    );
-    for s in &skipped {
-        eprintln!("skipped: {s}");
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} wrong:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
-    assert!(
-        probes >= 45 && pairs >= 45 * 72,
-        "{probes} probes, {pairs} pairs"
     );
 
     // Seeing it: the shipped example, then `twill policy`, `explain` and the counters.

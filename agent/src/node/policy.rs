@@ -304,12 +304,17 @@ impl Task {
             }
         }
         w.sort_pods();
-        if **self.model.borrow() == w && self.generation > 0 {
-            return;
+        let version = w.version;
+        // A new version with the same rules (an object written without effect on policy)
+        // needs no batch: the generation in force already holds it.
+        if !(self.model.borrow().same_rules(&w) && self.generation > 0) {
+            self.generation += 1;
+            let w = Arc::new(w);
+            self.model.send_replace(w.clone());
+            self.enforcer.apply(w, self.generation);
         }
-        self.generation += 1;
-        let w = Arc::new(w);
-        self.model.send_replace(w.clone());
-        self.enforcer.apply(w, self.generation);
+        let mut s = self.status.lock().expect("policy status");
+        s.version = version;
+        s.version_generation = self.generation;
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod netpol;
 
 use serde_json::Value;
 use std::ffi::OsString;

@@ -28,6 +28,19 @@ pub struct Workloads {
     pub namespaces: BTreeMap<String, Labels>,
     pub pods: Vec<Pod>,
     pub policies: Vec<Policy>,
+    /// The highest `metadata.resourceVersion` among the objects (etcd's revision, so a later
+    /// write has a higher one; 0 in file mode): how a client that just wrote an object tells
+    /// that a model includes its write.
+    pub version: u64,
+}
+
+impl Workloads {
+    /// Equal but for `version`: the same rules.
+    pub fn same_rules(&self, other: &Workloads) -> bool {
+        self.namespaces == other.namespaces
+            && self.pods == other.pods
+            && self.policies == other.policies
+    }
 }
 
 impl Workloads {

@@ -94,11 +94,21 @@ pub fn build(objects: &Objects, previous: Option<&Workloads>) -> Built {
         }
     }
     let policies: Vec<Policy> = policies.into_values().collect();
+    let version = objects
+        .namespaces
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(objects.pods.iter().map(|o| &o.metadata))
+        .chain(objects.policies.iter().map(|o| &o.metadata))
+        .filter_map(|m| m.resource_version.as_deref()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
     Built {
         workloads: Workloads {
             namespaces,
             pods,
             policies,
+            version,
         },
         problems,
     }
