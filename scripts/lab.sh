@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 topology="${1:-two-racks-vxlan}"
 name="$(basename "$topology" .clab.yml)"
 need=()
-for pkg in iproute2 iputils-ping procps containernetworking-plugins frr; do
+for pkg in iproute2 iputils-ping procps containernetworking-plugins frr iptables ipset; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -65,6 +65,17 @@ const BGPD: Need = Need {
     program: "/usr/lib/frr/bgpd",
     package: "frr",
 };
+/// NetworkPolicy: every lab agent enforces it (file mode).
+const IPTABLES: Need = Need {
+    what: "iptables-restore",
+    program: "iptables-restore",
+    package: "iptables",
+};
+const IPSET: Need = Need {
+    what: "ipset",
+    program: "ipset",
+    package: "ipset",
+};
 const BIRD: Need = Need {
     what: "BIRD 2",
     program: "bird",
@@ -78,7 +89,7 @@ const GOBGPD: Need = Need {
 
 fn needs_of(role: Role) -> &'static [Need] {
     match role {
-        Role::Twill => &[CNI_BRIDGE, CNI_HOST_LOCAL, PING],
+        Role::Twill => &[CNI_BRIDGE, CNI_HOST_LOCAL, PING, IPTABLES, IPSET],
         Role::Frr => &[ZEBRA, BGPD],
         Role::Bird => &[BIRD],
         Role::Gobgp => &[GOBGPD],
