@@ -25,6 +25,8 @@ pub struct Scrape {
     pub ready: bool,
     /// NetworkPolicy, when enforced here.
     pub policy: Option<crate::status::PolicyStatus>,
+    /// Connections refused for coming from no configured peer's address.
+    pub refused: u64,
 }
 
 /// Name, help, and how to read it from a peer's snapshot.
@@ -149,6 +151,12 @@ impl Collector for Scrape {
                 r.errors,
             ),
         ];
+        ConstCounter::new(self.refused).encode(e.encode_descriptor(
+            "twill_bgp_connections_refused",
+            "BGP connections refused because they came from no configured peer's address (logged once a minute).",
+            None,
+            counter.metric_type(),
+        )?)?;
         for (name, help, v) in route_counters {
             ConstCounter::new(v).encode(e.encode_descriptor(
                 name,
@@ -272,6 +280,7 @@ mod tests {
                 ..Default::default()
             },
             ready: true,
+            refused: 5,
             policy: Some(crate::status::PolicyStatus {
                 rules: 12,
                 counters: vec![crate::status::PolicyCounter {
@@ -304,6 +313,7 @@ mod tests {
             1.0
         );
         assert_eq!(value("twill_policy_rules", None), 12.0);
+        assert_eq!(value("twill_bgp_connections_refused_total", None), 5.0);
         let policy = |verdict: &str| {
             scrape
                 .samples

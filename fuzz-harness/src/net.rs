@@ -334,7 +334,13 @@ impl Net {
                     _ => {
                         // H never listens: A's peer config for it is passive, so this is a
                         // connection to nowhere.
-                        self.push(side, Input::ConnectFailed { conn });
+                        self.push(
+                            side,
+                            Input::ConnectFailed {
+                                conn,
+                                error: "connection refused".into(),
+                            },
+                        );
                         return;
                     }
                 };

@@ -101,6 +101,13 @@ impl Speaker {
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
+    /// Connections refused because they came from no configured peer's address, since start.
+    pub async fn refused_connections(&self) -> Result<u64, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Refused(tx))?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
     /// Best-route changes: first one event per current route, then every change.
     pub fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<RouteEvent>, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -21,6 +21,7 @@ pub(crate) enum Command {
     Snapshot(oneshot::Sender<Vec<PeerSnapshot>>),
     Routes(oneshot::Sender<Vec<RouteEvent>>),
     RibLen(oneshot::Sender<usize>),
+    Refused(oneshot::Sender<u64>),
     Subscribe(mpsc::UnboundedSender<RouteEvent>),
     Shutdown(ShutdownMode),
 }
@@ -28,7 +29,7 @@ pub(crate) enum Command {
 enum NetEvent {
     Accepted(TcpStream, SocketAddr, SocketAddr),
     Connected(ConnId, SocketAddr),
-    ConnectFailed(ConnId),
+    ConnectFailed(ConnId, String),
     Data(ConnId, Vec<u8>),
     Closed(ConnId),
 }
@@ -112,6 +113,7 @@ pub(crate) async fn run(
                 Some(Command::Snapshot(tx)) => { let _ = tx.send(d.core.snapshot(Instant::now())); }
                 Some(Command::Routes(tx)) => { let _ = tx.send(d.core.routes()); }
                 Some(Command::RibLen(tx)) => { let _ = tx.send(d.core.loc_rib_len()); }
+                Some(Command::Refused(tx)) => { let _ = tx.send(d.core.refused_connections()); }
                 Some(Command::Subscribe(tx)) => {
                     for r in d.core.routes() {
                         let _ = tx.send(r);
@@ -167,9 +169,9 @@ impl Driver {
                 }
             }
             NetEvent::Connected(conn, local) => Input::Connected { conn, local },
-            NetEvent::ConnectFailed(conn) => {
+            NetEvent::ConnectFailed(conn, error) => {
                 self.conns.remove(&conn);
-                Input::ConnectFailed { conn }
+                Input::ConnectFailed { conn, error }
             }
             NetEvent::Data(conn, bytes) => Input::Data { conn, bytes },
             NetEvent::Closed(conn) => {
@@ -296,7 +298,7 @@ async fn dial(
         }
         Err(e) => {
             debug!(peer = %remote, error = %e, "connect failed");
-            let _ = events.send(NetEvent::ConnectFailed(conn));
+            let _ = events.send(NetEvent::ConnectFailed(conn, e.to_string()));
         }
     }
 }

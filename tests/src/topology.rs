@@ -31,3 +31,32 @@ pub fn rr_fabric_mesh_on(view: &str) -> String {
 pub fn rr_fabric_full_mesh(view: &str) -> String {
     rr_fabric_mesh_on(view).replace(", routeReflectorClusterID: 10.255.0.1", "")
 }
+
+/// A generated topology `one-subnet` of `n` Twill nodes (n1…) on one switch, 10.1.0.0/24, in
+/// a full iBGP mesh with no pods: the shape whose neighbour entries outgrow the host's default
+/// table first. The file is `dir.join("one-subnet.clab.yml")`.
+pub fn one_subnet(n: usize) -> TempDir {
+    let dir = TempDir::new("topo");
+    std::fs::create_dir_all(dir.join("one-subnet")).expect("topology dir");
+    let mut view = String::from("asNumber: 64512\npodNetwork: 10.244.0.0/16\nnodeToNodeMesh: true\nencapsulation: {type: VXLAN, mode: CrossSubnet}\ntimers: {holdTime: 9, keepaliveTime: 3, connectRetryTime: 2}\nnodes:\n");
+    let mut topo = String::from("name: one-subnet\ntopology:\n  nodes:\n    sw:\n      kind: linux\n      image: alpine\n      exec:\n        - ip link add name br0 type bridge\n        - ip link set br0 up\n");
+    let mut links = String::from("  links:\n");
+    for i in 1..=n {
+        view += &format!(
+            "  - {{name: n{i}, address: 10.1.0.{}, podCIDR: 10.244.{i}.0/24}}\n",
+            10 + i
+        );
+        topo +=
+            &format!("        - ip link set eth{i} master br0\n        - ip link set eth{i} up\n");
+        links += &format!("    - endpoints: [n{i}:eth1, sw:eth{i}]\n");
+    }
+    for i in 1..=n {
+        topo += &format!(
+            "    n{i}:\n      kind: linux\n      image: ghcr.io/twill-net/twill:latest\n      binds: [one-subnet/cluster.yaml:/etc/twill/cluster.yaml:ro]\n      env: {{NODE_NAME: n{i}}}\n      labels: {{twill.io/pods: \"0\"}}\n      exec:\n        - ip addr add 10.1.0.{}/24 dev eth1\n      cmd: twill agent --config /etc/twill/cluster.yaml\n",
+            10 + i
+        );
+    }
+    std::fs::write(dir.join("one-subnet").join("cluster.yaml"), view).expect("write view");
+    std::fs::write(dir.join("one-subnet.clab.yml"), topo + &links).expect("write topology");
+    dir
+}

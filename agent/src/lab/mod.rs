@@ -9,6 +9,7 @@ mod container;
 mod host;
 mod lifecycle;
 mod needs;
+mod neigh;
 mod state;
 mod topology;
 mod up;
@@ -117,6 +118,7 @@ pub fn down(base: &Path, name: Option<&str>) -> Result<String, LabError> {
     for ns in namespaces.iter().rev() {
         host::ip(&["netns", "del", ns])?;
     }
+    neigh::restore(&st.neigh);
     std::fs::remove_dir_all(&dir).map_err(|source| LabError::Io {
         path: dir.display().to_string(),
         source,

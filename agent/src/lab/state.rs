@@ -49,6 +49,9 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
+    /// The host's neighbour-table limits this lab raised, to put back on `down`.
+    #[serde(default)]
+    pub neigh: Vec<super::neigh::Sizing>,
 }
 
 impl LabState {

@@ -84,7 +84,11 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
         namespaces: Vec::new(),
         nodes: Vec::new(),
         pods: Vec::new(),
+        neigh: Vec::new(),
     };
+    st.save()?;
+    let pods: usize = topo.nodes.iter().map(|n| n.pods as usize).sum();
+    st.neigh = super::neigh::raise(super::neigh::needed(topo.nodes.len(), pods + 16))?;
     st.save()?;
     for n in &topo.nodes {
         let ns = topo.namespace(prefix, &n.name);
@@ -179,6 +183,12 @@ pub fn up(opts: &UpOptions) -> Result<String, LabError> {
         "converged: every session up and every node routing every pod CIDR {:.2} s after lab up started\n",
         converged.as_secs_f64()
     );
+    for s in &st.neigh {
+        out += &format!(
+            "host {} neighbour table: gc_thresh3 {} → {} for this lab (lab down puts it back)\n",
+            s.family, s.found[2], s.set[2]
+        );
+    }
     for n in &st.nodes {
         let role = format!("{:?}", n.role).to_lowercase();
         out += &format!(

@@ -57,8 +57,11 @@ pub enum Input {
         conn: ConnId,
         local: SocketAddr,
     },
+    /// An outgoing connection could not be made; `error` says why (no route, refused,
+    /// timed out), for the peer's status and the log.
     ConnectFailed {
         conn: ConnId,
+        error: String,
     },
     Data {
         conn: ConnId,
@@ -192,6 +195,11 @@ pub struct Core {
     deferring: bool,
     /// The deferral timer runs (from the first session up).
     deferral_armed: bool,
+    /// Connections from addresses that are no configured peer's: how many, and when the
+    /// last log line about them went out (one a minute at most; a scan of 200 addresses is
+    /// one line, not 200).
+    refused: u64,
+    refused_logged: Option<(Instant, u64)>,
 }
 
 fn canonical(a: IpAddr) -> IpAddr {
@@ -217,6 +225,8 @@ impl Core {
             forwarding_kept: false,
             deferring: false,
             deferral_armed: false,
+            refused: 0,
+            refused_logged: None,
         };
         let restarting = cfg.graceful_restart.as_ref().is_some_and(|g| g.restarting);
         core.restarting = restarting;
@@ -270,7 +280,8 @@ impl Core {
                 local,
             } => self.incoming(conn, remote, local),
             Input::Connected { conn, local } => self.connected(conn, local),
-            Input::ConnectFailed { conn } | Input::Closed { conn } => self.closed(conn),
+            Input::ConnectFailed { conn, error } => self.connect_failed(conn, error),
+            Input::Closed { conn } => self.closed(conn),
             Input::Data { conn, bytes } => self.data(conn, bytes),
             Input::Timer { peer, key } => match key {
                 TimerKey::Session { session, timer } => self.session_timer(peer, session, timer),

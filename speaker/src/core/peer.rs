@@ -52,6 +52,8 @@ pub(super) struct Peer {
     pub(super) last_down: Option<DownCause>,
     /// Graceful restart: the peer's capability, and its stale routes' timers.
     pub(super) gr: super::gr::PeerGr,
+    /// Why the last outgoing connection failed (logged once while it stays the same).
+    pub(super) connect_error: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -194,6 +196,7 @@ impl Core {
                 families: BTreeMap::new(),
                 last_down: None,
                 gr: Default::default(),
+                connect_error: None,
             },
         );
         self.event(addr, Slot::Main, Event::ManualStart);

@@ -10,6 +10,9 @@ use crate::wire::{self, Family, Message, Negotiated};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tracing::{debug, info, warn};
 
+/// How often refused connections from unknown addresses are logged.
+const REFUSED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Core {
     pub(super) fn find_conn(&self, conn: ConnId) -> Option<(IpAddr, Slot)> {
         let peer = *self.conns.get(&conn)?;
@@ -42,10 +45,40 @@ impl Core {
             if let Some(s) = self.session_mut(peer, slot) {
                 s.local = Some(canonical(local.ip()));
             }
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.connect_error = None;
+            }
             self.event(peer, slot, Event::TcpConnected);
         } else {
             self.out.push(Output::Close { conn });
         }
+    }
+
+    /// An outgoing connection failed: the FSM hears TcpFails as for a close, and the reason
+    /// (no route, refused, timed out…) becomes the peer's last error, logged once while it
+    /// stays the same.
+    pub(super) fn connect_failed(&mut self, conn: ConnId, error: String) {
+        let found = self.find_conn(conn);
+        self.closed(conn);
+        let Some((peer, slot)) = found else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let why = format!("connect: {error}");
+        if p.connect_error.as_deref() != Some(why.as_str()) {
+            info!(peer = %peer, error = %error, "cannot connect");
+            p.connect_error = Some(why.clone());
+        }
+        if let Some(s) = self.session_mut(peer, slot) {
+            s.fsm.last_error = Some(why);
+        }
+    }
+
+    /// How many connections came from addresses that are no configured peer's.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused
     }
 
     /// A connection failed or closed.
@@ -78,7 +111,16 @@ impl Core {
     pub(super) fn incoming(&mut self, conn: ConnId, remote: SocketAddr, local: SocketAddr) {
         let addr = canonical(remote.ip());
         let Some(peer) = self.peers.get(&addr) else {
-            warn!(peer = %addr, "connection from an address that is not a configured peer: refused");
+            self.refused += 1;
+            // One line a minute at most, with the count since the last one.
+            let due = self
+                .refused_logged
+                .is_none_or(|(at, _)| self.now.duration_since(at) >= REFUSED_LOG_EVERY);
+            if due {
+                let since = self.refused - self.refused_logged.map_or(0, |(_, n)| n);
+                warn!(peer = %addr, refused = since, "connection from an address that is not a configured peer: refused (one line a minute; the count is twill_bgp_connections_refused_total)");
+                self.refused_logged = Some((self.now, self.refused));
+            }
             self.out.push(Output::Close { conn });
             return;
         };
