@@ -25,6 +25,8 @@ pub struct NodeState {
     pub programmer: Programmer,
     pub table: RouteView,
     pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
+    /// The cluster's route reflectors by node name, and why each is one.
+    pub reflectors: Mutex<BTreeMap<String, String>>,
     pub ready: AtomicBool,
     /// NetworkPolicy, when this node enforces it (Kubernetes mode, or file mode with
     /// `--workloads`).
@@ -113,6 +115,7 @@ impl NodeState {
             peers,
             routes,
             policy: self.policy.as_ref().map(|p| p.status()),
+            reflectors: self.reflectors.lock().expect("reflectors").clone(),
         }
     }
 }

@@ -151,6 +151,10 @@ pub struct Status {
     /// NetworkPolicy, when this node enforces it.
     #[serde(default)]
     pub policy: Option<PolicyStatus>,
+    /// The cluster's route reflectors by node name, and why each is one (chosen
+    /// automatically, or `routeReflectorClusterID`).
+    #[serde(default)]
+    pub reflectors: BTreeMap<String, String>,
 }
 
 /// `now - ago` as RFC 3339 UTC in whole seconds (`2026-11-21T12:00:00Z`).
@@ -217,6 +221,14 @@ impl Status {
             ]);
         }
         let mut out = format!("node {}\n{}", self.node, table(rows));
+        if !self.reflectors.is_empty() {
+            let list: Vec<String> = self
+                .reflectors
+                .iter()
+                .map(|(n, why)| format!("{n} ({why})"))
+                .collect();
+            out.push_str(&format!("reflectors: {}\n", list.join(", ")));
+        }
         if let Some(p) = &self.policy {
             out.push_str(&p.line());
             out.push('\n');
@@ -258,6 +270,7 @@ mod tests {
             node: "a1".into(),
             ready: true,
             policy: None,
+            reflectors: Default::default(),
             peers: vec![PeerStatus {
                 address: "10.1.0.12".into(),
                 as_number: 64512,

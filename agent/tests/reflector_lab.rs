@@ -110,6 +110,58 @@ fn rr_fabric_reflects_and_a_stopped_reflector_costs_other_pods_nothing() {
     all_reachable_then_down(&lab);
 }
 
+/// rr-fabric with no reflector named: `routeReflectors: {mode: Auto, perZone: 1, zoneLabel:
+/// rack}` makes every agent choose the same one node per rack, the mesh goes, and every pod
+/// reaches every other through them.
+#[test]
+fn reflectors_chosen_automatically_one_per_rack() {
+    let dir = copy_with_view("rr-fabric", |v| {
+        v.replace(", routeReflectorClusterID: 10.255.0.1", "")
+            .replace(
+                "nodeToNodeMesh: false\n",
+                "routeReflectors: {mode: Auto, perZone: 1, zoneLabel: rack}\n",
+            )
+    });
+    let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
+    let status = lab.json("status", "c2");
+    let chosen = status["reflectors"]
+        .as_object()
+        .expect("reflectors in status")
+        .clone();
+    assert_eq!(chosen.len(), 3, "{chosen:?}");
+    for rack in ["a", "b", "c"] {
+        assert_eq!(
+            chosen
+                .values()
+                .filter(|w| w
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("auto: zone {rack}, rank 1")))
+                .count(),
+            1,
+            "{chosen:?}"
+        );
+    }
+    // The same choice on every node; a client peers with the three reflectors only.
+    for n in ["a1", "b3", "c4"] {
+        assert_eq!(
+            lab.json("status", n)["reflectors"].as_object().unwrap(),
+            &chosen,
+            "{n}"
+        );
+    }
+    let client = [
+        "a2", "a3", "a4", "b2", "b3", "b4", "c2", "c3", "c4", "a1", "b1", "c1",
+    ]
+    .into_iter()
+    .find(|n| !chosen.contains_key(*n))
+    .unwrap();
+    let peers = lab.peers(client);
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    assert!(peers.iter().all(|p| p["kind"] == "reflector"), "{peers:?}");
+    all_reachable_then_down(&lab);
+}
+
 /// Every pod of rr-fabric reaches every other; then the lab comes down leaving no namespace.
 fn all_reachable_then_down(lab: &Lab) {
     let o = lab.test();

@@ -4,9 +4,11 @@
 //! view on a watch channel, and the workloads NetworkPolicy needs (namespaces, pods,
 //! NetworkPolicies: [`workloads`]) on another.
 
+pub mod hash;
 pub mod k8s;
 mod overlap;
 mod raw;
+pub mod reflectors;
 pub mod selector;
 pub mod view;
 pub mod workloads;

@@ -34,7 +34,11 @@ impl fmt::Display for ViewError {
 
 impl std::error::Error for ViewError {}
 
-fn bad(field: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> ViewError {
+pub(crate) fn bad(
+    field: impl Into<String>,
+    value: impl fmt::Display,
+    reason: impl Into<String>,
+) -> ViewError {
     ViewError {
         field: field.into(),
         value: value.to_string(),
@@ -122,6 +126,8 @@ pub struct ClusterView {
     pub timers: Timers,
     pub graceful_restart: Option<GracefulRestart>,
     pub network_policy: NetworkPolicySettings,
+    /// The route reflectors by node name, and why each is one (`twill status` shows it).
+    pub reflectors: BTreeMap<String, String>,
     pub nodes: Vec<Node>,
     pub peers: Vec<ExternalPeer>,
     /// Index of `nodes` by name and by each address, built once at validation: a view is
@@ -454,6 +460,19 @@ impl ClusterView {
             });
         }
 
+        // Reflectors: explicit cluster IDs, or chosen (`crate::reflectors`); why, for status.
+        let settings = crate::reflectors::Settings::parse(raw.route_reflectors.as_ref())?;
+        let auto = settings.choose(&nodes);
+        let mut reflectors = BTreeMap::new();
+        for n in &mut nodes {
+            if let Some(why) = auto.as_ref().and_then(|a| a.get(&n.name)) {
+                n.route_reflector_cluster_id = Some(settings.cluster_id);
+                reflectors.insert(n.name.clone(), why.clone());
+            } else if let Some(id) = n.route_reflector_cluster_id {
+                reflectors.insert(n.name.clone(), format!("routeReflectorClusterID {id}"));
+            }
+        }
+
         let mut peers = Vec::with_capacity(raw.peers.len());
         for (i, p) in raw.peers.into_iter().enumerate() {
             let f = |name: &str| format!("peers[{i}].{name}");
@@ -494,7 +513,9 @@ impl ClusterView {
         Ok(ClusterView {
             as_number,
             pod_networks,
-            node_to_node_mesh: raw.node_to_node_mesh.unwrap_or(true),
+            // Chosen reflectors replace the mesh unless it is asked for explicitly.
+            node_to_node_mesh: raw.node_to_node_mesh.unwrap_or(auto.is_none()),
+            reflectors,
             encapsulation: Encap { kind, mode },
             vxlan,
             listen_port,

@@ -228,17 +228,8 @@ impl Ruleset {
     }
 }
 
-/// FNV-1a, 64 bits: names chains and sets after what they mean. Stable across builds and
-/// Rust versions (std's hasher is not promised to be), so a restarted agent finds its sets
-/// under the same names. Collisions among a node's few thousand names are negligible.
-pub fn fnv(text: impl AsRef<[u8]>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in text.as_ref() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+/// Names chains and sets after what they mean (stable across restarts and versions).
+pub use cluster::hash::fnv;
 
 /// A set's name: `twill-<family digit><kind letter>-<16 hex>` (25 characters; ipset allows 31).
 pub fn set_name(family: Family, letter: char, meaning: &str) -> String {

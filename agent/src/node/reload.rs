@@ -123,6 +123,7 @@ pub(super) async fn apply_view(
     }
     apply_peers(speaker, &new, &new_me, peers);
     *state.peers.lock().expect("peers") = peers.clone();
+    *state.reflectors.lock().expect("reflectors") = new.reflectors.clone();
     dp.set_view(&new).await;
     Some((new, new_me))
 }

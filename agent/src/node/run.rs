@@ -229,6 +229,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         programmer,
         table: dp.view.clone(),
         peers: Mutex::new(peers.clone()),
+        reflectors: Mutex::new(view.reflectors.clone()),
         ready: AtomicBool::new(false),
         policy,
         alive_ms: AtomicU64::new(0),

@@ -51,6 +51,36 @@ pub struct BGPConfigurationSpec {
     pub graceful_restart: Option<GracefulRestartSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySettingsSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_reflectors: Option<RouteReflectorsSpec>,
+}
+
+/// Route reflectors chosen automatically, the same on every agent: in each zone the first
+/// `perZone` nodes by a hash of their name. A node annotated with
+/// `twill.io/route-reflector-cluster-id` wins (then none is chosen).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteReflectorsSpec {
+    /// Auto or Off; absent: Auto above `autoAbove` nodes, the full mesh below.
+    #[schemars(extend("enum" = ["Auto", "Off"]))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Reflectors per zone (default 2).
+    #[schemars(range(min = 1, max = 16), extend("default" = 2))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_zone: Option<u64>,
+    /// The Node label naming its zone (default topology.kubernetes.io/zone).
+    #[schemars(extend("default" = "topology.kubernetes.io/zone"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_label: Option<String>,
+    /// The chosen reflectors' cluster ID (default 10.255.255.1).
+    #[serde(rename = "clusterID", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "ipv4"))]
+    pub cluster_id: Option<String>,
+    /// Node count above which reflectors are chosen when no mode is given (default 50).
+    #[schemars(range(min = 1), extend("default" = 50))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_above: Option<u64>,
 }
 
 /// NetworkPolicy enforcement by the agents.

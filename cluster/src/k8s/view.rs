@@ -3,6 +3,7 @@
 //! field and value and left out, so one bad object never takes the agent down.
 
 use super::crd::{BGPConfiguration, BGPPeer};
+use crate::reflectors::RawReflectors;
 use crate::view::{
     ClusterView, RawEncap, RawGracefulRestart, RawNetworkPolicy, RawNode, RawPassword, RawPeer,
     RawTimers, RawView, RawVxlan,
@@ -206,6 +207,13 @@ fn raw_top(c: &BGPConfiguration) -> RawView {
             restart_time: g.restart_time,
             stale_routes_time: g.stale_routes_time,
             deferral_time: g.deferral_time,
+        }),
+        route_reflectors: s.route_reflectors.as_ref().map(|r| RawReflectors {
+            mode: r.mode.clone(),
+            per_zone: r.per_zone,
+            zone_label: r.zone_label.clone(),
+            cluster_id: r.cluster_id.clone(),
+            auto_above: r.auto_above,
         }),
         network_policy: s.network_policy.as_ref().map(|n| RawNetworkPolicy {
             enabled: n.enabled,
