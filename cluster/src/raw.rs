@@ -77,6 +77,8 @@ pub(crate) struct RawNode {
     pub(crate) route_reflector_cluster_id: Option<String>,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// False when the Node's Ready condition is not True (Kubernetes); a file may say so too.
+    pub(crate) ready: Option<bool>,
 }
 
 #[derive(Deserialize, Clone)]

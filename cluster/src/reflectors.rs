@@ -1,7 +1,7 @@
 //! Route reflectors chosen automatically (Calico makes an operator label them by hand,
 //! calico#1887). Every agent computes the same choice from the same node list, so nothing is
 //! coordinated: in each zone (the value of `zoneLabel` on the Node, "" without it) the nodes
-//! are ranked by a stable hash of their name and the first `perZone` reflect, with one cluster
+//! that are Ready are ranked by a stable hash of their name and the first `perZone` reflect, with one cluster
 //! ID. A node given `routeReflectorClusterID` explicitly wins: then no node is chosen
 //! automatically. Without a `mode`, clusters above `autoAbove` nodes (50) choose, smaller
 //! ones keep the full mesh (its n·(n−1)/2 sessions are cheap there, and it has no reflector to
@@ -92,7 +92,8 @@ impl Settings {
             return None;
         }
         let mut zones: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
-        for n in nodes {
+        // A node that is not Ready is not chosen: its zone's next one reflects instead.
+        for n in nodes.iter().filter(|n| n.ready) {
             let zone = n.labels.get(&self.zone_label).map_or("", String::as_str);
             zones.entry(zone).or_default().push(n);
         }
@@ -172,6 +173,15 @@ mod tests {
         assert!(!w.reflectors.contains_key(&gone));
         let kept: Vec<_> = v.reflectors.keys().filter(|k| **k != gone).collect();
         assert!(w.reflectors.contains_key(kept[0]), "the other stays");
+        // A chosen node not Ready: replaced the same way, by the same node.
+        let text: String = (1..=60)
+            .map(|i| {
+                let ready = if format!("node-{i}") == gone { ", ready: false" } else { "" };
+                format!("  - {{name: node-{i}, address: 10.1.0.{}, podCIDR: 10.244.{i}.0/24, labels: {{topology.kubernetes.io/zone: z0}}{ready}}}\n", i % 200 + 1)
+            })
+            .collect();
+        let r = ClusterView::parse(&format!("podNetwork: 10.244.0.0/16\nnodes:\n{text}")).unwrap();
+        assert_eq!(r.reflectors, w.reflectors, "not Ready counts as gone");
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Node {
     pub as_number: u32,
     pub route_reflector_cluster_id: Option<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
+    /// The Node is Ready (or says nothing about it): only such nodes are chosen as reflectors.
+    pub ready: bool,
 }
 
 impl Node {
@@ -457,6 +459,7 @@ impl ClusterView {
                 as_number,
                 route_reflector_cluster_id,
                 labels: n.labels,
+                ready: n.ready.unwrap_or(true),
             });
         }
 

@@ -164,6 +164,14 @@ fn raw_node(n: &Node, pod_network: Option<&str>) -> Result<(RawNode, bool), (boo
             as_number,
             route_reflector_cluster_id: annotations.get(REFLECTOR_ANNOTATION).cloned(),
             labels: n.metadata.labels.clone().unwrap_or_default(),
+            // Not Ready only when the kubelet says so: a Node without the condition yet is
+            // taken as ready.
+            ready: n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| c.status == "True"),
         },
         from_annotation,
     ))
@@ -531,5 +539,41 @@ mod tests {
             b.problems,
             ["BGPConfiguration default: spec.encapsulation.mode: Sometimes is not one of Always, CrossSubnet, Never"]
         );
+    }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_node_whose_ready_condition_is_not_true_is_not_ready_one_without_it_is() {
+        let node = |name: &str, ip: &str, cidr: &str, ready: Option<&str>| -> Node {
+            let mut v = json!({"metadata": {"name": name}, "spec": {"podCIDRs": [cidr]},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+            if let Some(r) = ready {
+                v["status"]["conditions"] = json!([{"type": "Ready", "status": r}]);
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let nodes = [
+            node("a", "10.1.0.1", "10.244.1.0/24", Some("True")),
+            node("b", "10.1.0.2", "10.244.2.0/24", Some("Unknown")),
+            node("c", "10.1.0.3", "10.244.3.0/24", None),
+        ];
+        let b = build(&Objects {
+            config: None,
+            nodes: &nodes,
+            peers: &[],
+            passwords: &BTreeMap::new(),
+            default_pod_network: Some("10.244.0.0/16"),
+        });
+        let v = b.view.expect("a view");
+        let ready: Vec<bool> = ["a", "b", "c"]
+            .iter()
+            .map(|n| v.node(n).unwrap().ready)
+            .collect();
+        assert_eq!(ready, [true, false, true]);
     }
 }
