@@ -107,7 +107,7 @@ impl PolicyHandle {
 
 /// The hash `twill status` reports for the workloads file (FNV-1a over its bytes, as hex).
 pub fn file_hash(bytes: &[u8]) -> String {
-    format!("{:016x}", policy::ruleset::fnv(bytes))
+    cluster::hash::fnv_hex(bytes)
 }
 
 impl PolicyHandle {
@@ -150,7 +150,7 @@ impl PolicyHandle {
             let selecting: Vec<String> = w
                 .policies
                 .iter()
-                .filter(|pol| policy::eval::selects(pol, p))
+                .filter(|pol| pol.selects(p))
                 .map(|pol| {
                     let mut types = Vec::new();
                     if pol.isolates_ingress {

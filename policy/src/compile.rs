@@ -46,7 +46,7 @@ pub fn compile(w: &Workloads, node: &str, family: Family) -> Ruleset {
         let selected: Vec<&Pod> = local
             .iter()
             .copied()
-            .filter(|pod| pod.namespace == p.namespace && p.pod_selector.matches(&pod.labels))
+            .filter(|pod| p.selects(pod))
             .filter(|pod| pod.ips.iter().any(|ip| Family::of(ip) == family))
             .collect();
         if selected.is_empty() {

@@ -267,18 +267,10 @@ fn sync(
                 from_belief = true;
                 b
             }
-            _ => {
-                let mut o = Observed::default();
-                match cfg.tools.save(family) {
-                    Ok(t) => parse_iptables(&t, &mut o),
-                    Err(e) => return (Err(wrap(e)), mem),
-                }
-                match cfg.tools.ipset_save() {
-                    Ok(t) => parse_ipset(&t, &mut o),
-                    Err(e) => return (Err(wrap(e)), mem),
-                }
-                o
-            }
+            _ => match read_kernel(&cfg.tools, family) {
+                Ok(o) => o,
+                Err(e) => return (Err(wrap(e)), mem),
+            },
         };
         let p = plan(&desired, &observed);
         // iptables starts a rewritten chain's counters at zero: what they held is carried,
@@ -389,9 +381,7 @@ pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), 
             family: family.name(),
             source,
         };
-        let mut o = Observed::default();
-        parse_iptables(&tools.save(family).map_err(wrap)?, &mut o);
-        parse_ipset(&tools.ipset_save().map_err(wrap)?, &mut o);
+        let o = read_kernel(tools, family).map_err(wrap)?;
         let p = teardown(family, &o);
         if !p.rules.is_empty() {
             tools.restore(family, &p.rules).map_err(wrap)?;
@@ -403,4 +393,13 @@ pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), 
         removed.1 += p.sets.lines().count();
     }
     Ok(removed)
+}
+
+/// What the kernel holds of Twill's in one family: its chains and jump (`iptables-save`) and
+/// its sets (`ipset save`).
+fn read_kernel(tools: &Tools, family: Family) -> Result<Observed, ExecError> {
+    let mut o = Observed::default();
+    parse_iptables(&tools.save(family)?, &mut o);
+    parse_ipset(&tools.ipset_save()?, &mut o);
+    Ok(o)
 }

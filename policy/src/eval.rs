@@ -69,7 +69,7 @@ fn side(w: &Workloads, me: End, other: End, protocol: Protocol, port: u16, ingre
         return Side::NotIsolated;
     };
     let mut isolating = Vec::new();
-    for p in w.policies.iter().filter(|p| selects(p, pod)) {
+    for p in w.policies.iter().filter(|p| p.selects(pod)) {
         let Some(rules) = p.rules(ingress) else {
             continue;
         };
@@ -105,10 +105,6 @@ fn side(w: &Workloads, me: End, other: End, protocol: Protocol, port: u16, ingre
             policies: isolating,
         }
     }
-}
-
-pub fn selects(p: &Policy, pod: &Pod) -> bool {
-    p.namespace == pod.namespace && p.pod_selector.matches(&pod.labels)
 }
 
 fn peer_matches(w: &Workloads, p: &Policy, peer: &Peer, other: End) -> bool {

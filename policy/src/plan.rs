@@ -46,14 +46,10 @@ impl Plan {
 
 pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
     let mut p = Plan::default();
-    let family_digit = desired.family.digit();
     for name in observed.sets.keys() {
         // Only this family's sets (the other family's plan owns the rest), temporary sets
         // left by an interrupted batch included. First, so a swap below may reuse a name.
-        let ours = name[crate::ruleset::SET_PREFIX.len()..]
-            .trim_start_matches('t')
-            .starts_with(family_digit);
-        if !ours || desired.sets.contains_key(name) {
+        if !of_family(name, desired.family) || desired.sets.contains_key(name) {
             continue;
         }
         if observed.referenced.contains(name) {
@@ -209,12 +205,17 @@ pub fn teardown(family: crate::ruleset::Family, observed: &Observed) -> Plan {
         p.rules = format!("*filter\n{rules}COMMIT\n");
     }
     for name in observed.sets.keys() {
-        let ours = name[crate::ruleset::SET_PREFIX.len()..]
-            .trim_start_matches('t')
-            .starts_with(family.digit());
-        if ours {
+        if of_family(name, family) {
             let _ = writeln!(p.sets, "destroy {name}");
         }
     }
     p
+}
+
+/// Whether a set Twill named (`twill-4…`, or its temporary twin `twill-t4…`) belongs to
+/// `family`: each family's plan owns only its own.
+fn of_family(name: &str, family: crate::ruleset::Family) -> bool {
+    name[crate::ruleset::SET_PREFIX.len()..]
+        .trim_start_matches('t')
+        .starts_with(family.digit())
 }

@@ -540,36 +540,25 @@ mod tests {
             ["BGPConfiguration default: spec.encapsulation.mode: Sometimes is not one of Always, CrossSubnet, Never"]
         );
     }
-}
-
-#[cfg(test)]
-mod readiness_tests {
-    use super::*;
-    use serde_json::json;
 
     #[test]
     fn a_node_whose_ready_condition_is_not_true_is_not_ready_one_without_it_is() {
-        let node = |name: &str, ip: &str, cidr: &str, ready: Option<&str>| -> Node {
-            let mut v = json!({"metadata": {"name": name}, "spec": {"podCIDRs": [cidr]},
-                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
-            if let Some(r) = ready {
-                v["status"]["conditions"] = json!([{"type": "Ready", "status": r}]);
-            }
-            serde_json::from_value(v).unwrap()
+        let with_ready = |name: &str, ip: &str, cidr: &str, ready: &str| {
+            let mut node = n(name, ip, Some(cidr));
+            let status = node.status.as_mut().expect("status");
+            status.conditions = Some(vec![serde_json::from_value(
+                json!({"type": "Ready", "status": ready}),
+            )
+            .unwrap()]);
+            node
         };
         let nodes = [
-            node("a", "10.1.0.1", "10.244.1.0/24", Some("True")),
-            node("b", "10.1.0.2", "10.244.2.0/24", Some("Unknown")),
-            node("c", "10.1.0.3", "10.244.3.0/24", None),
+            with_ready("a", "10.1.0.1", "10.244.1.0/24", "True"),
+            with_ready("b", "10.1.0.2", "10.244.2.0/24", "Unknown"),
+            n("c", "10.1.0.3", Some("10.244.3.0/24")),
         ];
-        let b = build(&Objects {
-            config: None,
-            nodes: &nodes,
-            peers: &[],
-            passwords: &BTreeMap::new(),
-            default_pod_network: Some("10.244.0.0/16"),
-        });
-        let v = b.view.expect("a view");
+        let c = config(json!({"podNetwork": "10.244.0.0/16"}));
+        let v = build_with(Some(&c), &nodes, &[]).view.expect("a view");
         let ready: Vec<bool> = ["a", "b", "c"]
             .iter()
             .map(|n| v.node(n).unwrap().ready)

@@ -160,6 +160,11 @@ impl Policy {
         format!("{}/{}", self.namespace, self.name)
     }
 
+    /// Whether the policy selects `pod`: its namespace, and its labels by `podSelector`.
+    pub fn selects(&self, pod: &Pod) -> bool {
+        self.namespace == pod.namespace && self.pod_selector.matches(&pod.labels)
+    }
+
     /// The allowing rules of one direction (`ingress`, else egress), or `None` when the
     /// policy does not isolate its pods in that direction.
     pub fn rules(&self, ingress: bool) -> Option<&[Rule]> {

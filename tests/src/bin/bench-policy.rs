@@ -310,7 +310,8 @@ fn throughput(synthetic_on_a1: &str) -> Throughput {
         all += synthetic_on_a1;
         all += &iperf_policies();
         std::fs::write(&file, &all).unwrap();
-        let hash = format!("{:016x}", policy::ruleset::fnv(all.as_bytes()));
+        // The hash the agents report for their workloads file (`policy.fileHash`).
+        let hash = cluster::hash::fnv_hex(all.as_bytes());
         for node in ["a1", "a2", "b1", "b2"] {
             let ns = format!("{prefix}-two-racks-vxlan-{node}");
             // Only the processes of the lab's own node namespace (the agent).
