@@ -86,12 +86,7 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
                 // A reflector passes on every other node's pod CIDR, each only with its owner
                 // as next hop (`next_hop_owners`).
                 let mut p = cluster(n, PeerKind::Reflector);
-                p.import = ImportFilter::exact(
-                    view.nodes
-                        .iter()
-                        .filter(|o| o.name != me.name)
-                        .flat_map(|o| o.pod_cidrs.iter().copied()),
-                );
+                p.import = reflected(view, me);
                 out.push(p);
             }
             (true, false) => out.push(cluster(n, PeerKind::ReflectorClient)),
@@ -137,6 +132,39 @@ pub fn peers_for(view: &ClusterView, me: &Node) -> Vec<DerivedPeer> {
     }
     out.sort_by_key(|p| (p.kind, p.address));
     out
+}
+
+/// What a reflector may pass to `me`: every other node's pod CIDRs.
+fn reflected(view: &ClusterView, me: &Node) -> ImportFilter {
+    ImportFilter::exact(
+        view.nodes
+            .iter()
+            .filter(|o| o.name != me.name)
+            .flat_map(|o| o.pod_cidrs.iter().copied()),
+    )
+}
+
+/// A cluster peer the view no longer wants, kept while a make-before-break handover runs
+/// (`node::peering`). Its role stays; what it may announce follows the new view, so a deleted
+/// node's pod CIDR is not kept alive by it.
+pub fn retiring(
+    view: &ClusterView,
+    me: &Node,
+    old: &DerivedPeer,
+    owners: &NextHopOwners,
+) -> DerivedPeer {
+    let mut p = old.clone();
+    p.next_hop_owners = owners.clone();
+    p.import = match old.kind {
+        PeerKind::Reflector => reflected(view, me),
+        _ => ImportFilter::exact(
+            view.nodes
+                .iter()
+                .filter(|n| n.address == old.address)
+                .flat_map(|n| n.pod_cidrs.iter().copied()),
+        ),
+    };
+    p
 }
 
 /// A BGP identifier: the node's IPv4 address (first or second), or for an IPv6-only node a

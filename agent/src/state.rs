@@ -9,7 +9,7 @@ use felix_lite::Programmer;
 use ipip::Planned;
 use ipnet::IpNet;
 use speaker::{BestRoute, Speaker};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,8 @@ pub struct NodeState {
     pub programmer: Programmer,
     pub table: RouteView,
     pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
+    /// Peers the view no longer wants, kept until their routes come from another peer too.
+    pub retiring: Mutex<BTreeSet<IpAddr>>,
     /// The cluster's route reflectors by node name, and why each is one.
     pub reflectors: Mutex<BTreeMap<String, String>>,
     pub ready: AtomicBool,
@@ -39,6 +41,7 @@ pub struct NodeState {
 impl NodeState {
     pub async fn status(&self) -> Status {
         let kinds = self.peers.lock().expect("peers").clone();
+        let retiring = self.retiring.lock().expect("retiring").clone();
         let peers = self
             .speaker
             .snapshot()
@@ -48,10 +51,13 @@ impl NodeState {
             .map(|p| PeerStatus {
                 address: p.address.to_string(),
                 as_number: p.asn,
-                kind: kinds
-                    .get(&p.address)
-                    .map(|d| d.kind.as_str().to_string())
-                    .unwrap_or_else(|| p.role.to_string()),
+                kind: match kinds.get(&p.address) {
+                    Some(d) if retiring.contains(&p.address) => {
+                        format!("{} (retiring)", d.kind.as_str())
+                    }
+                    Some(d) => d.kind.as_str().to_string(),
+                    None => p.role.to_string(),
+                },
                 state: p.state.to_string(),
                 since: rfc3339_ago(Duration::from_secs(p.since_secs)),
                 prefixes_received: p.prefixes_received,

@@ -361,3 +361,102 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
     assert_eq!(r["clusterList"], serde_json::json!(["10.255.0.1"]), "{r}");
     all_reachable_then_down(&lab);
 }
+
+/// rr-fabric with one automatic reflector for the whole cluster (`perZone: 1`, no zone label),
+/// then that node marked not Ready: every agent chooses another, and the change is
+/// make-before-break. Clients add the new reflector's session and keep the old one until
+/// every route they had from it also comes from the new one; the old reflector keeps
+/// reflecting until its clients are handed over. Steady pings across and within racks, to
+/// and from both reflectors' pods, lose nothing; without the handover every client would have
+/// no route at all between the old session's removal and the new one's first UPDATE.
+#[test]
+fn a_replaced_reflector_is_handed_over_make_before_break() {
+    let auto = |v: &str| {
+        v.replace(", routeReflectorClusterID: 10.255.0.1", "")
+            .replace(
+                "nodeToNodeMesh: false\n",
+                "routeReflectors: {mode: Auto, perZone: 1}\n",
+            )
+    };
+    let dir = copy_with_view("rr-fabric", auto);
+    let view = dir.join("rr-fabric/cluster.yaml");
+    let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
+    let reflectors = |node: &str| -> Vec<String> {
+        lab.json("status", node)["reflectors"]
+            .as_object()
+            .expect("reflectors in status")
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let old = reflectors("c2");
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old = old[0].clone();
+    let nodes = twelve();
+    // Pings across racks and within them, to and from the old reflector's pods, and between
+    // every rack's first and last node (one of which becomes the new reflector or not: the
+    // ranking is a hash, so the pairs cover both).
+    let other_rack = |n: &str| if n.starts_with('a') { "b2" } else { "a2" };
+    let pairs = [
+        ("a3", "c1"),
+        ("c3", "b2"),
+        ("b4", "a4"),
+        ("a3", "a4"),
+        ("c2", "c4"),
+        (other_rack(&old), old.as_str()),
+        (old.as_str(), "c3"),
+    ];
+    let pings = Steady::start_all_n(&lab, &pairs, 2000);
+    // The old reflector is no longer Ready: every agent reloads the view.
+    let edited = auto(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/containerlab/rr-fabric/cluster.yaml"),
+        )
+        .unwrap(),
+    )
+    .replace(
+        &format!("{{name: {old}, "),
+        &format!("{{name: {old}, ready: false, "),
+    );
+    assert!(edited.contains("ready: false"), "{edited}");
+    std::fs::write(&view, edited).unwrap();
+    lab.signal(&nodes, "-HUP");
+    let new = wait_for(
+        "every node to choose one new reflector",
+        Duration::from_secs(20),
+        || {
+            let first = reflectors("c2");
+            (first.len() == 1 && first[0] != old && nodes.iter().all(|n| reflectors(n) == first))
+                .then(|| first[0].clone())
+        },
+    );
+    // The handover completes: every other node has exactly the new reflector as its peer,
+    // Established; the new reflector serves the eleven others, the old one among them.
+    wait_for(
+        "the old reflector's sessions to be retired",
+        Duration::from_secs(40),
+        || {
+            nodes
+                .iter()
+                .all(|n| {
+                    let p = lab.peers(n);
+                    if *n == new {
+                        p.len() == 11
+                            && p.iter()
+                                .all(|p| p["kind"] == "client" && p["state"] == "Established")
+                    } else {
+                        p.len() == 1
+                            && p[0]["kind"] == "reflector"
+                            && p[0]["state"] == "Established"
+                    }
+                })
+                .then_some(())
+        },
+    );
+    Steady::none_lost(pings, "the reflector was replaced");
+    // The handover was one: the clients retired the old reflector's session, not dropped it.
+    let log = std::fs::read_to_string(lab.dir.join("rr-fabric/c2/twill.log")).unwrap_or_default();
+    assert!(log.contains("retired peer removed"), "{log}");
+    all_reachable_then_down(&lab);
+}

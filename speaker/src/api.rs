@@ -108,6 +108,13 @@ impl Speaker {
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
+    /// How many Loc-RIB prefixes only these peers provide ([`Core::only_from`]).
+    pub async fn only_from(&self, peers: Vec<IpAddr>) -> Result<usize, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::OnlyFrom(peers, tx))?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
     /// Best-route changes: first one event per current route, then every change.
     pub fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<RouteEvent>, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();

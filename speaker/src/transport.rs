@@ -22,6 +22,7 @@ pub(crate) enum Command {
     Routes(oneshot::Sender<Vec<RouteEvent>>),
     RibLen(oneshot::Sender<usize>),
     Refused(oneshot::Sender<u64>),
+    OnlyFrom(Vec<IpAddr>, oneshot::Sender<usize>),
     Subscribe(mpsc::UnboundedSender<RouteEvent>),
     Shutdown(ShutdownMode),
 }
@@ -114,6 +115,7 @@ pub(crate) async fn run(
                 Some(Command::Routes(tx)) => { let _ = tx.send(d.core.routes()); }
                 Some(Command::RibLen(tx)) => { let _ = tx.send(d.core.loc_rib_len()); }
                 Some(Command::Refused(tx)) => { let _ = tx.send(d.core.refused_connections()); }
+                Some(Command::OnlyFrom(peers, tx)) => { let _ = tx.send(d.core.only_from(&peers)); }
                 Some(Command::Subscribe(tx)) => {
                     for r in d.core.routes() {
                         let _ = tx.send(r);

@@ -520,3 +520,49 @@ fn a_client_refuses_a_reflected_pod_cidr_whose_next_hop_is_not_its_owner() {
     assert!(w.best_of(2, "10.244.2.0/24"));
     assert_eq!(rejected(&w, 2, 0, Rejection::NextHopNotOwner), 0);
 }
+
+/// What a make-before-break handover asks before it drops a reflector: how many routes only
+/// that reflector provides. A client of reflector 0 alone has every route only from it; once
+/// it also peers with reflector 1 (same cluster ID), every route has a second path and
+/// reflector 0 can go without a withdrawal.
+#[test]
+fn only_from_counts_the_routes_no_other_peer_provides() {
+    let mut w = Wire::new(&[
+        (64512, "10.0.0.1"),
+        (64512, "10.0.0.2"),
+        (64512, "10.0.0.3"),
+        (64512, "10.0.0.4"),
+    ]);
+    reflector(&mut w, 0, "10.255.0.1", &[2, 3], &[1]);
+    reflector(&mut w, 1, "10.255.0.1", &[3], &[0]);
+    w.peer(2, 0, 64512);
+    w.peer(3, 0, 64512);
+    w.peer(3, 1, 64512);
+    w.run();
+    let r0 = w.addrs[0];
+    let r1 = w.addrs[1];
+    // Client 2 hears 10.244.1 (reflector 0's own), .2 (reflector 1's, reflected) and .4
+    // (client 3's) only through reflector 0; its own .3 is local.
+    assert_eq!(w.cores[2].only_from(&[r0]), 3);
+    assert_eq!(w.cores[2].only_from(&[]), 0);
+    // Client 3 hears everything twice but client 2's route: reflector 1 refuses that one
+    // from reflector 0 (their shared cluster ID), so only reflector 0 passes it on.
+    assert_eq!(w.cores[3].only_from(&[r0]), 1);
+    assert_eq!(w.cores[3].only_from(&[r1]), 0);
+    assert_eq!(w.cores[3].only_from(&[r0, r1]), 3);
+    // Client 2 gains reflector 1: nothing depends on reflector 0 alone any more.
+    let mut p = PeerConfig::new(w.addrs[2], 64512);
+    p.families = vec![Family::Ipv4Unicast];
+    p.reflector_client = true;
+    w.push(1, Input::AddPeer(p));
+    w.peer(2, 1, 64512);
+    w.run();
+    assert_eq!(w.cores[2].only_from(&[r0]), 0);
+    assert_eq!(w.cores[3].only_from(&[r0]), 0);
+    // Written as an IPv4-mapped address, the peer is the same peer.
+    let mapped = match r1 {
+        IpAddr::V4(a) => IpAddr::V6(a.to_ipv6_mapped()),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    assert_eq!(w.cores[2].only_from(&[r0, mapped]), 3);
+}

@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod error;
+mod peering;
 mod policy;
 mod readiness;
 mod reload;

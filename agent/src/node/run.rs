@@ -4,8 +4,9 @@
 
 use super::dataplane::Dataplane;
 use super::error::AgentError;
+use super::peering::Peering;
 use super::readiness::ready_now;
-use super::reload::{apply_peers, apply_view};
+use super::reload::apply_view;
 use crate::node_file::{NodeFile, PolicyWait};
 use crate::peers::speaker_config;
 use crate::state::NodeState;
@@ -14,7 +15,6 @@ use cluster::{ClusterView, Node};
 use felix_lite::{install_protocol_name, Programmer};
 use ipip::{Fabric, FabricConfig};
 use speaker::{ShutdownMode, Speaker};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -220,15 +220,16 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let graceful = view.graceful_restart.is_some();
     let speaker = Speaker::start(speaker_config(&view, &me, restarting)).await?;
     let mut events = speaker.subscribe()?;
-    let mut peers = BTreeMap::new();
-    apply_peers(&speaker, &view, &me, &mut peers);
+    let mut peering = Peering::default();
+    peering.apply(&speaker, &view, &me, None);
     let mut dp = Dataplane::new(fabric, programmer.clone(), &view);
     let state = Arc::new(NodeState {
         node: me.name.clone(),
         speaker: speaker.clone(),
         programmer,
         table: dp.view.clone(),
-        peers: Mutex::new(peers.clone()),
+        peers: Mutex::new(peering.all()),
+        retiring: Mutex::new(peering.retiring.keys().copied().collect()),
         reflectors: Mutex::new(view.reflectors.clone()),
         ready: AtomicBool::new(false),
         policy,
@@ -244,7 +245,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         })?;
     let _ = endpoint.set(state.clone());
     info!(node = %me.name, address = %me.address, pod_cidrs = ?me.pod_cidrs,
-        peers = peers.len(), socket = %opts.socket.display(), metrics = %opts.metrics, "agent running");
+        peers = peering.current.len(), socket = %opts.socket.display(), metrics = %opts.metrics, "agent running");
 
     let sig = |k| {
         signal(k).map_err(|source| AgentError::Io {
@@ -279,22 +280,25 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                 match load(path) {
                     Err(e) => error!(error = %e, "SIGHUP: cluster view rejected; keeping the running one"),
                     Ok(new) => {
-                        if let Some((v, m)) = apply_view(&speaker, &state, &mut dp, &mut peers, &view, &me, Arc::new(new)).await {
+                        if let Some((v, m)) = apply_view(&speaker, &state, &mut dp, &mut peering, &view, &me, Arc::new(new)).await {
                             (view, me) = (v, m);
-                            info!(peers = peers.len(), nodes = view.nodes.len(), "SIGHUP: cluster view reloaded");
+                            info!(peers = peering.current.len(), retiring = peering.retiring.len(), nodes = view.nodes.len(), "SIGHUP: cluster view reloaded");
                         }
                     }
                 }
             }
             Some(new) = next_view(&mut updates) => {
-                if let Some((v, m)) = apply_view(&speaker, &state, &mut dp, &mut peers, &view, &me, new).await {
+                if let Some((v, m)) = apply_view(&speaker, &state, &mut dp, &mut peering, &view, &me, new).await {
                     (view, me) = (v, m);
-                    info!(peers = peers.len(), nodes = view.nodes.len(), "cluster view updated from the API");
+                    info!(peers = peering.current.len(), retiring = peering.retiring.len(), nodes = view.nodes.len(), "cluster view updated from the API");
                 }
             }
             _ = tick.tick() => {
                 state.alive_ms.store(state.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                if !state.ready.load(Ordering::Relaxed) && ready_now(&state, &peers, opts.ready_timeout).await {
+                if peering.check(&speaker, &view, &me).await {
+                    peering.publish(&state);
+                }
+                if !state.ready.load(Ordering::Relaxed) && ready_now(&state, &peering.current, opts.ready_timeout).await {
                     state.ready.store(true, Ordering::Relaxed);
                     dp.complete().await;
                     info!("ready");

@@ -392,6 +392,22 @@ impl Core {
     pub fn loc_rib_len(&self) -> usize {
         self.rib.len()
     }
+
+    /// How many Loc-RIB prefixes have paths only from these peers (none from another peer or
+    /// from this speaker). Zero means the peers can be removed without withdrawing a route:
+    /// what a make-before-break handover waits for.
+    pub fn only_from(&self, peers: &[IpAddr]) -> usize {
+        let peers: Vec<IpAddr> = peers.iter().map(|a| canonical(*a)).collect();
+        self.rib
+            .iter_paths()
+            .filter(|(_, paths, _)| {
+                !paths.is_empty()
+                    && paths
+                        .iter()
+                        .all(|p| p.source.peer_addr().is_some_and(|a| peers.contains(&a)))
+            })
+            .count()
+    }
 }
 
 /// A Loc-RIB best entry as subscribers see it: the multipath set as next hops.

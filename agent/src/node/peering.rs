@@ -1,0 +1,222 @@
+//! The node's BGP peers as the cluster view derives them, changed make-before-break.
+//!
+//! A cluster peer the view no longer wants (a reflector replaced by another, mesh sessions
+//! giving way to reflectors, a reflector node that stopped being one and its old clients) is not
+//! removed at once: it stays configured, *retiring*, until no route in the speaker's Loc-RIB
+//! comes from retiring peers alone. Only then do the retiring peers go. A client therefore
+//! keeps its old reflector until the new one has passed it every route, and no route is
+//! withdrawn on any node while reflectors change. A node that stops being a reflector keeps
+//! reflecting, in a cluster of its own, for as long as it still serves retiring clients.
+//!
+//! External peers (ToRs, reflectors outside the cluster) go at once: an operator removed them.
+
+use crate::peers::{owners, peer_config, peers_for, retiring, router_id, DerivedPeer, PeerKind};
+use crate::state::NodeState;
+use cluster::{ClusterView, Node};
+use speaker::{Password, Speaker};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// How long retiring peers may wait for their routes to be covered. Past it they go anyway:
+/// a replacement that never comes up must not pin the old sessions for ever.
+pub const RETIRE_LIMIT: Duration = Duration::from_secs(300);
+
+/// How many consecutive checks (one per main-loop tick, 500 ms) must find nothing depending on
+/// the retiring peers alone. More than one, so an UPDATE the new peer is still sending to
+/// another node (the other end of the same handover) has time to land.
+const CLEAR_CHECKS: u32 = 2;
+
+#[derive(Default)]
+pub struct Peering {
+    /// The peers the view wants.
+    pub current: BTreeMap<IpAddr, DerivedPeer>,
+    /// Peers the view no longer wants, kept until nothing depends on them alone.
+    pub retiring: BTreeMap<IpAddr, DerivedPeer>,
+    /// When the present handover began.
+    since: Option<Instant>,
+    clear: u32,
+    /// The cluster ID this node reflects with while it serves retiring clients although the
+    /// view says it is no longer a reflector.
+    serving: Option<Ipv4Addr>,
+}
+
+impl Peering {
+    /// Every configured peer, retiring ones included (for status).
+    pub fn all(&self) -> BTreeMap<IpAddr, DerivedPeer> {
+        let mut all = self.retiring.clone();
+        all.extend(self.current.iter().map(|(a, p)| (*a, p.clone())));
+        all
+    }
+
+    /// Show the peers in `twill status`: what the view wants and what is retiring.
+    pub fn publish(&self, state: &NodeState) {
+        *state.peers.lock().expect("peers") = self.all();
+        *state.retiring.lock().expect("retiring") = self.retiring.keys().copied().collect();
+    }
+
+    /// Make the speaker's peers those the view derives for `me`, retiring cluster peers that
+    /// are no longer wanted. `was` is this node as the previous view had it (None at start).
+    pub fn apply(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node, was: Option<&Node>) {
+        let want: BTreeMap<IpAddr, DerivedPeer> = peers_for(view, me)
+            .into_iter()
+            .filter_map(with_password)
+            .map(|p| (p.address, p))
+            .collect();
+        // The cluster ID the speaker runs with (at start: this node's own).
+        let running = self
+            .serving
+            .or(was.map_or(me.route_reflector_cluster_id, |w| {
+                w.route_reflector_cluster_id
+            }));
+        let owners = owners(view);
+        let mut configured = std::mem::take(&mut self.current);
+        let already: Vec<IpAddr> = self.retiring.keys().copied().collect();
+        configured.append(&mut self.retiring);
+        for (addr, old) in configured.iter() {
+            if want.contains_key(addr) {
+                continue;
+            }
+            if old.kind == PeerKind::External {
+                info!(peer = %addr, kind = old.kind.as_str(), "peer removed from the cluster view");
+                let _ = speaker.remove_peer(*addr);
+                continue;
+            }
+            if !already.contains(addr) {
+                info!(peer = %addr, kind = old.kind.as_str(),
+                    "peer no longer in the cluster view: retiring it once its routes come from another peer too");
+            }
+            self.retiring
+                .insert(*addr, retiring(view, me, old, &owners));
+        }
+        // A node that stops reflecting goes on reflecting while it still has clients to hand
+        // over (peers are configured as from a reflector meanwhile), but in a cluster of its
+        // own (its router ID): under the shared cluster ID it would refuse, as a loop, every
+        // route the new reflector passes it, and be left with none once its clients go.
+        self.serving = match (me.route_reflector_cluster_id, running) {
+            (None, Some(_))
+                if self
+                    .retiring
+                    .values()
+                    .any(|p| p.kind == PeerKind::ReflectorClient) =>
+            {
+                Some(self.serving.unwrap_or_else(|| router_id(me)))
+            }
+            _ => None,
+        };
+        let effective = self.serving.or(me.route_reflector_cluster_id);
+        if effective != running {
+            // Before the peers' roles change, so a new reflector's clients get reflected
+            // routes as soon as they are its clients.
+            info!(cluster_id = ?effective, handing_over = self.serving.is_some(),
+                "this node's route reflector cluster ID changed");
+            let _ = speaker.set_cluster_id(effective);
+        }
+        let config_me = self.config_node(me);
+        for (addr, p) in want.iter().chain(self.retiring.iter()) {
+            let cfg = peer_config(view, &config_me, p);
+            let r = match configured.get(addr) {
+                None => {
+                    info!(peer = %addr, kind = p.kind.as_str(), asn = p.as_number,
+                        md5 = p.password.is_some(), "peer added");
+                    speaker.add_peer(cfg)
+                }
+                // The speaker changes only what differs (and resets a session only when that
+                // needs it); what a peer is sent also follows this node's own role.
+                Some(_) => speaker.update_peer(cfg),
+            };
+            if let Err(e) = r {
+                error!(peer = %addr, error = %e, "peer rejected");
+            }
+        }
+        self.current = want;
+        self.clear = 0;
+        self.since = match (self.retiring.is_empty(), self.since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, Some(t)) => Some(t),
+        };
+    }
+
+    /// One check of a handover in progress: the retiring peers go once the speaker has had no
+    /// route from them alone at [`CLEAR_CHECKS`] checks in a row, or after [`RETIRE_LIMIT`].
+    /// True when they went (the caller refreshes what status shows).
+    pub async fn check(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
+        let addrs: Vec<IpAddr> = self.retiring.keys().copied().collect();
+        let Ok(alone) = speaker.only_from(addrs.clone()).await else {
+            return false;
+        };
+        self.clear = if alone == 0 { self.clear + 1 } else { 0 };
+        let waited = since.elapsed();
+        if self.clear < CLEAR_CHECKS && waited < RETIRE_LIMIT {
+            return false;
+        }
+        if alone > 0 {
+            warn!(peers = ?addrs, routes = alone, ?waited,
+                "retiring peers still provide routes no other peer does; removing them anyway");
+        }
+        for addr in &addrs {
+            info!(peer = %addr, ?waited, "retired peer removed");
+            let _ = speaker.remove_peer(*addr);
+        }
+        self.retiring.clear();
+        self.since = None;
+        if self.serving.take().is_some() {
+            info!(cluster_id = ?me.route_reflector_cluster_id,
+                "clients handed over: this node's route reflector cluster ID changed");
+            let _ = speaker.set_cluster_id(me.route_reflector_cluster_id);
+            // What the remaining peers are sent follows the node's own role again.
+            for p in self.current.values() {
+                let _ = speaker.update_peer(peer_config(view, me, p));
+            }
+        }
+        true
+    }
+
+    /// `me` with the cluster ID the speaker actually runs with.
+    fn config_node(&self, me: &Node) -> Node {
+        let mut n = me.clone();
+        if self.serving.is_some() {
+            n.route_reflector_cluster_id = self.serving;
+        }
+        n
+    }
+}
+
+/// The peer with its TCP MD5 key read from its password file, read afresh on every reload so a
+/// rotated key reaches the speaker (which reconnects with it). A peer whose file cannot be read
+/// is left out rather than tried without the key it is configured with.
+fn with_password(mut p: DerivedPeer) -> Option<DerivedPeer> {
+    let Some(path) = &p.password_file else {
+        return Some(p);
+    };
+    match std::fs::read(path) {
+        Ok(mut key) => {
+            // `echo secret > file` and `kubectl create secret --from-file` leave a newline that
+            // is not part of the key.
+            if key.ends_with(b"\n") {
+                key.pop();
+                if key.ends_with(b"\r") {
+                    key.pop();
+                }
+            }
+            let key = Password::new(key);
+            if !key.len_ok() {
+                error!(peer = %p.address, file = %path.display(), bytes = key.as_bytes().len(),
+                    "the password must be 1-80 bytes (TCP MD5); not peering");
+                return None;
+            }
+            p.password = Some(key);
+            Some(p)
+        }
+        Err(e) => {
+            error!(peer = %p.address, file = %path.display(), error = %e,
+                "cannot read the password file; not peering");
+            None
+        }
+    }
+}
