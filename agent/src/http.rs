@@ -89,6 +89,12 @@ async fn scrape(State(ep): State<Endpoint>) -> impl IntoResponse {
             ready: s.ready.load(Ordering::Relaxed),
             policy: s.policy.as_ref().map(|p| p.status()),
             refused: s.speaker.refused_connections().await.unwrap_or(0),
+            watch: s.watch.as_ref().map(|w| metrics::WatchCounts {
+                node_events: w.node_events.load(Ordering::Relaxed),
+                node_updates_ignored: w.node_updates_ignored.load(Ordering::Relaxed),
+                views_built: w.views_built.load(Ordering::Relaxed),
+                views_published: w.views_published.load(Ordering::Relaxed),
+            }),
         }),
     };
     (

@@ -27,6 +27,17 @@ pub struct Scrape {
     pub policy: Option<crate::status::PolicyStatus>,
     /// Connections refused for coming from no configured peer's address.
     pub refused: u64,
+    /// The Kubernetes view watcher's counts (Kubernetes mode only).
+    pub watch: Option<WatchCounts>,
+}
+
+/// [`cluster::k8s::watch::WatchStats`] as read at the scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WatchCounts {
+    pub node_events: u64,
+    pub node_updates_ignored: u64,
+    pub views_built: u64,
+    pub views_published: u64,
 }
 
 /// Name, help, and how to read it from a peer's snapshot.
@@ -157,6 +168,37 @@ impl Collector for Scrape {
             None,
             counter.metric_type(),
         )?)?;
+        if let Some(w) = self.watch {
+            for (name, help, v) in [
+                (
+                    "twill_k8s_node_events",
+                    "Node events that could change the cluster view (changes to what Twill reads, deletions, relists).",
+                    w.node_events,
+                ),
+                (
+                    "twill_k8s_node_updates_ignored",
+                    "Node updates that changed nothing Twill reads (kubelet heartbeats): no view rebuilt.",
+                    w.node_updates_ignored,
+                ),
+                (
+                    "twill_k8s_views_built",
+                    "Cluster views built and validated from the watched objects.",
+                    w.views_built,
+                ),
+                (
+                    "twill_k8s_views_published",
+                    "Cluster views that differed from the last and were applied.",
+                    w.views_published,
+                ),
+            ] {
+                ConstCounter::new(v).encode(e.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    counter.metric_type(),
+                )?)?;
+            }
+        }
         for (name, help, v) in route_counters {
             ConstCounter::new(v).encode(e.encode_descriptor(
                 name,
@@ -281,6 +323,12 @@ mod tests {
             },
             ready: true,
             refused: 5,
+            watch: Some(WatchCounts {
+                node_events: 3,
+                node_updates_ignored: 500,
+                views_built: 2,
+                views_published: 1,
+            }),
             policy: Some(crate::status::PolicyStatus {
                 rules: 12,
                 counters: vec![crate::status::PolicyCounter {
@@ -314,6 +362,8 @@ mod tests {
         );
         assert_eq!(value("twill_policy_rules", None), 12.0);
         assert_eq!(value("twill_bgp_connections_refused_total", None), 5.0);
+        assert_eq!(value("twill_k8s_node_updates_ignored_total", None), 500.0);
+        assert_eq!(value("twill_k8s_views_built_total", None), 2.0);
         let policy = |verdict: &str| {
             scrape
                 .samples

@@ -33,6 +33,8 @@ pub struct NodeState {
     /// NetworkPolicy, when this node enforces it (Kubernetes mode, or file mode with
     /// `--workloads`).
     pub policy: Option<crate::netpol::PolicyHandle>,
+    /// What the Kubernetes view watcher did (Kubernetes mode).
+    pub watch: Option<Arc<cluster::k8s::watch::WatchStats>>,
     /// Milliseconds since start at the main loop's last turn (`/healthz`).
     pub alive_ms: AtomicU64,
     pub started: Instant,

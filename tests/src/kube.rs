@@ -458,6 +458,26 @@ impl Kube {
         file
     }
 
+    /// `deploy/twill.yaml` applied as the README says (CRDs, RBAC, the DaemonSet), its CRDs
+    /// established before returning.
+    pub fn install_twill(&self) {
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"),
+        )
+        .expect("deploy/twill.yaml");
+        let (ok, out) = self.apply_text(&manifest);
+        assert!(ok, "kubectl apply -f deploy/twill.yaml: {out}");
+        for crd in ["bgpconfigurations.twill.io", "bgppeers.twill.io"] {
+            let (ok, out) = self.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &format!("crd/{crd}"),
+            ]);
+            assert!(ok, "{crd}: {out}");
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default()
     }

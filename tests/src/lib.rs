@@ -10,6 +10,7 @@ pub mod daemons;
 pub mod dataplane;
 pub mod fakeapi;
 pub mod kube;
+pub mod kubelets;
 pub mod l2;
 pub mod netns;
 pub mod pod;

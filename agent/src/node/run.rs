@@ -119,6 +119,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             source,
         })?;
     let mut workloads = opts.workloads.clone().map(super::policy::Source::File);
+    let mut watch_stats = None;
     let (view, mut updates) = match &opts.source {
         ViewSource::File(path) => (Arc::new(load(path)?), None),
         ViewSource::Kubernetes {
@@ -134,6 +135,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             })
             .await?;
             let (ns, mut rx) = (watching.namespace, watching.views);
+            watch_stats = Some(watching.stats);
             workloads = Some(super::policy::Source::Api(watching.workloads));
             info!(namespace = %ns, node = %opts.node, "watching the Kubernetes API for the cluster view");
             let v = k8s::first_view(&mut rx, &opts.node)
@@ -233,6 +235,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         reflectors: Mutex::new(view.reflectors.clone()),
         ready: AtomicBool::new(false),
         policy,
+        watch: watch_stats,
         alive_ms: AtomicU64::new(0),
         started: Instant::now(),
     });

@@ -4,6 +4,7 @@
 pub mod crd;
 #[cfg(test)]
 mod deploy_tests;
+pub mod nodes;
 pub mod view;
 pub mod watch;
 pub mod workloads;

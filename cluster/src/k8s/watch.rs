@@ -2,9 +2,12 @@
 //! kube-runtime reflectors (list, then watch with bookmarks; a watch that ends or expires — 410
 //! Gone — is resumed or relisted by kube-runtime). After each burst of changes the view is
 //! rebuilt from the stores and published only if it differs, so a resumed watch changes nothing
-//! downstream; a rotated password Secret rewrites its file at once.
+//! downstream; a rotated password Secret rewrites its file at once. Nodes are trimmed to what
+//! the view reads and an update that changes none of it (a heartbeat) causes no rebuild
+//! ([`super::nodes`]).
 
 use super::crd::{BGPConfiguration, BGPPeer};
+use super::nodes::{trim, Relevant};
 use super::view::{build, Objects, CONFIG_NAME};
 use crate::view::ClusterView;
 use futures::{FutureExt, StreamExt};
@@ -14,6 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -71,6 +75,20 @@ pub struct Watching {
     pub namespace: String,
     pub views: Views,
     pub workloads: super::workloads::WorkloadsRx,
+    pub stats: Arc<WatchStats>,
+}
+
+/// What the view watcher did, for `/metrics` and the scale tests.
+#[derive(Default, Debug)]
+pub struct WatchStats {
+    /// Node events passed on (a change to what the view reads, a deletion, a relist).
+    pub node_events: AtomicU64,
+    /// Node updates that changed nothing the view reads (heartbeats): no rebuild.
+    pub node_updates_ignored: AtomicU64,
+    /// Views built from the stores (each validates every object).
+    pub views_built: AtomicU64,
+    /// Views published (built and different from the last).
+    pub views_published: AtomicU64,
 }
 
 /// Connect and start the watchers, which own the client from then on.
@@ -81,17 +99,20 @@ pub async fn start(opts: WatchOptions) -> Result<Watching, K8sError> {
     });
     let (tx, rx) = watch::channel(None);
     let workloads = super::workloads::start(client.clone());
+    let stats = Arc::new(WatchStats::default());
     tokio::spawn(run(
         client,
         namespace.clone(),
         opts.secrets_dir,
         opts.default_pod_network,
         tx,
+        stats.clone(),
     ));
     Ok(Watching {
         namespace,
         views: rx,
         workloads,
+        stats,
     })
 }
 
@@ -101,13 +122,33 @@ async fn run(
     secrets_dir: PathBuf,
     default_pod_network: Option<String>,
     tx: watch::Sender<Option<Arc<ClusterView>>>,
+    stats: Arc<WatchStats>,
 ) {
     let (nodes, nodes_w) = reflector::store::<Node>();
+    let mut relevant = Relevant::default();
+    let node_stats = stats.clone();
+    let node_events = reflector(
+        nodes_w,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(trim),
+    )
+    .filter(move |ev| {
+        let pass = match ev {
+            Ok(ev) => relevant.changes(ev),
+            Err(_) => true,
+        };
+        let counter = if pass {
+            &node_stats.node_events
+        } else {
+            &node_stats.node_updates_ignored
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        std::future::ready(pass)
+    });
     let (configs, configs_w) = reflector::store::<BGPConfiguration>();
     let (peers, peers_w) = reflector::store::<BGPPeer>();
     let (secrets, secrets_w) = reflector::store::<Secret>();
     let mut events = futures::stream::select_all([
-        reflect(nodes_w, Api::all(client.clone()), "nodes"),
+        ended(node_events, "nodes"),
         reflect(configs_w, Api::all(client.clone()), "bgpconfigurations"),
         reflect(peers_w, Api::all(client.clone()), "bgppeers"),
         // Only the agent's own namespace: the Role grants nothing wider.
@@ -147,6 +188,7 @@ async fn run(
         );
         let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let config = configs.get(&ObjectRef::new(CONFIG_NAME));
+        stats.views_built.fetch_add(1, Ordering::Relaxed);
         let built = build(&Objects {
             config: config.as_deref(),
             nodes: &node_list,
@@ -174,6 +216,7 @@ async fn run(
             // agent re-reads the keys.
             if last.as_deref() != Some(&v) || rotation_pending {
                 rotation_pending = false;
+                stats.views_published.fetch_add(1, Ordering::Relaxed);
                 let v = Arc::new(v);
                 last = Some(v.clone());
                 let _ = tx.send(Some(v));
@@ -199,8 +242,19 @@ where
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    reflector(store, watcher(api, watcher::Config::default()))
-        .default_backoff()
+    ended(
+        reflector(store, watcher(api, watcher::Config::default())),
+        what,
+    )
+}
+
+/// A reflected watch as a stream of "something changed" (or why it broke, named by `what`),
+/// backing off between retries.
+fn ended<S, K>(s: S, what: &'static str) -> futures::stream::BoxStream<'static, Result<(), String>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    s.default_backoff()
         .map(move |r| r.map(|_| ()).map_err(|e| format!("{what}: {e}")))
         .boxed()
 }
