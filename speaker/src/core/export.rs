@@ -144,7 +144,17 @@ impl Core {
         // Export depends on the source attributes and the prefix family (next-hop-self).
         let mut memo: HashMap<(*const PathAttrs, Family, Option<IpAddr>), Option<PathAttrs>> =
             HashMap::new();
+        // A node's peers take only what it originates: a learned prefix it never sent is
+        // skipped without a Loc-RIB lookup (that lookup was most of a node's export cost when
+        // it takes in a full table).
+        let only_originated = p.cfg.export == ExportFilter::Originated;
         for prefix in prefixes {
+            if only_originated
+                && !self.originated.contains(prefix)
+                && !p.adj_out.routes.contains_key(prefix)
+            {
+                continue;
+            }
             let want = self.rib.best_attrs(prefix).and_then(|(source, attrs)| {
                 let key = (Arc::as_ptr(attrs), Family::of(prefix), source.peer_addr());
                 memo.entry(key)
