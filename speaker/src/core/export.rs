@@ -180,8 +180,10 @@ impl Core {
             .negotiated
             .clone();
         let Some(conn) = p.main.conn else { return };
-        let announce: Vec<(Arc<PathAttrs>, Vec<IpNet>)> =
-            groups.into_iter().map(|(a, v)| (Arc::new(a), v)).collect();
+        let announce: Vec<(Arc<PathAttrs>, Vec<IpNet>)> = groups
+            .into_iter()
+            .map(|(a, v)| (self.interned.get(a), v))
+            .collect();
         let msgs = wire::pack_updates(&neg, &withdraw, &announce);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         for w in &withdraw {
@@ -225,4 +227,55 @@ impl Core {
 
 fn is_link_local(a: &Ipv6Addr) -> bool {
     (a.segments()[0] & 0xffc0) == 0xfe80
+}
+
+/// Exported attribute sets, one allocation each, shared by every peer's Adj-RIB-Out. A
+/// reflector sends each client's route to every other client with the same attributes; with
+/// one copy per peer, 500 clients made 250,000 copies (bench-scale: a 117 MB reflector).
+#[derive(Default)]
+pub(super) struct Interned {
+    set: std::collections::HashSet<Arc<PathAttrs>>,
+    /// The size at which sets no Adj-RIB-Out holds any more are dropped.
+    sweep_at: usize,
+}
+
+impl Interned {
+    pub(super) fn get(&mut self, a: PathAttrs) -> Arc<PathAttrs> {
+        if let Some(x) = self.set.get(&a) {
+            return x.clone();
+        }
+        if self.set.len() >= self.sweep_at {
+            self.set.retain(|x| Arc::strong_count(x) > 1);
+            self.sweep_at = (self.set.len() * 2).max(1024);
+        }
+        let x = Arc::new(a);
+        self.set.insert(x.clone());
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_attributes_share_one_allocation_and_unused_ones_are_dropped() {
+        let mut i = Interned::default();
+        let attrs = |n: u8| PathAttrs::local(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n)));
+        let a = i.get(attrs(1));
+        let b = i.get(attrs(1));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &i.get(attrs(2))));
+        // Past the sweep size, sets no one holds go.
+        for n in 3..=255 {
+            i.get(attrs(n));
+        }
+        for n in 0..1000u32 {
+            let mut x = attrs(1);
+            x.med = Some(n);
+            i.get(x);
+        }
+        assert!(i.set.len() < 1000, "{}", i.set.len());
+        assert!(Arc::ptr_eq(&a, &i.get(attrs(1))), "a held set stays");
+    }
 }

@@ -200,6 +200,8 @@ pub struct Core {
     /// one line, not 200).
     refused: u64,
     refused_logged: Option<(Instant, u64)>,
+    /// What this speaker sends, one allocation per distinct attribute set.
+    interned: export::Interned,
 }
 
 fn canonical(a: IpAddr) -> IpAddr {
@@ -227,6 +229,7 @@ impl Core {
             deferral_armed: false,
             refused: 0,
             refused_logged: None,
+            interned: export::Interned::default(),
         };
         let restarting = cfg.graceful_restart.as_ref().is_some_and(|g| g.restarting);
         core.restarting = restarting;

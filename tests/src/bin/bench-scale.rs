@@ -20,7 +20,7 @@
 //!   (one client).
 //!
 //! Run as root: `cargo run --release -p twill-lab --bin bench-scale -- [--nodes 100,250,500]
-//! [--mesh-up-to 100]`.
+//! [--mesh-up-to 100] [--layouts mesh,twill,bird]`.
 
 use speaker::{ExportFilter, PeerConfig, Speaker, SpeakerConfig};
 use std::io::{BufRead, BufReader, Write};
@@ -47,6 +47,15 @@ impl Layout {
             Layout::TwillReflectors => "2 Twill reflectors",
             Layout::BirdReflectors => "2 BIRD reflectors (reference)",
         }
+    }
+    /// As `--layouts` names it.
+    fn arg_name(self) -> String {
+        match self {
+            Layout::Mesh => "mesh",
+            Layout::TwillReflectors => "twill",
+            Layout::BirdReflectors => "bird",
+        }
+        .to_string()
     }
     fn arg(self) -> &'static str {
         match self {
@@ -455,6 +464,15 @@ fn run(n: usize, layout: Layout) -> Row {
         .first()
         .map(|r| usage(r.pid()))
         .unwrap_or((0, 0.0));
+    if let Some(r) = reflectors.first() {
+        let now = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap_or_default();
+        eprintln!(
+            "reflector at the end: {}",
+            now.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .unwrap_or_default()
+        );
+    }
     let row = Row {
         n,
         layout,
@@ -485,10 +503,12 @@ fn main() {
     // Both ends of every mesh session are in this process: N·(N−1) descriptors. The hard limit
     // here is 20,000 per process (not raisable in this sandbox), so the mesh fits up to ~140.
     let mut mesh_up_to = 100;
+    let mut layouts: Vec<String> = ["mesh", "twill", "bird"].map(String::from).to_vec();
     for pair in args.chunks(2) {
         match (pair[0].as_str(), pair.get(1)) {
             ("--nodes", Some(v)) => sizes = v.split(',').map(|s| s.parse().unwrap()).collect(),
             ("--mesh-up-to", Some(v)) => mesh_up_to = v.parse().unwrap(),
+            ("--layouts", Some(v)) => layouts = v.split(',').map(String::from).collect(),
             (o, _) => panic!("unknown option {o}"),
         }
     }
@@ -499,7 +519,7 @@ fn main() {
             Layout::TwillReflectors,
             Layout::BirdReflectors,
         ] {
-            if layout == Layout::Mesh && n > mesh_up_to {
+            if layout == Layout::Mesh && n > mesh_up_to || !layouts.contains(&layout.arg_name()) {
                 continue;
             }
             let r = run(n, layout);
