@@ -129,20 +129,7 @@ fn the_agent_follows_a_real_api_server() {
     let mut kube = Kube::start(&c.api_ns, "10.1.0.100");
     // The manifest exactly as the README tells users to apply it; the CRDs must be
     // established before objects of their kinds are.
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"))
-            .unwrap();
-    let (ok, out) = kube.apply_text(&manifest);
-    assert!(ok, "kubectl apply -f deploy/twill.yaml: {out}");
-    for crd in ["bgpconfigurations.twill.io", "bgppeers.twill.io"] {
-        let (ok, out) = kube.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            &format!("crd/{crd}"),
-        ]);
-        assert!(ok, "{crd}: {out}");
-    }
+    kube.install_twill();
     // What the schema promises, the server enforces: a bad address is refused with the field
     // named, before any agent sees it.
     let (ok, out) = kube.apply_result(&json!({"apiVersion": "twill.io/v1", "kind": "BGPPeer",

@@ -13,7 +13,6 @@ use policy::cases::{all_pods, model_pod, State};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,18 +83,7 @@ fn cluster() -> Cluster {
         })
         .collect();
     let mut kube = Kube::start(&api_ns, "10.1.0.100");
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/twill.yaml"))
-            .unwrap();
-    let (ok, out) = kube.apply_text(&manifest);
-    assert!(ok, "kubectl apply -f deploy/twill.yaml: {out}");
-    let (ok, out) = kube.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/bgpconfigurations.twill.io",
-    ]);
-    assert!(ok, "{out}");
+    kube.install_twill();
     kube.apply(
         &json!({"apiVersion": "twill.io/v1", "kind": "BGPConfiguration",
         "metadata": {"name": "default"}, "spec": {"podNetwork": "10.244.0.0/16,fd00:244::/48",

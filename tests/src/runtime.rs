@@ -8,22 +8,30 @@ pub struct NsRuntime {
     rt: Option<tokio::runtime::Runtime>,
 }
 
+/// A multi-thread runtime whose `workers` threads live in `ns` and carry `name` (what
+/// `/proc/self/task/*/comm` shows, for reading their CPU time). Worker threads are spawned
+/// while building and inherit the builder thread's namespace.
+pub fn runtime_in(ns: &Netns, name: &'static str, workers: usize) -> tokio::runtime::Runtime {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        enter(&path).expect("setns");
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .max_blocking_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+    .join()
+    .expect("runtime thread")
+}
+
 impl NsRuntime {
     pub fn new(ns: &Netns) -> NsRuntime {
-        let path = ns.path();
-        // Worker threads are spawned while building and inherit the builder thread's namespace.
-        let rt = std::thread::spawn(move || {
-            enter(&path).expect("setns");
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .max_blocking_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime")
-        })
-        .join()
-        .expect("runtime thread");
-        NsRuntime { rt: Some(rt) }
+        NsRuntime {
+            rt: Some(runtime_in(ns, "tokio-runtime-worker", 1)),
+        }
     }
 
     /// Run `f` on the namespace's threads and wait for its result.

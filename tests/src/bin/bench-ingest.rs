@@ -16,8 +16,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use twill_lab::netns::enter;
 use twill_lab::replay::{establish, feed, replay, Feed};
+use twill_lab::runtime::runtime_in;
 use twill_lab::{daemons::Daemon, Link, Netns};
 
 const RECEIVER: &str = "10.0.1.2";
@@ -107,17 +107,7 @@ impl Senders {
             .collect();
         let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
         Link::connect(&ns, &addrs, receiver, &[&format!("{RECEIVER}/24")]);
-        let path = ns.path();
-        let rt = std::thread::spawn(move || {
-            enter(&path).expect("setns");
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime")
-        })
-        .join()
-        .unwrap();
+        let rt = runtime_in(&ns, "senders", 1);
         // Peer p announces 16.0.0.0/4's /24s from p × per_peer on.
         let feeds = (0..s.peers)
             .map(|p| {

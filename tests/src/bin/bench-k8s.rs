@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use twill_lab::kube::Kube;
-use twill_lab::netns::enter;
+use twill_lab::runtime::runtime_in;
 use twill_lab::{kubelets, Netns, TempDir};
 
 struct Args {
@@ -51,24 +51,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-/// A runtime whose one worker thread lives in `ns` and is named `name` (its CPU time is read
-/// from /proc by that name).
-fn runtime(ns: &Netns, name: &'static str) -> tokio::runtime::Runtime {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        enter(&path).expect("setns");
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(1)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-    .join()
-    .expect("runtime thread")
 }
 
 /// Run `f` on the runtime's worker (in its namespace), not on the calling thread.
@@ -131,8 +113,8 @@ fn main() {
     let kube = Kube::start(&ns, "10.77.0.1");
     kube.install_twill();
     let secrets = TempDir::new("bk-secrets");
-    let kubelets_rt = runtime(&ns, "kubelets");
-    let agents_rt = runtime(&ns, "agents");
+    let kubelets_rt = runtime_in(&ns, "kubelets", 1);
+    let agents_rt = runtime_in(&ns, "agents", 1);
     let path = kube.admin.clone();
     let admin = on(&kubelets_rt, async move { kubelets::client(&path).await });
 

@@ -27,7 +27,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use twill_lab::netns::enter;
+use twill_lab::runtime::runtime_in;
 use twill_lab::{Netns, TempDir};
 
 const ASN: u32 = 64512;
@@ -387,17 +387,7 @@ fn run(n: usize, layout: Layout) -> Row {
         Layout::BirdReflectors => (0..2).map(|k| bird(&rns[k], &dir, k, n)).collect(),
     };
 
-    let path = ns.path();
-    let rt = std::thread::spawn(move || {
-        enter(&path).expect("setns");
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-    .join()
-    .unwrap();
+    let rt = runtime_in(&ns, "nodes", 2);
     let t = Instant::now();
     // Every listener first, then every peer: a node dialling one whose listener is not bound
     // yet is refused and backs off (1, 2, 4 … 32 s), which would measure the start order.
