@@ -168,8 +168,9 @@ impl Collector for Scrape {
             None,
             counter.metric_type(),
         )?)?;
+        let mut counters = route_counters.to_vec();
         if let Some(w) = self.watch {
-            for (name, help, v) in [
+            counters.extend([
                 (
                     "twill_k8s_node_events",
                     "Node events that could change the cluster view (changes to what Twill reads, deletions, relists).",
@@ -190,16 +191,9 @@ impl Collector for Scrape {
                     "Cluster views that differed from the last and were applied.",
                     w.views_published,
                 ),
-            ] {
-                ConstCounter::new(v).encode(e.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    counter.metric_type(),
-                )?)?;
-            }
+            ]);
         }
-        for (name, help, v) in route_counters {
+        for (name, help, v) in counters {
             ConstCounter::new(v).encode(e.encode_descriptor(
                 name,
                 help,

@@ -456,7 +456,12 @@ fn a_replaced_reflector_is_handed_over_make_before_break() {
     );
     Steady::none_lost(pings, "the reflector was replaced");
     // The handover was one: the clients retired the old reflector's session, not dropped it.
-    let log = std::fs::read_to_string(lab.dir.join("rr-fabric/c2/twill.log")).unwrap_or_default();
-    assert!(log.contains("retired peer removed"), "{log}");
+    let client = nodes
+        .iter()
+        .find(|n| **n != old && **n != new)
+        .expect("a client");
+    let log = std::fs::read_to_string(lab.dir.join(format!("rr-fabric/{client}/twill.log")))
+        .unwrap_or_default();
+    assert!(log.contains("retired peer removed"), "{client}: {log}");
     all_reachable_then_down(&lab);
 }

@@ -14,6 +14,7 @@ pub mod kubelets;
 pub mod l2;
 pub mod netns;
 pub mod pod;
+pub mod procfs;
 pub mod replay;
 pub mod runtime;
 pub mod topology;

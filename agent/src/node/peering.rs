@@ -5,10 +5,13 @@
 //! removed at once: it stays configured, *retiring*, until no route in the speaker's Loc-RIB
 //! comes from retiring peers alone. Only then do the retiring peers go. A client therefore
 //! keeps its old reflector until the new one has passed it every route, and no route is
-//! withdrawn on any node while reflectors change. A node that stops being a reflector keeps
+//! withdrawn on a client while a reflector is replaced or the mesh gives way to reflectors.
+//! (Not yet the way back to the mesh: there the reflector sessions become mesh sessions and
+//! nothing retires.) A node that stops being a reflector keeps
 //! reflecting, in a cluster of its own, for as long as it still serves retiring clients.
 //!
 //! External peers (ToRs, reflectors outside the cluster) go at once: an operator removed them.
+//! So does the peer of a Node that was deleted: it is no member of the cluster any more.
 
 use crate::peers::{owners, peer_config, peers_for, retiring, router_id, DerivedPeer, PeerKind};
 use crate::state::NodeState;
@@ -34,8 +37,8 @@ pub struct Peering {
     pub current: BTreeMap<IpAddr, DerivedPeer>,
     /// Peers the view no longer wants, kept until nothing depends on them alone.
     pub retiring: BTreeMap<IpAddr, DerivedPeer>,
-    /// When the present handover began.
-    since: Option<Instant>,
+    /// When each retiring peer began retiring (each has its own limit).
+    since: BTreeMap<IpAddr, Instant>,
     clear: u32,
     /// The cluster ID this node reflects with while it serves retiring clients although the
     /// view says it is no longer a reflector.
@@ -78,7 +81,10 @@ impl Peering {
             if want.contains_key(addr) {
                 continue;
             }
-            if old.kind == PeerKind::External {
+            // An operator removed an external peer; a deleted Node is no member any more and
+            // its routes are not to be kept for it.
+            let member = view.nodes.iter().any(|n| n.addresses.contains(addr));
+            if old.kind == PeerKind::External || !member {
                 info!(peer = %addr, kind = old.kind.as_str(), "peer removed from the cluster view");
                 let _ = speaker.remove_peer(*addr);
                 continue;
@@ -90,22 +96,18 @@ impl Peering {
             self.retiring
                 .insert(*addr, retiring(view, me, old, &owners));
         }
-        // A node that stops reflecting goes on reflecting while it still has clients to hand
-        // over (peers are configured as from a reflector meanwhile), but in a cluster of its
-        // own (its router ID): under the shared cluster ID it would refuse, as a loop, every
-        // route the new reflector passes it, and be left with none once its clients go.
-        self.serving = match (me.route_reflector_cluster_id, running) {
-            (None, Some(_))
-                if self
-                    .retiring
-                    .values()
-                    .any(|p| p.kind == PeerKind::ReflectorClient) =>
-            {
-                Some(self.serving.unwrap_or_else(|| router_id(me)))
-            }
-            _ => None,
-        };
-        let effective = self.serving.or(me.route_reflector_cluster_id);
+        let serves_clients = self
+            .retiring
+            .values()
+            .any(|p| p.kind == PeerKind::ReflectorClient);
+        let effective;
+        (self.serving, effective) = cluster_ids(
+            me.route_reflector_cluster_id,
+            running,
+            self.serving,
+            serves_clients,
+            router_id(me),
+        );
         if effective != running {
             // Before the peers' roles change, so a new reflector's clients get reflected
             // routes as soon as they are its clients.
@@ -132,40 +134,51 @@ impl Peering {
         }
         self.current = want;
         self.clear = 0;
-        self.since = match (self.retiring.is_empty(), self.since) {
-            (true, _) => None,
-            (false, None) => Some(Instant::now()),
-            (false, Some(t)) => Some(t),
-        };
+        let now = Instant::now();
+        self.since.retain(|a, _| self.retiring.contains_key(a));
+        for a in self.retiring.keys() {
+            self.since.entry(*a).or_insert(now);
+        }
     }
 
     /// One check of a handover in progress: the retiring peers go once the speaker has had no
-    /// route from them alone at [`CLEAR_CHECKS`] checks in a row, or after [`RETIRE_LIMIT`].
-    /// True when they went (the caller refreshes what status shows).
+    /// route from them alone at [`CLEAR_CHECKS`] checks in a row; one that has retired for
+    /// [`RETIRE_LIMIT`] goes anyway. True when any went (the caller refreshes what status
+    /// shows).
     pub async fn check(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) -> bool {
-        let Some(since) = self.since else {
+        if self.retiring.is_empty() {
             return false;
-        };
+        }
         let addrs: Vec<IpAddr> = self.retiring.keys().copied().collect();
         let Ok(alone) = speaker.only_from(addrs.clone()).await else {
             return false;
         };
         self.clear = if alone == 0 { self.clear + 1 } else { 0 };
-        let waited = since.elapsed();
-        if self.clear < CLEAR_CHECKS && waited < RETIRE_LIMIT {
+        let covered = self.clear >= CLEAR_CHECKS;
+        let going: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| {
+                covered
+                    || self
+                        .since
+                        .get(a)
+                        .is_some_and(|t| t.elapsed() >= RETIRE_LIMIT)
+            })
+            .collect();
+        if going.is_empty() {
             return false;
         }
-        if alone > 0 {
-            warn!(peers = ?addrs, routes = alone, ?waited,
+        if !covered {
+            warn!(peers = ?going, routes = alone, limit = ?RETIRE_LIMIT,
                 "retiring peers still provide routes no other peer does; removing them anyway");
         }
-        for addr in &addrs {
+        for addr in &going {
+            let waited = self.since.remove(addr).map(|t| t.elapsed());
             info!(peer = %addr, ?waited, "retired peer removed");
             let _ = speaker.remove_peer(*addr);
+            self.retiring.remove(addr);
         }
-        self.retiring.clear();
-        self.since = None;
-        if self.serving.take().is_some() {
+        if self.retiring.is_empty() && self.serving.take().is_some() {
             info!(cluster_id = ?me.route_reflector_cluster_id,
                 "clients handed over: this node's route reflector cluster ID changed");
             let _ = speaker.set_cluster_id(me.route_reflector_cluster_id);
@@ -185,6 +198,28 @@ impl Peering {
         }
         n
     }
+}
+
+/// The cluster ID to keep for a handover (`serving`) and the one to run with, from this
+/// node's own (`me`, as the view says), the one the speaker runs with, the one kept so far,
+/// and whether retiring reflector clients remain.
+///
+/// A node that stops reflecting goes on reflecting while it still has clients to hand over
+/// (its peers are configured as from a reflector meanwhile), but in a cluster of its own, its
+/// router ID: under the shared cluster ID it would refuse, as a loop, every route the new
+/// reflector passes it, and be left with none once its clients go.
+fn cluster_ids(
+    me: Option<Ipv4Addr>,
+    running: Option<Ipv4Addr>,
+    serving: Option<Ipv4Addr>,
+    serves_clients: bool,
+    router_id: Ipv4Addr,
+) -> (Option<Ipv4Addr>, Option<Ipv4Addr>) {
+    let serving = match (me, running) {
+        (None, Some(_)) if serves_clients => Some(serving.unwrap_or(router_id)),
+        _ => None,
+    };
+    (serving, serving.or(me))
 }
 
 /// The peer with its TCP MD5 key read from its password file, read afresh on every reload so a
@@ -218,5 +253,42 @@ fn with_password(mut p: DerivedPeer) -> Option<DerivedPeer> {
                 "cannot read the password file; not peering");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_ids;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_reflector_hands_over_under_its_router_id_and_only_while_it_has_clients() {
+        let shared = Some(Ipv4Addr::new(10, 255, 255, 1));
+        let rid = Ipv4Addr::new(10, 1, 0, 11);
+        // Stops reflecting with clients to hand over: its router ID, kept for the handover.
+        assert_eq!(
+            cluster_ids(None, shared, None, true, rid),
+            (Some(rid), Some(rid))
+        );
+        // Still handing over at the next view: the same.
+        assert_eq!(
+            cluster_ids(None, Some(rid), Some(rid), true, rid),
+            (Some(rid), Some(rid))
+        );
+        // No clients to hand over: it stops at once.
+        assert_eq!(cluster_ids(None, shared, None, false, rid), (None, None));
+        // Chosen again halfway: the shared ID, the handover over.
+        assert_eq!(
+            cluster_ids(shared, Some(rid), Some(rid), true, rid),
+            (None, shared)
+        );
+        // Becoming a reflector, or staying one: the view's ID.
+        assert_eq!(cluster_ids(shared, None, None, false, rid), (None, shared));
+        assert_eq!(
+            cluster_ids(shared, shared, None, false, rid),
+            (None, shared)
+        );
+        // Never one.
+        assert_eq!(cluster_ids(None, None, None, true, rid), (None, None));
     }
 }

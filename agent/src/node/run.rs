@@ -261,6 +261,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Ticks missed while the loop was busy are not made up back to back: a handover's checks
+    // must be 500 ms apart to mean anything.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut view = view;
     let mut me = me;
     loop {

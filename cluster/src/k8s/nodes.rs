@@ -81,7 +81,12 @@ impl Relevant {
                     .remove(n.metadata.name.as_deref().unwrap_or_default());
                 true
             }
-            watcher::Event::Init | watcher::Event::InitDone => true,
+            // A relist sends every Node again: what was seen of Nodes deleted meanwhile goes.
+            watcher::Event::Init => {
+                self.seen.clear();
+                true
+            }
+            watcher::Event::InitDone => true,
         }
     }
 }

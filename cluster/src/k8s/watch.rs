@@ -132,16 +132,20 @@ async fn run(
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(trim),
     )
     .filter(move |ev| {
+        // Errors pass (they are logged and the watch resumes) and are not counted.
         let pass = match ev {
-            Ok(ev) => relevant.changes(ev),
+            Ok(ev) => {
+                let pass = relevant.changes(ev);
+                let counter = if pass {
+                    &node_stats.node_events
+                } else {
+                    &node_stats.node_updates_ignored
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                pass
+            }
             Err(_) => true,
         };
-        let counter = if pass {
-            &node_stats.node_events
-        } else {
-            &node_stats.node_updates_ignored
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         std::future::ready(pass)
     });
     let (configs, configs_w) = reflector::store::<BGPConfiguration>();

@@ -16,6 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use twill_lab::procfs::peak_rss_kib;
 use twill_lab::replay::{establish, feed, replay, Feed};
 use twill_lab::runtime::runtime_in;
 use twill_lab::{daemons::Daemon, Link, Netns};
@@ -51,15 +52,6 @@ const SCENARIOS: [Scenario; 3] = [
         per_peer: 100_000,
     },
 ];
-
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Child mode `worker PEERS`: one passive Twill speaker for the senders, printing the Loc-RIB
 /// size each time it changes.
@@ -187,7 +179,7 @@ fn bench_twill(s: Scenario) -> Row {
             ),
         }
     };
-    let rss_kb = vm_hwm_kb(pid);
+    let rss_kb = peak_rss_kib(pid);
     let _ = child.kill();
     let _ = child.wait();
     drop(senders.rt);
@@ -226,7 +218,7 @@ fn bench_bird(s: Scenario) -> Row {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    let rss_kb = vm_hwm_kb(bird.pids()[0]);
+    let rss_kb = peak_rss_kib(bird.pids()[0]);
     drop(bird);
     drop(senders.rt);
     drop(senders.ns);

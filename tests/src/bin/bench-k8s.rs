@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use twill_lab::kube::Kube;
+use twill_lab::procfs;
 use twill_lab::runtime::runtime_in;
 use twill_lab::{kubelets, Netns, TempDir};
 
@@ -64,7 +65,7 @@ where
 
 /// CPU seconds of this process's threads named `name`.
 fn cpu_of(name: &str) -> f64 {
-    let mut ticks = 0u64;
+    let mut seconds = 0.0;
     for t in std::fs::read_dir("/proc/self/task")
         .expect("tasks")
         .flatten()
@@ -75,22 +76,11 @@ fn cpu_of(name: &str) -> f64 {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        if !stat[open + 1..close].starts_with(name) {
-            continue;
+        if stat[open + 1..close].starts_with(name) {
+            seconds += procfs::cpu_seconds_of_stat(&stat);
         }
-        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-        ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
     }
-    ticks as f64 / 100.0
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .expect("VmRSS")
+    seconds
 }
 
 fn all_views(views: &[Views], ok: impl Fn(&cluster::ClusterView) -> bool) -> bool {
@@ -135,7 +125,7 @@ fn main() {
     cluster::k8s::nodes::trim(&mut kept);
     let size = |n: &Node| serde_json::to_vec(n).unwrap().len();
 
-    let rss0 = rss_kib();
+    let rss0 = procfs::rss_kib(std::process::id());
     let t = Instant::now();
     let mut views = Vec::new();
     let mut stats = Vec::new();
@@ -161,7 +151,8 @@ fn main() {
     let cold = t.elapsed().as_secs_f64();
     // Let the allocator settle: the initial lists' buffers are freed by now.
     std::thread::sleep(Duration::from_secs(2));
-    let per_agent = (rss_kib().saturating_sub(rss0)) as f64 / a.agents as f64;
+    let per_agent =
+        (procfs::rss_kib(std::process::id()).saturating_sub(rss0)) as f64 / a.agents as f64;
 
     let mut propagation = Vec::new();
     for k in 0..5 {

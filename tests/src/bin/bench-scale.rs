@@ -27,6 +27,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use twill_lab::procfs;
 use twill_lab::runtime::runtime_in;
 use twill_lab::{Netns, TempDir};
 
@@ -193,21 +194,7 @@ fn raise_nofile() {
 
 /// Peak RSS (KiB) and CPU seconds of a process.
 fn usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let cpu = stat
-        .rfind(')')
-        .map(|c| {
-            let f: Vec<&str> = stat[c + 2..].split(' ').collect();
-            (f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)) as f64 / 100.0
-        })
-        .unwrap_or(0.0);
-    (hwm, cpu)
+    (procfs::peak_rss_kib(pid), procfs::cpu_seconds(pid))
 }
 
 struct Proc {
@@ -455,12 +442,9 @@ fn run(n: usize, layout: Layout) -> Row {
         .map(|r| usage(r.pid()))
         .unwrap_or((0, 0.0));
     if let Some(r) = reflectors.first() {
-        let now = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap_or_default();
         eprintln!(
-            "reflector at the end: {}",
-            now.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .unwrap_or_default()
+            "reflector at the end: {} KiB resident",
+            procfs::rss_kib(r.pid())
         );
     }
     let row = Row {
