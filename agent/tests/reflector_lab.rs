@@ -463,5 +463,19 @@ fn a_replaced_reflector_is_handed_over_make_before_break() {
     let log = std::fs::read_to_string(lab.dir.join(format!("rr-fabric/{client}/twill.log")))
         .unwrap_or_default();
     assert!(log.contains("retired peer removed"), "{client}: {log}");
+    // The new reflector reflected under its router ID until its clients had connected, then
+    // took the shared cluster ID, which the reflected routes now carry.
+    let log = std::fs::read_to_string(lab.dir.join(format!("rr-fabric/{new}/twill.log")))
+        .unwrap_or_default();
+    assert!(log.contains("clients connected"), "{new}: {log}");
+    let shared = serde_json::json!(["10.255.255.1"]);
+    wait_for(
+        "reflected routes with the shared cluster ID",
+        Duration::from_secs(10),
+        || {
+            let r = lab.route_json(client, "10.244.11.0/24");
+            (client == "c3" || r["clusterList"] == shared).then_some(())
+        },
+    );
     all_reachable_then_down(&lab);
 }

@@ -8,7 +8,8 @@
 //! withdrawn on a client while a reflector is replaced or the mesh gives way to reflectors.
 //! (Not yet the way back to the mesh: there the reflector sessions become mesh sessions and
 //! nothing retires.) A node that stops being a reflector keeps
-//! reflecting, in a cluster of its own, for as long as it still serves retiring clients.
+//! reflecting, in a cluster of its own, for as long as it still serves retiring clients; a node
+//! that starts reflecting uses a cluster of its own until its clients have connected.
 //!
 //! External peers (ToRs, reflectors outside the cluster) go at once: an operator removed them.
 //! So does the peer of a Node that was deleted: it is no member of the cluster any more.
@@ -16,7 +17,7 @@
 use crate::peers::{owners, peer_config, peers_for, retiring, router_id, DerivedPeer, PeerKind};
 use crate::state::NodeState;
 use cluster::{ClusterView, Node};
-use speaker::{Password, Speaker};
+use speaker::{Password, Speaker, State};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -40,9 +41,13 @@ pub struct Peering {
     /// When each retiring peer began retiring (each has its own limit).
     since: BTreeMap<IpAddr, Instant>,
     clear: u32,
-    /// The cluster ID this node reflects with while it serves retiring clients although the
-    /// view says it is no longer a reflector.
+    /// The cluster ID this node reflects with while its role changes: its router ID, while
+    /// it serves retiring clients although the view says it is no longer a reflector, or
+    /// while a new reflector's clients connect ([`cluster_ids`]).
     serving: Option<Ipv4Addr>,
+    /// A new reflector: since when, and consecutive checks with every client connected.
+    becoming: Option<Instant>,
+    becoming_clear: u32,
 }
 
 impl Peering {
@@ -108,6 +113,11 @@ impl Peering {
             serves_clients,
             router_id(me),
         );
+        self.becoming = match (self.serving, me.route_reflector_cluster_id) {
+            (Some(_), Some(_)) => self.becoming.or(Some(Instant::now())),
+            _ => None,
+        };
+        self.becoming_clear = 0;
         if effective != running {
             // Before the peers' roles change, so a new reflector's clients get reflected
             // routes as soon as they are its clients.
@@ -146,6 +156,7 @@ impl Peering {
     /// [`RETIRE_LIMIT`] goes anyway. True when any went (the caller refreshes what status
     /// shows).
     pub async fn check(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) -> bool {
+        self.settle(speaker, view, me).await;
         if self.retiring.is_empty() {
             return false;
         }
@@ -178,16 +189,56 @@ impl Peering {
             let _ = speaker.remove_peer(*addr);
             self.retiring.remove(addr);
         }
-        if self.retiring.is_empty() && self.serving.take().is_some() {
-            info!(cluster_id = ?me.route_reflector_cluster_id,
-                "clients handed over: this node's route reflector cluster ID changed");
-            let _ = speaker.set_cluster_id(me.route_reflector_cluster_id);
-            // What the remaining peers are sent follows the node's own role again.
-            for p in self.current.values() {
-                let _ = speaker.update_peer(peer_config(view, me, p));
-            }
+        if self.retiring.is_empty()
+            && me.route_reflector_cluster_id.is_none()
+            && self.serving.take().is_some()
+        {
+            self.role_changed(speaker, view, me, "clients handed over");
         }
         true
+    }
+
+    /// A new reflector runs with its router ID as cluster ID until every client of it is
+    /// Established with End-of-RIB ([`CLEAR_CHECKS`] checks in a row; [`RETIRE_LIMIT`] at
+    /// most), then takes the shared ID. Under the shared ID at once it would refuse, as a
+    /// loop, what the old reflector passes it, before its clients have connected to it.
+    async fn settle(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) {
+        let (Some(since), Some(_)) = (self.becoming, me.route_reflector_cluster_id) else {
+            return;
+        };
+        let Ok(snap) = speaker.snapshot().await else {
+            return;
+        };
+        let connected = self
+            .current
+            .values()
+            .filter(|p| p.kind == PeerKind::ReflectorClient)
+            .all(|p| {
+                snap.iter().any(|s| {
+                    s.address == p.address && s.state == State::Established && s.end_of_rib_received
+                })
+            });
+        self.becoming_clear = if connected {
+            self.becoming_clear + 1
+        } else {
+            0
+        };
+        if self.becoming_clear < CLEAR_CHECKS && since.elapsed() < RETIRE_LIMIT {
+            return;
+        }
+        self.becoming = None;
+        self.serving = None;
+        self.role_changed(speaker, view, me, "clients connected");
+    }
+
+    /// The role change is over: the view's cluster ID, and what every peer is sent follows it.
+    fn role_changed(&self, speaker: &Speaker, view: &ClusterView, me: &Node, why: &str) {
+        info!(cluster_id = ?me.route_reflector_cluster_id, why,
+            "this node's route reflector cluster ID changed");
+        let _ = speaker.set_cluster_id(me.route_reflector_cluster_id);
+        for p in self.current.values() {
+            let _ = speaker.update_peer(peer_config(view, me, p));
+        }
     }
 
     /// `me` with the cluster ID the speaker actually runs with.
@@ -200,14 +251,16 @@ impl Peering {
     }
 }
 
-/// The cluster ID to keep for a handover (`serving`) and the one to run with, from this
-/// node's own (`me`, as the view says), the one the speaker runs with, the one kept so far,
-/// and whether retiring reflector clients remain.
+/// The cluster ID to keep while this node's role changes (`serving`) and the one to run
+/// with, from this node's own (`me`, as the view says), the one the speaker runs with, the one
+/// kept so far, and whether retiring reflector clients remain.
 ///
-/// A node that stops reflecting goes on reflecting while it still has clients to hand over
-/// (its peers are configured as from a reflector meanwhile), but in a cluster of its own, its
-/// router ID: under the shared cluster ID it would refuse, as a loop, every route the new
-/// reflector passes it, and be left with none once its clients go.
+/// - A node that stops reflecting goes on reflecting while it still has clients to hand over
+///   (its peers are configured as from a reflector meanwhile), in a cluster of its own, its
+///   router ID: under the shared cluster ID it would refuse, as a loop, every route the new
+///   reflector passes it, and be left with none once its clients go.
+/// - A node that starts reflecting does so under its router ID too, until its clients have
+///   connected ([`Peering::check`]), for the same reason seen from the other side.
 fn cluster_ids(
     me: Option<Ipv4Addr>,
     running: Option<Ipv4Addr>,
@@ -217,6 +270,9 @@ fn cluster_ids(
 ) -> (Option<Ipv4Addr>, Option<Ipv4Addr>) {
     let serving = match (me, running) {
         (None, Some(_)) if serves_clients => Some(serving.unwrap_or(router_id)),
+        (Some(_), None) => Some(router_id),
+        // Already changing role (under the router ID): until `check` says it is over.
+        (Some(_), Some(r)) if serving == Some(r) => serving,
         _ => None,
     };
     (serving, serving.or(me))
@@ -262,7 +318,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     #[test]
-    fn a_reflector_hands_over_under_its_router_id_and_only_while_it_has_clients() {
+    fn a_changing_role_runs_under_the_router_id_and_a_steady_one_under_the_view_s() {
         let shared = Some(Ipv4Addr::new(10, 255, 255, 1));
         let rid = Ipv4Addr::new(10, 1, 0, 11);
         // Stops reflecting with clients to hand over: its router ID, kept for the handover.
@@ -277,17 +333,23 @@ mod tests {
         );
         // No clients to hand over: it stops at once.
         assert_eq!(cluster_ids(None, shared, None, false, rid), (None, None));
-        // Chosen again halfway: the shared ID, the handover over.
+        // Chosen again halfway: still its router ID, until its clients are connected.
         assert_eq!(
             cluster_ids(shared, Some(rid), Some(rid), true, rid),
-            (None, shared)
+            (Some(rid), Some(rid))
         );
-        // Becoming a reflector, or staying one: the view's ID.
-        assert_eq!(cluster_ids(shared, None, None, false, rid), (None, shared));
+        // Becoming a reflector: its router ID first.
+        assert_eq!(
+            cluster_ids(shared, None, None, false, rid),
+            (Some(rid), Some(rid))
+        );
+        // Staying one, or the ID changed by hand: the view's ID.
         assert_eq!(
             cluster_ids(shared, shared, None, false, rid),
             (None, shared)
         );
+        let other = Some(Ipv4Addr::new(10, 255, 0, 9));
+        assert_eq!(cluster_ids(other, shared, None, false, rid), (None, other));
         // Never one.
         assert_eq!(cluster_ids(None, None, None, true, rid), (None, None));
     }
