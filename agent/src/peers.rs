@@ -145,24 +145,20 @@ fn reflected(view: &ClusterView, me: &Node) -> ImportFilter {
 }
 
 /// A cluster peer the view no longer wants, kept while a make-before-break handover runs
-/// (`node::peering`). Its role stays; what it may announce follows the new view, so a deleted
-/// node's pod CIDR is not kept alive by it.
+/// (`node::peering`). Its role stays; what it may announce follows the new view: every other
+/// node's pod CIDRs from a reflector, its own `node`'s from anyone else.
 pub fn retiring(
     view: &ClusterView,
     me: &Node,
     old: &DerivedPeer,
+    node: &Node,
     owners: &NextHopOwners,
 ) -> DerivedPeer {
     let mut p = old.clone();
     p.next_hop_owners = owners.clone();
     p.import = match old.kind {
         PeerKind::Reflector => reflected(view, me),
-        _ => ImportFilter::exact(
-            view.nodes
-                .iter()
-                .filter(|n| n.address == old.address)
-                .flat_map(|n| n.pod_cidrs.iter().copied()),
-        ),
+        _ => ImportFilter::exact(node.pod_cidrs.iter().copied()),
     };
     p
 }

@@ -100,16 +100,7 @@ pub async fn heartbeat(client: &Client, n: usize, beat: u32, parallel: usize) {
         .for_each_concurrent(parallel, |i| {
             let api = api.clone();
             let t = t.clone();
-            async move {
-                let patch = json!({"status": status(i, &t, "True", None)});
-                api.patch_status(
-                    &format!("node-{i}"),
-                    &PatchParams::default(),
-                    &Patch::Strategic(patch),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("heartbeat node-{i}: {e}"));
-            }
+            async move { kubelet_status(&api, i, &t, "True").await }
         })
         .await;
 }
@@ -128,13 +119,17 @@ pub async fn label(client: &Client, i: usize, key: &str, value: &str) {
 
 /// Node `i`'s Ready condition set to `ready` ("True", "False", "Unknown").
 pub async fn set_ready(client: &Client, i: usize, ready: &str) {
-    let api: Api<Node> = Api::all(client.clone());
-    let patch = json!({"status": status(i, "2026-12-05T02:00:00Z", ready, None)});
+    kubelet_status(&Api::all(client.clone()), i, "2026-12-05T02:00:00Z", ready).await
+}
+
+/// Node `i`'s status as its kubelet posts it: its conditions, heartbeat time `t`, Ready `ready`.
+async fn kubelet_status(api: &Api<Node>, i: usize, t: &str, ready: &str) {
+    let patch = json!({"status": status(i, t, ready, None)});
     api.patch_status(
         &format!("node-{i}"),
         &PatchParams::default(),
         &Patch::Strategic(patch),
     )
     .await
-    .unwrap_or_else(|e| panic!("ready node-{i}: {e}"));
+    .unwrap_or_else(|e| panic!("status of node-{i}: {e}"));
 }

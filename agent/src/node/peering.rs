@@ -14,10 +14,11 @@
 //! External peers (ToRs, reflectors outside the cluster) go at once: an operator removed them.
 //! So does the peer of a Node that was deleted: it is no member of the cluster any more.
 
+use super::readiness::first_exchange_done;
 use crate::peers::{owners, peer_config, peers_for, retiring, router_id, DerivedPeer, PeerKind};
 use crate::state::NodeState;
 use cluster::{ClusterView, Node};
-use speaker::{Password, Speaker, State};
+use speaker::{Password, Speaker};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -88,18 +89,18 @@ impl Peering {
             }
             // An operator removed an external peer; a deleted Node is no member any more and
             // its routes are not to be kept for it.
-            let member = view.nodes.iter().any(|n| n.addresses.contains(addr));
-            if old.kind == PeerKind::External || !member {
+            let node = view.nodes.iter().find(|n| n.address == *addr);
+            let Some(node) = node.filter(|_| old.kind != PeerKind::External) else {
                 info!(peer = %addr, kind = old.kind.as_str(), "peer removed from the cluster view");
                 let _ = speaker.remove_peer(*addr);
                 continue;
-            }
+            };
             if !already.contains(addr) {
                 info!(peer = %addr, kind = old.kind.as_str(),
                     "peer no longer in the cluster view: retiring it once its routes come from another peer too");
             }
             self.retiring
-                .insert(*addr, retiring(view, me, old, &owners));
+                .insert(*addr, retiring(view, me, old, node, &owners));
         }
         let serves_clients = self
             .retiring
@@ -213,11 +214,7 @@ impl Peering {
             .current
             .values()
             .filter(|p| p.kind == PeerKind::ReflectorClient)
-            .all(|p| {
-                snap.iter().any(|s| {
-                    s.address == p.address && s.state == State::Established && s.end_of_rib_received
-                })
-            });
+            .all(|p| first_exchange_done(&snap, p.address));
         self.becoming_clear = if connected {
             self.becoming_clear + 1
         } else {

@@ -4,7 +4,7 @@
 
 use crate::peers::{DerivedPeer, PeerKind};
 use crate::state::NodeState;
-use speaker::State;
+use speaker::{PeerSnapshot, State};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -30,9 +30,12 @@ pub(super) async fn ready_now(
     peers
         .values()
         .filter(|p| p.kind != PeerKind::External)
-        .all(|p| {
-            snap.iter().any(|s| {
-                s.address == p.address && s.state == State::Established && s.end_of_rib_received
-            })
-        })
+        .all(|p| first_exchange_done(&snap, p.address))
+}
+
+/// Whether the session with `peer` has completed an initial exchange: Established and
+/// End-of-RIB received.
+pub(super) fn first_exchange_done(snap: &[PeerSnapshot], peer: IpAddr) -> bool {
+    snap.iter()
+        .any(|s| s.address == peer && s.state == State::Established && s.end_of_rib_received)
 }
