@@ -16,11 +16,12 @@ use std::sync::Arc;
 
 impl Core {
     /// Every invariant that does not hold now (empty when all do):
-    /// - the Loc-RIB holds exactly the accepted Adj-RIB-In routes and the originated prefixes,
-    ///   with the same attributes, and nothing from a peer whose session is down;
+    /// - the Loc-RIB holds the originated prefixes and, from peers, only routes the receipt
+    ///   checks accept now (AS loop, ORIGINATOR_ID, next-hop family, import filter), whatever
+    ///   changed since they arrived; a refused route is refused for the reason they give now,
+    ///   and not in the Loc-RIB; each peer's counts match what is held;
+    /// - a peer whose session is down has only stale routes;
     /// - each prefix's best path is what the decision process picks;
-    /// - each stored route's accepted flag is what the receipt checks give now (AS loop,
-    ///   ORIGINATOR_ID, next-hop family, import filter), whatever changed since it arrived;
     /// - each Established peer's Adj-RIB-Out is exactly what `export` gives for the current
     ///   best routes (so a withdrawn route is gone everywhere), and a peer that is not
     ///   Established has advertised nothing;
@@ -53,26 +54,24 @@ impl Core {
                         bad.push(format!("{prefix}: local path but not originated"))
                     }
                     Source::Local => {}
-                    Source::Peer { addr, .. } => {
-                        let held = self
-                            .peers
-                            .get(addr)
-                            .and_then(|p| p.adj_in.routes.get(prefix));
-                        match held {
-                            // The Loc-RIB shares the Adj-RIB-In's Arc: compare pointers first.
-                            Some(r)
-                                if r.rejected.is_none()
-                                    && r.stale == path.stale
-                                    && (Arc::ptr_eq(&r.attrs, &path.attrs)
-                                        || *r.attrs == *path.attrs) => {}
-                            Some(r) if r.rejected.is_none() => bad.push(format!(
-                                "{prefix}: Loc-RIB path from {addr} differs from its Adj-RIB-In (attributes or stale flag)"
-                            )),
-                            _ => bad.push(format!(
-                                "{prefix}: Loc-RIB path from {addr} that its Adj-RIB-In does not accept"
-                            )),
+                    Source::Peer { addr, .. } => match self.peers.get(addr) {
+                        None => bad.push(format!(
+                            "{prefix}: Loc-RIB path from {addr}, which is not a peer"
+                        )),
+                        Some(p) => {
+                            let want = rejection(&self.cfg, &p.cfg, p.role, prefix, &path.attrs);
+                            if want.is_some() {
+                                bad.push(format!(
+                                    "{prefix}: Loc-RIB path from {addr} that the receipt checks refuse ({want:?})"
+                                ));
+                            }
+                            if p.adj_in.refused.contains_key(prefix) {
+                                bad.push(format!(
+                                    "{prefix}: from {addr} both in the Loc-RIB and refused"
+                                ));
+                            }
                         }
-                    }
+                    },
                 }
             }
         }
@@ -122,20 +121,19 @@ impl Core {
     }
 
     fn check_adj_in(&self, addr: IpAddr, p: &Peer, bad: &mut Vec<String>) {
-        let accepted = p
-            .adj_in
-            .routes
-            .values()
-            .filter(|r| r.rejected.is_none())
-            .count();
-        if accepted != p.adj_in.accepted {
+        let (mut accepted, mut stale_accepted) = (0, 0);
+        for (_, path) in self.rib.paths_of(addr) {
+            accepted += 1;
+            stale_accepted += path.stale as usize;
+        }
+        if (accepted, stale_accepted) != (p.adj_in.accepted, p.adj_in.stale_accepted) {
             bad.push(format!(
-                "peer {addr}: {} accepted counted, {accepted} held",
-                p.adj_in.accepted
+                "peer {addr}: {} accepted ({} stale) counted, {accepted} ({stale_accepted}) in the Loc-RIB",
+                p.adj_in.accepted, p.adj_in.stale_accepted
             ));
         }
         let stale = p.adj_in.stale();
-        let fresh = p.adj_in.routes.len() - stale;
+        let fresh = p.adj_in.received() - stale;
         if p.main.fsm.state() != State::Established && fresh > 0 {
             bad.push(format!(
                 "peer {addr}: {fresh} routes kept while {}, not stale",
@@ -163,31 +161,13 @@ impl Core {
                 p.gr.stale_deadline
             ));
         }
-        for (prefix, r) in &p.adj_in.routes {
-            let (attrs, stored) = (&r.attrs, &r.rejected);
-            let want = rejection(&self.cfg, &p.cfg, p.role, prefix, attrs);
-            if want != *stored {
+        for (prefix, r) in &p.adj_in.refused {
+            let want = rejection(&self.cfg, &p.cfg, p.role, prefix, &r.attrs);
+            if want != Some(r.reason) {
                 bad.push(format!(
-                    "{prefix}: from {addr} stored as {stored:?}, the receipt checks say {want:?}"
+                    "{prefix}: from {addr} refused as {:?}, the receipt checks say {want:?}",
+                    r.reason
                 ));
-            }
-            let from_peer = self
-                .rib
-                .paths(prefix)
-                .iter()
-                .find(|x| x.source.peer_addr() == Some(addr));
-            match (stored.is_none(), from_peer) {
-                (true, None) => bad.push(format!(
-                    "{prefix}: accepted from {addr} but not in the Loc-RIB"
-                )),
-                (false, Some(_)) => bad.push(format!(
-                    "{prefix}: not accepted from {addr} but in the Loc-RIB"
-                )),
-                (true, Some(x)) if !Arc::ptr_eq(&x.attrs, attrs) && *x.attrs != **attrs => bad
-                    .push(format!(
-                        "{prefix}: Loc-RIB attributes from {addr} differ from its Adj-RIB-In"
-                    )),
-                _ => {}
             }
         }
     }

@@ -18,7 +18,6 @@
 //! The state lives per peer ([`PeerGr`]) and in the core (`restarting`, `deferring`); its
 //! timers are [`PeerTimer`]s and [`TimerKey::Deferral`], so nothing here reads a clock.
 
-use super::inbound::withdraw_route;
 use super::peer::Peer;
 use super::{Core, Output, PeerTimer, TimerKey};
 use crate::fsm::{DownCause, SessionInfo, State};
@@ -120,21 +119,19 @@ impl Core {
         let remote = p.gr.remote.clone().expect("checked by keeps_routes");
         let kept: Vec<Family> = remote.families.iter().map(|(f, _)| *f).collect();
         let p = self.peers.get_mut(&peer).expect("peer exists");
-        let mut gone = Vec::new();
-        for (prefix, r) in p.adj_in.routes.iter_mut() {
-            if r.rejected.is_some() || !kept.contains(&Family::of(prefix)) {
-                gone.push(*prefix);
-            } else if !r.stale {
-                r.stale = true;
-                if self.rib.set_stale(*prefix, peer, true) {
-                    self.dirty.push(*prefix);
-                }
-            }
-        }
-        for prefix in gone {
-            self.drop_route(peer, prefix);
-        }
-        let stale = self.peers[&peer].adj_in.routes.len();
+        // Refused routes go: they were never forwarded.
+        p.adj_in.refused.clear();
+        // Accepted ones stay as stale paths, unless their family keeps no forwarding state.
+        let mut stale = 0;
+        let changed = self.rib.edit_peer(Some(peer), |prefix, path| {
+            let keep = kept.contains(&Family::of(prefix));
+            path.stale |= keep;
+            stale += keep as usize;
+            keep
+        });
+        self.dirty.extend(changed);
+        p.adj_in.accepted = stale;
+        p.adj_in.stale_accepted = stale;
         let after = Duration::from_secs(remote.restart_time.into());
         info!(peer = %peer, cause = %cause, stale, restart_time = remote.restart_time,
             "session down, peer restarting gracefully: routes kept as stale");
@@ -208,21 +205,30 @@ impl Core {
     /// Drop the peer's stale routes (of one family, or all), and stop the timers once none
     /// is left.
     fn gr_sweep(&mut self, peer: IpAddr, family: Option<Family>, why: &'static str) {
-        let p = &self.peers[&peer];
-        let gone: Vec<IpNet> = p
-            .adj_in
-            .routes
-            .iter()
-            .filter(|(prefix, r)| r.stale && family.is_none_or(|f| Family::of(prefix) == f))
-            .map(|(prefix, _)| *prefix)
-            .collect();
-        if !gone.is_empty() {
-            info!(peer = %peer, family = ?family, swept = gone.len(), reason = why, "stale routes removed");
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        let goes =
+            |prefix: &IpNet, stale: bool| stale && family.is_none_or(|f| Family::of(prefix) == f);
+        let before = p.adj_in.refused.len();
+        p.adj_in.refused.retain(|prefix, r| !goes(prefix, r.stale));
+        let mut swept = before - p.adj_in.refused.len();
+        // The walk over the Loc-RIB only when there is something stale in it: this runs at
+        // every End-of-RIB.
+        if p.adj_in.stale_accepted > 0 {
+            let mut gone = 0;
+            let changed = self.rib.edit_peer(Some(peer), |prefix, path| {
+                let go = goes(prefix, path.stale);
+                gone += go as usize;
+                !go
+            });
+            self.dirty.extend(changed);
+            p.adj_in.accepted -= gone;
+            p.adj_in.stale_accepted -= gone;
+            swept += gone;
         }
-        for prefix in gone {
-            self.drop_route(peer, prefix);
+        if swept > 0 {
+            info!(peer = %peer, family = ?family, swept, reason = why, "stale routes removed");
         }
-        if self.peers[&peer].adj_in.stale() == 0 {
+        if p.adj_in.stale() == 0 {
             self.gr_stop_timers(peer);
         }
     }
@@ -249,12 +255,6 @@ impl Core {
             key: TimerKey::Peer(t),
             after,
         });
-    }
-
-    /// One route from `peer` gone from its Adj-RIB-In and the Loc-RIB.
-    fn drop_route(&mut self, peer: IpAddr, prefix: IpNet) {
-        let p = self.peers.get_mut(&peer).expect("peer exists");
-        withdraw_route(&mut p.adj_in, &mut self.rib, &mut self.dirty, prefix, peer);
     }
 
     pub(super) fn gr_snapshot(&self, p: &Peer, now: Instant) -> GrSnapshot {

@@ -1,5 +1,6 @@
 //! What arrives in an UPDATE: the RFC 7606 outcome, loop checks, import policy, the
-//! max-prefix limit, End-of-RIB, and the Adj-RIB-In → Loc-RIB step.
+//! max-prefix limit, End-of-RIB, and where each route is stored (the Loc-RIB if accepted, the
+//! Adj-RIB-In if refused).
 
 use super::peer::Slot;
 use super::Core;
@@ -7,7 +8,7 @@ use crate::config::{PeerConfig, PeerRole, SpeakerConfig};
 use crate::fsm::Event;
 use crate::notification::{cease, code, Notification};
 use crate::policy::Rejection;
-use crate::rib::{AdjRibIn, LocRib, Path, Stored};
+use crate::rib::{AdjRibIn, LocRib, Path, Refused};
 use crate::wire::{self, Family, PathAttrs};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -74,7 +75,7 @@ impl Core {
         if let Some(max) = p.cfg.max_prefixes {
             // Stale routes (a restart not yet confirmed by End-of-RIB) do not count: they may
             // be about to go, and a Hard Reset would throw away what graceful restart kept.
-            if p.adj_in.accepted > max && p.adj_in.accepted - p.adj_in.stale_accepted() > max {
+            if p.adj_in.accepted - p.adj_in.stale_accepted > max {
                 warn!(peer = %peer, limit = max, accepted = p.adj_in.accepted, "maximum prefix count exceeded");
                 let (afi, safi) = Family::Ipv4Unicast.afi_safi();
                 let mut data = afi.to_be_bytes().to_vec();
@@ -89,21 +90,30 @@ impl Core {
         }
     }
 
-    /// Re-run the acceptance checks over everything a peer sent (after a filter change).
+    /// Re-run the acceptance checks over everything a peer sent (after a filter change):
+    /// its refused routes and its paths in the Loc-RIB.
     pub(super) fn reimport(&mut self, peer: IpAddr) {
         let base = self.source_of(peer);
-        let p = self.peers.get_mut(&peer).expect("peer exists");
-        let routes: Vec<(IpNet, Arc<PathAttrs>, bool)> = p
+        let p = &self.peers[&peer];
+        let mut routes: Vec<(IpNet, Arc<PathAttrs>, bool, Option<Rejection>)> = p
             .adj_in
-            .routes
+            .refused
             .iter()
-            .map(|(k, v)| (*k, v.attrs.clone(), v.stale))
+            .map(|(k, r)| (*k, r.attrs.clone(), r.stale, Some(r.reason)))
             .collect();
-        for (prefix, attrs, stale) in routes {
+        if p.adj_in.accepted > 0 {
+            routes.extend(
+                self.rib
+                    .paths_of(peer)
+                    .map(|(k, x)| (*k, x.attrs.clone(), x.stale, None)),
+            );
+        }
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        for (prefix, attrs, stale, was) in routes {
             // All of them, not just the filter: a looped route must stay out whatever the
             // filter now lets through.
             let reason = rejection(&self.cfg, &p.cfg, p.role, &prefix, &attrs);
-            if p.adj_in.routes.get(&prefix).map(|r| r.rejected) == Some(reason) {
+            if reason == was {
                 continue;
             }
             let source = base.with_originator(attrs.originator_id);
@@ -159,8 +169,9 @@ pub(super) fn rejection(
     }
 }
 
-/// Store one route from a peer in its Adj-RIB-In and bring the Loc-RIB in line: add the path
-/// if accepted, remove it if it had been accepted and no longer is.
+/// Take one route from a peer: an accepted one becomes (or replaces) the peer's path in the
+/// Loc-RIB, a refused one goes to its Adj-RIB-In and takes the peer's path out of the Loc-RIB
+/// if there was one.
 fn import_route(
     adj_in: &mut AdjRibIn,
     rib: &mut LocRib,
@@ -169,27 +180,38 @@ fn import_route(
     path: Path,
     rejected: Option<Rejection>,
 ) {
-    let peer = path.source.peer_addr();
-    let was_accepted = adj_in.insert_stored(
-        prefix,
-        Stored {
-            attrs: path.attrs.clone(),
-            rejected,
-            stale: path.stale,
-        },
-    );
-    let changed = if rejected.is_none() {
-        rib.upsert(prefix, path)
-    } else {
-        was_accepted && rib.remove(prefix, peer)
+    let changed = match rejected {
+        None => {
+            // Checked first: the refused map is nearly always empty, and this is per prefix.
+            if !adj_in.refused.is_empty() {
+                adj_in.refused.remove(&prefix);
+            }
+            let stale = path.stale;
+            let (old, changed) = rib.upsert(prefix, path);
+            adj_in.count_accepted(old.as_ref(), stale);
+            changed
+        }
+        Some(reason) => {
+            let (old, changed) = rib.remove(prefix, path.source.peer_addr());
+            if let Some(old) = &old {
+                adj_in.count_gone(old);
+            }
+            let refused = Refused {
+                attrs: path.attrs,
+                reason,
+                stale: path.stale,
+            };
+            adj_in.refused.insert(prefix, refused);
+            changed
+        }
     };
     if changed {
         dirty.push(prefix);
     }
 }
 
-/// Forget one route from `peer`, in its Adj-RIB-In and the Loc-RIB (a withdrawal, or a stale
-/// route swept by graceful restart).
+/// Forget one route from `peer`, refused or in the Loc-RIB (a withdrawal, or a stale route
+/// swept by graceful restart).
 pub(super) fn withdraw_route(
     adj_in: &mut AdjRibIn,
     rib: &mut LocRib,
@@ -197,7 +219,14 @@ pub(super) fn withdraw_route(
     prefix: IpNet,
     peer: IpAddr,
 ) {
-    if adj_in.remove(&prefix) && rib.remove(prefix, Some(peer)) {
+    if !adj_in.refused.is_empty() && adj_in.refused.remove(&prefix).is_some() {
+        return;
+    }
+    let (old, changed) = rib.remove(prefix, Some(peer));
+    if let Some(old) = &old {
+        adj_in.count_gone(old);
+    }
+    if changed {
         dirty.push(prefix);
     }
 }

@@ -333,7 +333,7 @@ impl Core {
             .copied()
             .collect::<Vec<_>>()
         {
-            if self.rib.remove(p, None) {
+            if self.rib.remove(p, None).1 {
                 self.dirty.push(p);
             }
         }
@@ -351,7 +351,7 @@ impl Core {
                 attrs: Arc::new(PathAttrs::local(nh)),
                 stale: false,
             };
-            if self.rib.upsert(p, path) {
+            if self.rib.upsert(p, path).1 {
                 self.dirty.push(p);
             }
         }

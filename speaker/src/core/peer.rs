@@ -302,15 +302,12 @@ impl Core {
     pub(super) fn flush_routes(&mut self, peer: IpAddr) -> usize {
         self.gr_forget(peer);
         let p = self.peers.get_mut(&peer).expect("peer exists");
-        let routes = std::mem::take(&mut p.adj_in.routes);
-        p.adj_in.accepted = 0;
-        let n = routes.len();
-        for (prefix, r) in routes {
-            if r.rejected.is_none() && self.rib.remove(prefix, Some(peer)) {
-                self.dirty.push(prefix);
-            }
+        let adj_in = std::mem::take(&mut p.adj_in);
+        if adj_in.accepted > 0 {
+            let changed = self.rib.edit_peer(Some(peer), |_, _| false);
+            self.dirty.extend(changed);
         }
-        n
+        adj_in.received()
     }
 
     /// The RIB source for a peer's paths. Only the address takes part in equality lookups

@@ -70,9 +70,9 @@ impl Core {
                     since_secs: now.saturating_duration_since(p.since).as_secs(),
                     remote_id: info.map(|i| i.remote_id),
                     hold_time: info.map(|i| i.hold_time),
-                    prefixes_received: p.adj_in.routes.len(),
+                    prefixes_received: p.adj_in.received(),
                     prefixes_accepted: p.adj_in.accepted,
-                    prefixes_rejected: p.adj_in.routes.values().filter_map(|r| r.rejected).fold(
+                    prefixes_rejected: p.adj_in.refused.values().map(|r| r.reason).fold(
                         BTreeMap::new(),
                         |mut m, r| {
                             *m.entry(r).or_default() += 1;
@@ -114,10 +114,15 @@ impl Core {
             .peers
             .get(&peer.to_canonical())
             .map(|p| {
-                p.adj_in
-                    .routes
+                let refused = p
+                    .adj_in
+                    .refused
                     .iter()
-                    .map(|(k, r)| (*k, r.attrs.clone(), r.rejected.is_none()))
+                    .map(|(k, r)| (*k, r.attrs.clone(), false));
+                self.rib
+                    .paths_of(p.cfg.address)
+                    .map(|(k, x)| (*k, x.attrs.clone(), true))
+                    .chain(refused)
                     .collect()
             })
             .unwrap_or_default();
