@@ -88,6 +88,7 @@ async fn scrape(State(ep): State<Endpoint>) -> impl IntoResponse {
             routes: s.programmer.counters(),
             ready: s.ready.load(Ordering::Relaxed),
             policy: s.policy.as_ref().map(|p| p.status()),
+            nat: Some(s.nat_status()),
             refused: s.speaker.refused_connections().await.unwrap_or(0),
             watch: s.watch.as_ref().map(|w| metrics::WatchCounts {
                 node_events: w.node_events.load(Ordering::Relaxed),

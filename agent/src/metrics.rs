@@ -25,6 +25,8 @@ pub struct Scrape {
     pub ready: bool,
     /// NetworkPolicy, when enforced here.
     pub policy: Option<crate::status::PolicyStatus>,
+    /// Outgoing NAT.
+    pub nat: Option<crate::status::NatStatus>,
     /// Connections refused for coming from no configured peer's address.
     pub refused: u64,
     /// The Kubernetes view watcher's counts (Kubernetes mode only).
@@ -213,6 +215,25 @@ impl Collector for Scrape {
             None,
             gauge.metric_type(),
         )?)?;
+        if let Some(n) = &self.nat {
+            let mut m = e.encode_descriptor(
+                "twill_nat_outgoing_enabled",
+                "1 if outgoing NAT is in force for the family on this node.",
+                None,
+                gauge.metric_type(),
+            )?;
+            for family in ["IPv4", "IPv6"] {
+                let on = n.families.iter().any(|f| f == family);
+                ConstGauge::new(i64::from(on))
+                    .encode(m.encode_family(&[("family", family.to_string())])?)?;
+            }
+            ConstCounter::new(n.masqueraded).encode(e.encode_descriptor(
+                "twill_nat_outgoing_connections",
+                "Connections from this node's pods masqueraded to the node's address (the nat table sees the first packet of each).",
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
         if let Some(p) = &self.policy {
             let mut m = e.encode_descriptor(
                 "twill_policy_packets",
@@ -333,6 +354,11 @@ mod tests {
                 }],
                 ..Default::default()
             }),
+            nat: Some(crate::status::NatStatus {
+                families: vec!["IPv4".into()],
+                masqueraded: 42,
+                ..Default::default()
+            }),
         }));
         assert!(text.ends_with("# EOF\n"), "{text}");
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
@@ -355,6 +381,15 @@ mod tests {
             1.0
         );
         assert_eq!(value("twill_policy_rules", None), 12.0);
+        assert_eq!(
+            value("twill_nat_outgoing_enabled", Some(("family", "IPv4"))),
+            1.0
+        );
+        assert_eq!(
+            value("twill_nat_outgoing_enabled", Some(("family", "IPv6"))),
+            0.0
+        );
+        assert_eq!(value("twill_nat_outgoing_connections_total", None), 42.0);
         assert_eq!(value("twill_bgp_connections_refused_total", None), 5.0);
         assert_eq!(value("twill_k8s_node_updates_ignored_total", None), 500.0);
         assert_eq!(value("twill_k8s_views_built_total", None), 2.0);

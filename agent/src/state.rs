@@ -33,6 +33,10 @@ pub struct NodeState {
     /// NetworkPolicy, when this node enforces it (Kubernetes mode, or file mode with
     /// `--workloads`).
     pub policy: Option<crate::netpol::PolicyHandle>,
+    /// The owner of Twill's iptables chains and ipsets (NetworkPolicy and outgoing NAT).
+    pub firewall: policy::Enforcer,
+    /// The cluster's outgoing NAT setting as last applied.
+    pub nat: Mutex<cluster::NatOutgoingSettings>,
     /// What the Kubernetes view watcher did (Kubernetes mode).
     pub watch: Option<Arc<cluster::k8s::watch::WatchStats>>,
     /// Milliseconds since start at the main loop's last turn (`/healthz`).
@@ -123,7 +127,24 @@ impl NodeState {
             peers,
             routes,
             policy: self.policy.as_ref().map(|p| p.status()),
+            nat: Some(self.nat_status()),
             reflectors: self.reflectors.lock().expect("reflectors").clone(),
+        }
+    }
+
+    pub fn nat_status(&self) -> crate::status::NatStatus {
+        let fw = self.firewall.status();
+        let setting = self.nat.lock().expect("nat").clone();
+        crate::status::NatStatus {
+            families: fw.nat_families.iter().map(|f| f.to_string()).collect(),
+            setting: setting.describe(),
+            masqueraded: fw.nat_masqueraded,
+            non_masquerade: setting
+                .non_masquerade
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            error: fw.error,
         }
     }
 }

@@ -139,6 +139,44 @@ impl PolicyStatus {
     }
 }
 
+/// Outgoing NAT on this node.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NatStatus {
+    /// The families it is in force for ("IPv4", "IPv6"); empty: off.
+    pub families: Vec<String>,
+    /// What the cluster setting asks for ("IPv4, IPv6", "IPv4", "off").
+    pub setting: String,
+    /// Connections translated since the agent started (the nat table sees each one's first
+    /// packet).
+    pub masqueraded: u64,
+    /// Destinations that keep the pod's address.
+    pub non_masquerade: Vec<String>,
+    /// Why the last batch of rules failed (the previous ones stay in force).
+    pub error: Option<String>,
+}
+
+impl NatStatus {
+    fn line(&self) -> String {
+        let mut s = if self.families.is_empty() {
+            format!("outgoing NAT: off (setting: {})", self.setting)
+        } else {
+            format!(
+                "outgoing NAT: {} to outside the pod CIDRs; {} connections translated",
+                self.families.join(", "),
+                self.masqueraded
+            )
+        };
+        if !self.non_masquerade.is_empty() {
+            s.push_str(&format!("; kept: {}", self.non_masquerade.join(", ")));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("; NOT IN FORCE (previous rules kept): {e}"));
+        }
+        s
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -151,6 +189,9 @@ pub struct Status {
     /// NetworkPolicy, when this node enforces it.
     #[serde(default)]
     pub policy: Option<PolicyStatus>,
+    /// Outgoing NAT.
+    #[serde(default)]
+    pub nat: Option<NatStatus>,
     /// The cluster's route reflectors by node name, and why each is one (chosen
     /// automatically, or `routeReflectorClusterID`).
     #[serde(default)]
@@ -233,6 +274,10 @@ impl Status {
             out.push_str(&p.line());
             out.push('\n');
         }
+        if let Some(n) = &self.nat {
+            out.push_str(&n.line());
+            out.push('\n');
+        }
         out
     }
 
@@ -270,6 +315,7 @@ mod tests {
             node: "a1".into(),
             ready: true,
             policy: None,
+            nat: None,
             reflectors: Default::default(),
             peers: vec![PeerStatus {
                 address: "10.1.0.12".into(),

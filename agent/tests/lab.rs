@@ -81,7 +81,8 @@ fn two_racks_vxlan_end_to_end() {
 
     let o = lab.down();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("15 namespaces"), "{}", text(&o));
+    // 4 nodes, 8 pods, the router, two switches and the outside host.
+    assert!(text(&o).contains("16 namespaces"), "{}", text(&o));
     assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");
     assert!(!lab.dir.join(lab.name).exists(), "state left");
     let o = lab.test();

@@ -6,6 +6,7 @@
 
 pub mod hash;
 pub mod k8s;
+pub mod nat_outgoing;
 mod overlap;
 mod raw;
 pub mod reflectors;
@@ -13,6 +14,7 @@ pub mod selector;
 pub mod view;
 pub mod workloads;
 
+pub use nat_outgoing::NatOutgoingSettings;
 pub use selector::LabelSelector;
 pub use view::{
     ClusterView, ExternalPeer, GracefulRestart, NetworkPolicySettings, Node, Timers, ViewError,

@@ -18,6 +18,7 @@ pub(crate) struct RawView {
     pub(crate) timers: Option<RawTimers>,
     pub(crate) graceful_restart: Option<RawGracefulRestart>,
     pub(crate) network_policy: Option<RawNetworkPolicy>,
+    pub(crate) nat_outgoing: Option<crate::nat_outgoing::RawNatOutgoing>,
     pub(crate) route_reflectors: Option<crate::reflectors::RawReflectors>,
     #[serde(default)]
     pub(crate) nodes: Vec<RawNode>,

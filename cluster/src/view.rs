@@ -128,6 +128,8 @@ pub struct ClusterView {
     pub timers: Timers,
     pub graceful_restart: Option<GracefulRestart>,
     pub network_policy: NetworkPolicySettings,
+    /// Outgoing NAT for pods (`natOutgoing`).
+    pub nat_outgoing: crate::NatOutgoingSettings,
     /// The route reflectors by node name, and why each is one (`twill status` shows it).
     pub reflectors: BTreeMap<String, String>,
     pub nodes: Vec<Node>,
@@ -328,6 +330,7 @@ impl ClusterView {
             enabled: np.enabled.unwrap_or(true),
             pod_wait: np.wait_for_pod_rules.unwrap_or(true).then_some(wait as u32),
         };
+        let nat_outgoing = crate::NatOutgoingSettings::parse(raw.nat_outgoing.as_ref())?;
 
         if kind == EncapType::Ipip
             && mode != EncapMode::Never
@@ -525,6 +528,7 @@ impl ClusterView {
             timers,
             graceful_restart,
             network_policy,
+            nat_outgoing,
             nodes,
             peers,
             by_name,

@@ -1,16 +1,18 @@
-//! The one task that owns Twill's firewall state: every `TWILL-…` chain in the filter table,
-//! the jump to them from `FORWARD` and every `twill-…` ipset, for each address family. It
-//! takes whole workload models (the newest wins; a burst is one batch), compiles, plans against
-//! what it last wrote (its belief) and runs one `ipset restore` and one `iptables-restore` per
-//! family. The resync timer reads the kernel back (`iptables-save`, `ipset save`) and replans
+//! The one task that owns Twill's firewall state: every `TWILL-…` chain in the filter table
+//! (NetworkPolicy) and the nat table (outgoing NAT), the jumps to them from `FORWARD` and
+//! `POSTROUTING`, and every `twill-…` ipset, for each address family. It takes whole workload
+//! models (the newest wins; a burst is one batch) or word that policy is off, and outgoing
+//! NAT's settings; compiles both, plans against what it last wrote (its belief) and runs one
+//! `ipset restore` and one `iptables-restore` per family. The resync timer reads the kernel back (`iptables-save`, `ipset save`) and replans
 //! against that, so a chain, rule or set deleted by hand returns within one period and the
 //! per-policy counters are brought up to date. Handles are cheap clones over a channel; the
 //! state is read through a `watch` of [`EnforcerStatus`].
 
 use crate::exec::{ExecError, Tools};
+use crate::nat::{compile_nat, NatOutgoing};
 use crate::observed::{parse_ipset, parse_iptables, Observed};
 use crate::plan::{believed, plan, teardown};
-use crate::ruleset::{Counted, Direction, Family};
+use crate::ruleset::{Counted, Direction, Family, Ruleset};
 use cluster::workloads::Workloads;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ pub struct EnforcerConfig {
     pub tools: Tools,
     /// Where `bridge-nf-call-iptables` lives (`/proc/sys/net/bridge`); `None` leaves it.
     pub bridge_sysctl_dir: Option<std::path::PathBuf>,
+    /// Outgoing NAT as it starts (changed later with [`Enforcer::set_nat`]).
+    pub nat: NatOutgoing,
 }
 
 /// One policy's packet counts in one direction (since the agent started).
@@ -63,10 +67,31 @@ pub struct EnforcerStatus {
     /// Whether bridged (same-node) pod traffic passes through iptables.
     pub bridge_netfilter: bool,
     pub counters: Vec<PolicyCounters>,
+    /// Whether NetworkPolicy is enforced (false: Twill's filter chains are removed).
+    pub policy_on: bool,
+    /// Outgoing NAT: the families it is in force for ("IPv4", "IPv6").
+    pub nat_families: Vec<&'static str>,
+    /// Connections outgoing NAT translated since the agent started (the nat table sees the
+    /// first packet of each).
+    pub nat_masqueraded: u64,
 }
 
 enum Cmd {
     Apply(Arc<Workloads>, u64),
+    PolicyOff,
+    Nat(NatOutgoing),
+}
+
+/// What the filter table is to hold.
+#[derive(Clone)]
+enum PolicyInput {
+    /// Nothing handed over yet: nothing is written (a model without policies would remove
+    /// every rule in force).
+    Unknown,
+    /// NetworkPolicy off: no filter chain of Twill's, so none is left dropping traffic with
+    /// nothing to update it.
+    Off,
+    On(Arc<Workloads>, u64),
 }
 
 #[derive(Clone)]
@@ -87,6 +112,16 @@ impl Enforcer {
     /// Hand over a new model; `generation` grows with each.
     pub fn apply(&self, w: Arc<Workloads>, generation: u64) {
         let _ = self.tx.send(Cmd::Apply(w, generation));
+    }
+
+    /// NetworkPolicy is off on this node: remove Twill's filter chains and sets, keep NAT.
+    pub fn policy_off(&self) {
+        let _ = self.tx.send(Cmd::PolicyOff);
+    }
+
+    /// New outgoing NAT settings (the cluster view changed).
+    pub fn set_nat(&self, nat: NatOutgoing) {
+        let _ = self.tx.send(Cmd::Nat(nat));
     }
 
     pub fn status(&self) -> EnforcerStatus {
@@ -134,7 +169,8 @@ async fn run(
         None => true,
     };
     status.send_modify(|s| s.bridge_netfilter = bridge);
-    let mut latest: Option<(Arc<Workloads>, u64)> = None;
+    let mut policy = PolicyInput::Unknown;
+    let mut nat = cfg.nat.clone();
     let mut memory = Memory::default();
     let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(cfg.resync);
@@ -144,24 +180,36 @@ async fn run(
         tokio::select! {
             cmd = rx.recv() => {
                 read_back = false;
-                let Some(Cmd::Apply(w, g)) = cmd else { return };
-                latest = Some((w, g));
-                // A burst is one batch: only the newest model matters.
-                while let Ok(Cmd::Apply(w, g)) = rx.try_recv() {
-                    latest = Some((w, g));
+                let Some(cmd) = cmd else { return };
+                // A burst is one batch: only the newest model and settings matter.
+                let mut next = Some(cmd);
+                while let Some(cmd) = next {
+                    match cmd {
+                        Cmd::Apply(w, g) => policy = PolicyInput::On(w, g),
+                        Cmd::PolicyOff => policy = PolicyInput::Off,
+                        Cmd::Nat(n) => nat = n,
+                    }
+                    next = rx.try_recv().ok();
                 }
-                status.send_modify(|s| s.wanted = latest.as_ref().map_or(0, |l| l.1));
+                if let PolicyInput::On(_, g) = &policy {
+                    status.send_modify(|s| s.wanted = *g);
+                }
             }
             _ = tick.tick() => read_back = true,
         }
-        let Some((w, generation)) = latest.clone() else {
-            continue;
+        let (w, generation) = match &policy {
+            PolicyInput::Unknown => continue,
+            PolicyInput::Off => (None, 0),
+            PolicyInput::On(w, g) => (Some(w.clone()), *g),
         };
         let cfg2 = cfg.clone();
+        let nat2 = nat.clone();
         let memory_in = std::mem::take(&mut memory);
         let started = Instant::now();
-        let outcome =
-            tokio::task::spawn_blocking(move || sync(&cfg2, &w, memory_in, read_back)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            sync(&cfg2, w.as_deref(), &nat2, memory_in, read_back)
+        })
+        .await;
         let Ok((result, memory_out)) = outcome else {
             warn!("policy batch panicked");
             continue;
@@ -175,17 +223,23 @@ async fn run(
                         generation,
                         rules = done.rules,
                         sets = done.sets,
+                        nat = ?done.nat_families,
                         ms = started.elapsed().as_secs_f64() * 1e3,
-                        "policy rules in force"
+                        "firewall rules in force"
                     );
                 } else {
-                    debug!(generation, "policy rules already in force");
+                    debug!(generation, "firewall rules already in force");
                 }
                 if last_error.take().is_some() {
                     info!("policy rules programmed again after an error");
                 }
                 status.send_modify(|s| {
                     s.in_force = generation;
+                    s.policy_on = generation > 0;
+                    s.nat_families = done.nat_families.clone();
+                    if let Some(n) = done.nat_masqueraded {
+                        s.nat_masqueraded = n;
+                    }
                     s.error = None;
                     s.rules = done.rules;
                     s.sets = done.sets;
@@ -203,7 +257,7 @@ async fn run(
             Err(e) => {
                 let text = e.to_string();
                 if last_error.as_deref() != Some(&text) {
-                    warn!(generation, error = %text, "policy rules not programmed; the previous ones stay in force");
+                    warn!(generation, error = %text, "firewall rules not programmed; the previous ones stay in force");
                 }
                 last_error = Some(text.clone());
                 status.send_modify(|s| {
@@ -232,6 +286,8 @@ struct Done {
     policies: usize,
     /// Read from the kernel this time (a resync), else the last figures stand.
     counters: Option<Vec<PolicyCounters>>,
+    nat_families: Vec<&'static str>,
+    nat_masqueraded: Option<u64>,
 }
 
 /// One plan-run for every family, against the kernel read back (`read_back`, or no belief yet)
@@ -239,7 +295,8 @@ struct Done {
 /// its belief, so the next batch reads the kernel.
 fn sync(
     cfg: &EnforcerConfig,
-    w: &Workloads,
+    w: Option<&Workloads>,
+    nat: &NatOutgoing,
     mut mem: Memory,
     read_back: bool,
 ) -> (Result<Done, SyncError>, Memory) {
@@ -250,6 +307,8 @@ fn sync(
         set_entries: 0,
         policies: 0,
         counters: None,
+        nat_families: Vec::new(),
+        nat_masqueraded: None,
     };
     let mut totals: BTreeMap<Counted, u64> = mem.carried.clone();
     let mut read_all = true;
@@ -259,7 +318,15 @@ fn sync(
             family: fam,
             source,
         };
-        let desired = crate::compile(w, &cfg.node, family);
+        // Policy off: an empty filter table of ours (the plan removes what is there).
+        let mut desired = match w {
+            Some(w) => crate::compile(w, &cfg.node, family),
+            None => Ruleset::new(family),
+        };
+        compile_nat(nat, &mut desired);
+        if nat.on(family) {
+            done.nat_families.push(family.name());
+        }
         let mut from_belief = false;
         let observed = match mem.beliefs.remove(&family) {
             Some(b) if !read_back => {
@@ -320,18 +387,26 @@ fn sync(
         let here: std::collections::BTreeSet<&str> = desired
             .counted
             .values()
-            .map(|c| match c {
-                Counted::Allowed { policy, .. } | Counted::Denied { policy, .. } => policy.as_str(),
+            .filter_map(|c| match c {
+                Counted::Allowed { policy, .. } | Counted::Denied { policy, .. } => {
+                    Some(policy.as_str())
+                }
+                Counted::Masqueraded => None,
             })
             .collect();
         done.policies = done.policies.max(here.len());
     }
     if read_all {
         let mut by_policy: BTreeMap<(String, Direction), PolicyCounters> = BTreeMap::new();
+        let mut masqueraded = 0;
         for (what, n) in totals {
             let (policy, dir, allowed) = match what {
                 Counted::Allowed { policy, dir } => (policy, dir, true),
                 Counted::Denied { policy, dir } => (policy, dir, false),
+                Counted::Masqueraded => {
+                    masqueraded += n;
+                    continue;
+                }
             };
             let c = by_policy
                 .entry((policy.clone(), dir))
@@ -347,6 +422,7 @@ fn sync(
             }
         }
         done.counters = Some(by_policy.into_values().collect());
+        done.nat_masqueraded = Some(masqueraded);
     }
     (Ok(done), mem)
 }
@@ -371,9 +447,9 @@ fn bridge_netfilter(dir: &std::path::Path) -> bool {
     ok
 }
 
-/// Remove everything Twill has in the given families (rules first, then sets): for a node
-/// where enforcement is turned off, so no rule is left dropping traffic with nothing to update
-/// it. Blocking. Returns how many chains and sets went.
+/// Remove everything Twill has in the given families, both tables (rules first, then sets):
+/// `twill cleanup`-style removal by hand and tests. Blocking. Returns how many chains and
+/// sets went.
 pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), SyncError> {
     let mut removed = (0, 0);
     for &family in families {
@@ -389,7 +465,7 @@ pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), 
         if !p.sets.is_empty() {
             tools.ipset_restore(&p.sets).map_err(wrap)?;
         }
-        removed.0 += o.chains.len();
+        removed.0 += o.filter.chains.len() + o.nat.chains.len();
         removed.1 += p.sets.lines().count();
     }
     Ok(removed)

@@ -53,7 +53,11 @@ impl Tools {
             Family::V4 => &self.iptables_save,
             Family::V6 => &self.ip6tables_save,
         };
-        self.run(p, &["-c", "-t", "filter"], None)
+        // The two tables Twill writes to, one after the other (all tables would also read
+        // raw, mangle and security, which can be large beside kube-proxy).
+        let mut text = self.run(p, &["-c", "-t", "filter"], None)?;
+        text.push_str(&self.run(p, &["-c", "-t", "nat"], None)?);
+        Ok(text)
     }
 
     pub fn restore(&self, family: Family, text: &str) -> Result<String, ExecError> {

@@ -3,7 +3,8 @@
 //! Pure steps, then one owner: [`compile`] (workloads + node → per-family [`Ruleset`]),
 //! [`render`] (→ `iptables-restore` / `ipset restore` text), [`plan`] (desired vs. what the
 //! kernel holds, read back by [`observed`]) and [`enforcer`], the one task that runs the
-//! commands and so owns every `TWILL-…` chain and `twill-…` set. [`eval`] answers the same
+//! commands and so owns every `TWILL-…` chain and `twill-…` set. [`nat`] compiles outgoing NAT
+//! into the same rulesets (the nat table), so one owner writes both. [`eval`] answers the same
 //! questions from the model alone (`twill policy explain`); [`simulate`] walks compiled rules
 //! for tests.
 
@@ -12,6 +13,7 @@ pub mod compile;
 pub mod enforcer;
 pub mod eval;
 pub mod exec;
+pub mod nat;
 pub mod observed;
 pub mod plan;
 pub mod render;
@@ -21,4 +23,5 @@ pub mod simulate;
 pub use compile::compile;
 pub use enforcer::{Enforcer, EnforcerConfig, EnforcerStatus};
 pub use exec::Tools;
+pub use nat::NatOutgoing;
 pub use ruleset::{Direction, Family, Ruleset};

@@ -1,19 +1,27 @@
-//! What the kernel holds now, read back from `iptables-save -t filter` and `ipset save`: only
-//! Twill's chains (by name), the jump from `FORWARD` (by its comment) and Twill's sets (by
-//! name). Everything else in the output is skipped unread.
+//! What the kernel holds now, read back from `iptables-save -t filter` / `-t nat` and
+//! `ipset save`: only Twill's chains (by name), the jump into them from `FORWARD` and from
+//! `POSTROUTING` (by its comment) and Twill's sets (by name). Everything else in the output is
+//! skipped unread.
 
-use crate::ruleset::{CHAIN_PREFIX, FORWARD_CHAIN, JUMP_COMMENT, SET_PREFIX};
+use crate::ruleset::{Table, CHAIN_PREFIX, SET_PREFIX};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Twill's part of one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedTable {
+    /// Twill's chains: each rule's hash from its comment, in order (a rule without one —
+    /// added by hand — reads as an empty hash, so the chain is rewritten).
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// How many of our jumps (by comment) the table's hook chain holds, and whether its first
+    /// rule is one.
+    pub jumps: usize,
+    pub jump_first: bool,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
-    /// Twill's chains in the filter table: each rule's hash from its comment, in order (a
-    /// rule without one — added by hand — reads as an empty hash, so the chain is rewritten).
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// How many jumps to `TWILL-FORWARD` with our comment `FORWARD` holds, and whether the
-    /// first rule of `FORWARD` is one.
-    pub jumps: usize,
-    pub jump_first: bool,
+    pub filter: ObservedTable,
+    pub nat: ObservedTable,
     /// Twill's sets: type and entries.
     pub sets: BTreeMap<String, ObservedSet>,
     /// Packet counters per (chain, rule label), from `iptables-save -c` (labels name the
@@ -30,22 +38,43 @@ pub struct ObservedSet {
     pub members: BTreeSet<String>,
 }
 
-/// Read `iptables-save [-c] -t filter` output into `into`.
+impl Observed {
+    pub fn table(&self, t: Table) -> &ObservedTable {
+        match t {
+            Table::Filter => &self.filter,
+            Table::Nat => &self.nat,
+        }
+    }
+
+    pub fn table_mut(&mut self, t: Table) -> &mut ObservedTable {
+        match t {
+            Table::Filter => &mut self.filter,
+            Table::Nat => &mut self.nat,
+        }
+    }
+}
+
+/// Read `iptables-save [-c]` output (the filter and nat tables; others are skipped) into
+/// `into`.
 pub fn parse_iptables(text: &str, into: &mut Observed) {
-    let mut in_filter = false;
-    let mut forward_seen = 0usize;
+    let mut table: Option<Table> = None;
+    let mut hook_seen = 0usize;
     for line in text.lines() {
         if let Some(t) = line.strip_prefix('*') {
-            in_filter = t.trim() == "filter";
+            table = Table::ALL.into_iter().find(|x| x.name() == t.trim());
+            hook_seen = 0;
             continue;
         }
-        if !in_filter {
+        let Some(table) = table else {
             continue;
-        }
+        };
         if let Some(decl) = line.strip_prefix(':') {
             let name = decl.split_whitespace().next().unwrap_or_default();
             if name.starts_with(CHAIN_PREFIX) {
-                into.chains.entry(name.to_string()).or_default();
+                into.table_mut(table)
+                    .chains
+                    .entry(name.to_string())
+                    .or_default();
             }
             continue;
         }
@@ -66,16 +95,17 @@ pub fn parse_iptables(text: &str, into: &mut Observed) {
             continue;
         };
         let chain = rule.split_whitespace().next().unwrap_or_default();
-        if chain == "FORWARD" {
-            let ours = comment(rule).as_deref() == Some(JUMP_COMMENT)
-                && rule.ends_with(&format!("-j {FORWARD_CHAIN}"));
+        if chain == table.hook() {
+            let ours = comment(rule).as_deref() == Some(table.jump_comment())
+                && rule.ends_with(&format!("-j {}", table.entry()));
             if ours {
-                into.jumps += 1;
-                if forward_seen == 0 {
-                    into.jump_first = true;
+                let t = into.table_mut(table);
+                t.jumps += 1;
+                if hook_seen == 0 {
+                    t.jump_first = true;
                 }
             }
-            forward_seen += 1;
+            hook_seen += 1;
             continue;
         }
         if !chain.starts_with(CHAIN_PREFIX) {
@@ -97,7 +127,11 @@ pub fn parse_iptables(text: &str, into: &mut Observed) {
                 }
             }
         }
-        into.chains.entry(chain.to_string()).or_default().push(hash);
+        into.table_mut(table)
+            .chains
+            .entry(chain.to_string())
+            .or_default()
+            .push(hash);
         if !label.is_empty() {
             *into.counters.entry((chain.to_string(), label)).or_default() += packets;
         }
@@ -143,16 +177,25 @@ mod tests {
 
     #[test]
     fn reads_only_twill_chains_the_jump_and_twill_sets() {
-        let save = "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m comment --comment twill:policy -j TWILL-FORWARD\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n:TWILL-FORWARD - [0:0]\n:TWILL-EMPTY - [0:0]\n[5:300] -A FORWARD -m comment --comment twill:policy -j TWILL-FORWARD\n[0:0] -A FORWARD -j KUBE-FORWARD\n[7:420] -A TWILL-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"twill:00aa replies\" -j RETURN\n[1:60] -A TWILL-FORWARD -j MARK --set-xmark 0x0/0xc0000\n[0:0] -A KUBE-FORWARD -m comment --comment \"twill:ffff fake\" -j ACCEPT\nCOMMIT\n";
+        let save = "# Generated\n*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:TWILL-POSTROUTING - [0:0]\n-A PREROUTING -m comment --comment twill:policy -j TWILL-FORWARD\n[3:180] -A POSTROUTING -j DOCKER-MASQ\n[2:120] -A POSTROUTING -m comment --comment twill:nat -j TWILL-POSTROUTING\n[2:120] -A TWILL-POSTROUTING -s 10.244.1.0/24 -m comment --comment \"twill:00bb nat: outgoing\" -j MASQUERADE\nCOMMIT\n*mangle\n:TWILL-X - [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n:TWILL-FORWARD - [0:0]\n:TWILL-EMPTY - [0:0]\n[5:300] -A FORWARD -m comment --comment twill:policy -j TWILL-FORWARD\n[0:0] -A FORWARD -j KUBE-FORWARD\n[7:420] -A TWILL-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"twill:00aa replies\" -j RETURN\n[1:60] -A TWILL-FORWARD -j MARK --set-xmark 0x0/0xc0000\n[0:0] -A KUBE-FORWARD -m comment --comment \"twill:ffff fake\" -j ACCEPT\nCOMMIT\n";
         let mut o = Observed::default();
         parse_iptables(save, &mut o);
-        assert_eq!(o.jumps, 1);
-        assert!(o.jump_first);
+        assert_eq!(o.filter.jumps, 1);
+        assert!(o.filter.jump_first);
         assert_eq!(
-            o.chains.keys().collect::<Vec<_>>(),
+            o.filter.chains.keys().collect::<Vec<_>>(),
             ["TWILL-EMPTY", "TWILL-FORWARD"]
         );
-        assert_eq!(o.chains["TWILL-FORWARD"], ["00aa", ""]);
+        assert_eq!(o.filter.chains["TWILL-FORWARD"], ["00aa", ""]);
+        // The nat table: a jump that is not first (another component's rule came before it),
+        // not the one in PREROUTING (wrong chain), and no other table's chains.
+        assert_eq!((o.nat.jumps, o.nat.jump_first), (1, false));
+        assert_eq!(o.nat.chains["TWILL-POSTROUTING"], ["00bb"]);
+        assert_eq!(o.nat.chains.len(), 1);
+        assert_eq!(
+            o.counters[&("TWILL-POSTROUTING".to_string(), "nat: outgoing".to_string())],
+            2
+        );
         assert_eq!(
             o.counters[&("TWILL-FORWARD".to_string(), "replies".to_string())],
             7

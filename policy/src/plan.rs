@@ -3,15 +3,17 @@
 //! no longer matched by any rule in the kernel destroyed; new sets created; changed sets built
 //! whole under a temporary name and swapped in when much changed, edited entry by entry when
 //! little did — never a flushed set in force), then one
-//! `iptables-restore --noflush` (only the chains that differ, rewritten; chains no longer
-//! wanted removed; the jump from `FORWARD` put first). A set the old rules still match is
+//! `iptables-restore --noflush` with a section per table that changed (only the chains that
+//! differ, rewritten; chains no longer wanted removed; the jump from `FORWARD` / `POSTROUTING`
+//! put first while the table has Twill's entry chain, and removed when it has none). A set the old rules still match is
 //! destroyed by the next batch, once the new rules are in (`Plan::unreferenced`). If
 //! `iptables-restore` fails, the rules in force stay the previous ones (their sets may already
 //! hold the new members). An empty plan means the kernel already holds the desired state.
 
-use crate::observed::Observed;
+use crate::observed::{Observed, ObservedTable};
 use crate::render::{jump_rule, rule_hash, rule_line, set_adds, set_create};
-use crate::ruleset::{temp_set_name, Ruleset};
+use crate::ruleset::{temp_set_name, Rule, Ruleset, Table};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,9 +94,22 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
         }
     }
 
+    for table in Table::ALL {
+        plan_table(&mut p, table, desired.table(table), observed.table(table));
+    }
+    p
+}
+
+/// One table's section of the `iptables-restore` text, if anything in it differs.
+fn plan_table(
+    p: &mut Plan,
+    table: Table,
+    desired: &BTreeMap<String, Vec<Rule>>,
+    observed: &ObservedTable,
+) {
     let mut decl = String::new();
     let mut body = String::new();
-    for (chain, rules) in &desired.chains {
+    for (chain, rules) in desired {
         let hashes: Vec<String> = rules.iter().map(|r| rule_hash(chain, r)).collect();
         if observed.chains.get(chain) == Some(&hashes) {
             continue;
@@ -109,32 +124,36 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
     }
     let mut removed = Vec::new();
     for chain in observed.chains.keys() {
-        if !desired.chains.contains_key(chain) {
+        if !desired.contains_key(chain) {
             let _ = writeln!(decl, ":{chain} - [0:0]");
             removed.push(chain.clone());
             p.summary.chains_removed += 1;
         }
     }
-    // The jump: exactly one, first in FORWARD.
+    // The jump: exactly one, first in the hook chain, while the entry chain is wanted; none
+    // otherwise (deleted before the chain it enters).
+    let wanted = desired.contains_key(table.entry());
     let mut jump = String::new();
-    if observed.jumps != 1 || !observed.jump_first {
+    if wanted && (observed.jumps != 1 || !observed.jump_first) || !wanted && observed.jumps > 0 {
         for _ in 0..observed.jumps {
-            let _ = writeln!(jump, "{}", jump_rule(false));
+            let _ = writeln!(jump, "{}", jump_rule(table, false));
         }
-        let _ = writeln!(jump, "{}", jump_rule(true));
+        if wanted {
+            let _ = writeln!(jump, "{}", jump_rule(table, true));
+        }
         p.summary.jump_fixed = true;
     }
     if !decl.is_empty() || !jump.is_empty() {
-        p.rules.push_str("*filter\n");
+        let _ = writeln!(p.rules, "*{}", table.name());
         p.rules.push_str(&decl);
         p.rules.push_str(&body);
+        // Jumps deleted before the chains they enter are.
         p.rules.push_str(&jump);
         for c in &removed {
             let _ = writeln!(p.rules, "-X {c}");
         }
         p.rules.push_str("COMMIT\n");
     }
-    p
 }
 
 /// Few entries change (a pod came or went): edit the set in place. Many: build it anew under a
@@ -151,12 +170,21 @@ fn small_change(
 /// find it: the belief the next batch is planned against. Sets kept for later are in it,
 /// matched by no rule any more, so the next batch destroys them.
 pub fn believed(desired: &Ruleset, p: &Plan) -> Observed {
-    let mut o = Observed {
-        jumps: 1,
-        jump_first: true,
-        ..Default::default()
-    };
-    for rules in desired.chains.values() {
+    let mut o = Observed::default();
+    for table in Table::ALL {
+        let chains = desired.table(table);
+        let t = o.table_mut(table);
+        let wanted = chains.contains_key(table.entry());
+        t.jumps = usize::from(wanted);
+        t.jump_first = wanted;
+        for (chain, rules) in chains {
+            t.chains.insert(
+                chain.clone(),
+                rules.iter().map(|r| rule_hash(chain, r)).collect(),
+            );
+        }
+    }
+    for rules in desired.chains.values().chain(desired.nat.values()) {
         for r in rules {
             for m in &r.matches {
                 if let crate::ruleset::Match::Set { name, .. } = m {
@@ -167,12 +195,6 @@ pub fn believed(desired: &Ruleset, p: &Plan) -> Observed {
     }
     for name in &p.unreferenced {
         o.sets.insert(name.clone(), Default::default());
-    }
-    for (chain, rules) in &desired.chains {
-        o.chains.insert(
-            chain.clone(),
-            rules.iter().map(|r| rule_hash(chain, r)).collect(),
-        );
     }
     for (name, set) in &desired.sets {
         o.sets.insert(
@@ -186,23 +208,25 @@ pub fn believed(desired: &Ruleset, p: &Plan) -> Observed {
     o
 }
 
-/// Everything Twill has in one family, removed: the jumps from `FORWARD`, then every
-/// `TWILL-…` chain (`rules`, run first), then every `twill-…` set (`sets`, once no rule
-/// matches them). For a node where enforcement is turned off.
+/// Everything Twill has in one family, removed: in each table the jumps, then every `TWILL-…`
+/// chain (`rules`, run first), then every `twill-…` set (`sets`, once no rule matches them).
 pub fn teardown(family: crate::ruleset::Family, observed: &Observed) -> Plan {
     let mut p = Plan::default();
-    let mut rules = String::new();
-    for _ in 0..observed.jumps {
-        let _ = writeln!(rules, "{}", jump_rule(false));
-    }
-    for chain in observed.chains.keys() {
-        let _ = writeln!(rules, ":{chain} - [0:0]");
-    }
-    for chain in observed.chains.keys() {
-        let _ = writeln!(rules, "-X {chain}");
-    }
-    if !rules.is_empty() {
-        p.rules = format!("*filter\n{rules}COMMIT\n");
+    for table in Table::ALL {
+        let t = observed.table(table);
+        let mut rules = String::new();
+        for _ in 0..t.jumps {
+            let _ = writeln!(rules, "{}", jump_rule(table, false));
+        }
+        for chain in t.chains.keys() {
+            let _ = writeln!(rules, ":{chain} - [0:0]");
+        }
+        for chain in t.chains.keys() {
+            let _ = writeln!(rules, "-X {chain}");
+        }
+        if !rules.is_empty() {
+            let _ = write!(p.rules, "*{}\n{rules}COMMIT\n", table.name());
+        }
     }
     for name in observed.sets.keys() {
         if of_family(name, family) {

@@ -3,7 +3,7 @@
 //! rule's text, so what the kernel holds is compared by hash (read back from `iptables-save`)
 //! rather than by re-parsing iptables' own spelling of each match.
 
-use crate::ruleset::{fnv, IpSet, Match, Rule, SetDir, Target, JUMP_COMMENT};
+use crate::ruleset::{fnv, IpSet, Match, Rule, SetDir, Table, Target};
 use std::fmt::Write;
 
 /// The rule's text after `-A CHAIN`, without the comment.
@@ -34,6 +34,10 @@ pub fn rule_body(rule: &Rule) -> String {
             Match::Ports { start, end } => {
                 let _ = write!(s, " -m multiport --dports {start}:{end}");
             }
+            Match::Source(net) => {
+                let _ = write!(s, " -s {net}");
+            }
+            Match::LocalDestination => s.push_str(" -m addrtype --dst-type LOCAL"),
         }
     }
     s
@@ -47,6 +51,7 @@ fn target_text(t: &Target) -> String {
         Target::Mark(b) => format!(" -j MARK --set-xmark {b:#x}/{b:#x}"),
         Target::ClearMark(b) => format!(" -j MARK --set-xmark 0x0/{b:#x}"),
         Target::Count => String::new(),
+        Target::Masquerade => " -j MASQUERADE".into(),
     }
 }
 
@@ -78,12 +83,19 @@ pub fn rule_line(chain: &str, rule: &Rule) -> String {
     )
 }
 
-/// The jump from `FORWARD` into Twill's chain.
-pub fn jump_rule(insert: bool) -> String {
-    let op = if insert { "-I FORWARD 1" } else { "-D FORWARD" };
+/// The jump from the table's built-in chain (`FORWARD`, `POSTROUTING`) into Twill's: inserted
+/// first, or deleted.
+pub fn jump_rule(table: Table, insert: bool) -> String {
+    let hook = table.hook();
+    let op = if insert {
+        format!("-I {hook} 1")
+    } else {
+        format!("-D {hook}")
+    };
     format!(
-        "{op} -m comment --comment {JUMP_COMMENT} -j {}",
-        crate::ruleset::FORWARD_CHAIN
+        "{op} -m comment --comment {} -j {}",
+        table.jump_comment(),
+        table.entry()
     )
 }
 

@@ -1,7 +1,8 @@
-//! Rules as data: what [`crate::compile`] produces and [`crate::render`] writes out. A
-//! [`Ruleset`] is one address family's chains (all named `TWILL-…`) and ipsets (all named
-//! `twill-…`); nothing in it refers to another component's chains except the one jump from
-//! `FORWARD`, which the renderer adds.
+//! Rules as data: what [`crate::compile`] and [`crate::nat`] produce and [`crate::render`]
+//! writes out. A [`Ruleset`] is one address family's chains (all named `TWILL-…`, in the
+//! filter table for NetworkPolicy and the nat table for outgoing NAT) and ipsets (all named
+//! `twill-…`); nothing in it refers to another component's chains except one jump per table
+//! (from `FORWARD`, from `POSTROUTING`), which the plan adds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +12,53 @@ pub const INGRESS_CHAIN: &str = "TWILL-INGRESS";
 pub const EGRESS_CHAIN: &str = "TWILL-EGRESS";
 /// The comment on the jump from `FORWARD`: how it is recognised as ours.
 pub const JUMP_COMMENT: &str = "twill:policy";
+/// The nat table's chain the jump from `POSTROUTING` enters (outgoing NAT).
+pub const NAT_CHAIN: &str = "TWILL-POSTROUTING";
+pub const NAT_JUMP_COMMENT: &str = "twill:nat";
+
+/// The iptables tables Twill writes to, each entered by one jump from a built-in chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Table {
+    /// NetworkPolicy: `FORWARD` → `TWILL-FORWARD`.
+    Filter,
+    /// Outgoing NAT: `POSTROUTING` → `TWILL-POSTROUTING`.
+    Nat,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Filter, Table::Nat];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Filter => "filter",
+            Table::Nat => "nat",
+        }
+    }
+
+    /// The built-in chain whose first rule is Twill's jump.
+    pub fn hook(self) -> &'static str {
+        match self {
+            Table::Filter => "FORWARD",
+            Table::Nat => "POSTROUTING",
+        }
+    }
+
+    /// The chain the jump enters; the jump is there exactly when this chain is wanted.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Table::Filter => FORWARD_CHAIN,
+            Table::Nat => NAT_CHAIN,
+        }
+    }
+
+    /// The jump's comment: how it is recognised as ours.
+    pub fn jump_comment(self) -> &'static str {
+        match self {
+            Table::Filter => JUMP_COMMENT,
+            Table::Nat => NAT_JUMP_COMMENT,
+        }
+    }
+}
 /// Every chain and set Twill writes starts with one of these; nothing else is touched.
 pub const CHAIN_PREFIX: &str = "TWILL-";
 pub const SET_PREFIX: &str = "twill-";
@@ -168,6 +216,10 @@ pub enum Match {
         start: u16,
         end: u16,
     },
+    /// The source address is in this network (`-s`).
+    Source(ipnet::IpNet),
+    /// The destination is one of this host's own addresses (`addrtype LOCAL`).
+    LocalDestination,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +233,8 @@ pub enum Target {
     ClearMark(u32),
     /// No target: the rule only counts.
     Count,
+    /// Source NAT to the outgoing interface's address (nat table only).
+    Masquerade,
 }
 
 /// One rule; `label` is the human part of its comment (the policy and rule it comes from).
@@ -194,15 +248,26 @@ pub struct Rule {
 /// What a rule's counters mean, for `/metrics`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Counted {
-    Allowed { policy: String, dir: Direction },
-    Denied { policy: String, dir: Direction },
+    Allowed {
+        policy: String,
+        dir: Direction,
+    },
+    Denied {
+        policy: String,
+        dir: Direction,
+    },
+    /// Connections outgoing NAT translated (the nat table sees each one's first packet).
+    Masqueraded,
 }
 
 /// One family's desired state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruleset {
     pub family: Family,
+    /// Chains in the filter table (NetworkPolicy).
     pub chains: BTreeMap<String, Vec<Rule>>,
+    /// Chains in the nat table (outgoing NAT).
+    pub nat: BTreeMap<String, Vec<Rule>>,
     pub sets: BTreeMap<String, IpSet>,
     /// Rules whose packet counters are per-policy figures, by chain and label.
     pub counted: BTreeMap<(String, String), Counted>,
@@ -213,14 +278,27 @@ impl Ruleset {
         Ruleset {
             family,
             chains: BTreeMap::new(),
+            nat: BTreeMap::new(),
             sets: BTreeMap::new(),
             counted: BTreeMap::new(),
         }
     }
 
-    /// How many rules, over all chains (the benchmark's figure).
+    /// How many rules, over all chains of both tables (the benchmark's figure).
     pub fn rule_count(&self) -> usize {
-        self.chains.values().map(Vec::len).sum()
+        self.chains
+            .values()
+            .chain(self.nat.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// One table's chains.
+    pub fn table(&self, t: Table) -> &BTreeMap<String, Vec<Rule>> {
+        match t {
+            Table::Filter => &self.chains,
+            Table::Nat => &self.nat,
+        }
     }
 
     pub fn set_entries(&self) -> usize {

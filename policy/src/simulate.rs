@@ -1,9 +1,10 @@
 //! A small interpreter of a compiled [`Ruleset`]: one new packet walked through
-//! `TWILL-FORWARD` as the kernel would (set lookups with `nomatch`, marks, jumps and returns).
+//! `TWILL-FORWARD` as the kernel would (set lookups with `nomatch`, marks, jumps and returns),
+//! or through the nat table's `TWILL-POSTROUTING` ([`masquerades`]).
 //! Tests check compiled rules against [`crate::eval`] with it, without a kernel; never used on
 //! the hot path.
 
-use crate::ruleset::{Match, Ruleset, SetDir, SetKind, Target, FORWARD_CHAIN};
+use crate::ruleset::{Match, Ruleset, SetDir, SetKind, Target, FORWARD_CHAIN, NAT_CHAIN};
 use cluster::workloads::Protocol;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -21,6 +22,32 @@ pub struct Packet {
 pub fn passes(rs: &Ruleset, pkt: &Packet) -> bool {
     let mut mark = 0u32;
     walk(rs, FORWARD_CHAIN, pkt, &mut mark, 0).unwrap_or(true)
+}
+
+/// Whether a new connection's first packet from `src` to `dst` is masqueraded by outgoing NAT
+/// (`dst_local`: `dst` is one of this node's addresses).
+pub fn masquerades(rs: &Ruleset, src: IpAddr, dst: IpAddr, dst_local: bool) -> bool {
+    let pkt = Packet {
+        src,
+        dst,
+        protocol: Protocol::Tcp,
+        port: 0,
+    };
+    for rule in rs.nat.get(NAT_CHAIN).map(Vec::as_slice).unwrap_or_default() {
+        let hit = rule.matches.iter().all(|m| match m {
+            Match::LocalDestination => dst_local,
+            m => matches(rs, m, &pkt, 0),
+        });
+        if !hit {
+            continue;
+        }
+        match &rule.target {
+            Target::Masquerade => return true,
+            Target::Return => return false,
+            t => panic!("{t:?} is not a target the nat compiler makes"),
+        }
+    }
+    false
 }
 
 /// `Some(false)`: dropped; `Some(true)` never happens (no ACCEPT); `None`: returned.
@@ -41,6 +68,7 @@ fn walk(rs: &Ruleset, chain: &str, pkt: &Packet, mark: &mut u32, depth: usize) -
             Target::Mark(b) => *mark |= b,
             Target::ClearMark(b) => *mark &= !b,
             Target::Count => {}
+            Target::Masquerade => panic!("MASQUERADE in the filter table"),
         }
     }
     None
@@ -52,6 +80,8 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet, mark: u32) -> bool {
         Match::Mark { bits, negate } => (mark & bits == *bits) != *negate,
         Match::Protocol(p) => *p == pkt.protocol,
         Match::Ports { start, end } => (*start..=*end).contains(&pkt.port),
+        Match::Source(net) => net.contains(&pkt.src),
+        Match::LocalDestination => panic!("addrtype is matched in the nat table only"),
         Match::Set { name, dir, negate } => {
             let Some(set) = rs.sets.get(name) else {
                 return *negate;

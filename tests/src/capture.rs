@@ -12,13 +12,18 @@ pub struct Capture {
 impl Capture {
     /// Start capturing on `iface` in `ns` with a pcap `filter`; returns once tcpdump listens.
     pub fn start(ns: &Netns, iface: &str, filter: &str) -> Capture {
+        Capture::start_in(&ns.name, iface, filter)
+    }
+
+    /// As [`Capture::start`], in a namespace known by name (one a lab made).
+    pub fn start_in(ns: &str, iface: &str, filter: &str) -> Capture {
         let dir = TempDir::new("cap");
         let pcap = dir.join("c.pcap");
         let err = std::fs::File::create(dir.join("err")).expect("stderr file");
         let mut args = vec![
             "netns".to_string(),
             "exec".into(),
-            ns.name.clone(),
+            ns.to_string(),
             "tcpdump".into(),
             "-U".into(),
             // Hand each packet over at once; otherwise packets wait in a ring-buffer block and a

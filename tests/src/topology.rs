@@ -8,18 +8,33 @@ fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/containerlab")
 }
 
-/// `deploy/containerlab/NAME.clab.yml` and its `NAME/cluster.yaml`, the view passed through
-/// `edit`. The topology file is `dir.join("NAME.clab.yml")`; the view can be rewritten at
-/// `dir.join("NAME/cluster.yaml")` while the lab runs (then SIGHUP the agents).
+/// `deploy/containerlab/NAME.clab.yml` and its `NAME/` directory (the routers' configurations
+/// too), the view `NAME/cluster.yaml` passed through `edit`. The topology file is
+/// `dir.join("NAME.clab.yml")`; the view can be rewritten at `dir.join("NAME/cluster.yaml")`
+/// while the lab runs (then SIGHUP the agents).
 pub fn copy_with_view(name: &str, edit: impl Fn(&str) -> String) -> TempDir {
     let dir = TempDir::new("topo");
     let file = format!("{name}.clab.yml");
-    std::fs::create_dir_all(dir.join(name)).expect("topology dir");
+    copy_tree(&shipped().join(name), &dir.join(name));
     std::fs::copy(shipped().join(&file), dir.join(&file)).expect("copy topology");
     let view = std::fs::read_to_string(shipped().join(name).join("cluster.yaml"))
         .expect("shipped cluster.yaml");
     std::fs::write(dir.join(name).join("cluster.yaml"), edit(&view)).expect("write view");
     dir
+}
+
+/// Copy a directory of files and directories (a topology's configurations: a few small files).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("topology dir");
+    for e in std::fs::read_dir(from).expect("shipped topology dir") {
+        let e = e.expect("dir entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy topology file");
+        }
+    }
 }
 
 /// The `rr-fabric` view with the node-to-node mesh on (reflectors kept).

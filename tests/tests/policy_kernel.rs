@@ -2,11 +2,12 @@
 //! own that already holds another component's chains, rules and sets (kube-proxy-like): ours
 //! are written, theirs stay byte-identical; a second pass changes nothing; what is deleted by
 //! hand comes back; a failing `iptables-restore` leaves the previous rules in force and says
-//! why.
+//! why. Outgoing NAT's chain in the nat table, by the same owner, beside Docker's and
+//! kube-proxy's nat rules.
 
 use cluster::workloads::{build, file, Workloads};
 use policy::enforcer::{remove_all, Enforcer, EnforcerConfig};
-use policy::{Family, Tools};
+use policy::{Family, NatOutgoing, Tools};
 use std::sync::Arc;
 use std::time::Duration;
 use twill_lab::netns::{wait_for, Netns, TempDir};
@@ -99,6 +100,7 @@ fn config(ns: &Netns, tools: Tools) -> EnforcerConfig {
         resync: Duration::from_millis(200),
         tools,
         bridge_sysctl_dir: None,
+        nat: NatOutgoing::default(),
     }
 }
 
@@ -331,4 +333,164 @@ fn a_failing_restore_keeps_the_previous_rules_and_says_why() {
     for line in sets.lines() {
         assert!(now.contains(line), "{line} is gone:\n{now}");
     }
+}
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn nat_rules(ns: &Netns, save: &str) -> Vec<String> {
+    ns.exec(&[save, "-t", "nat"])
+        .lines()
+        .filter(|l| l.starts_with("-A TWILL-POSTROUTING"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn outgoing_nat_has_its_own_chain_first_in_postrouting_and_follows_the_settings() {
+    let ns = Netns::new("pn");
+    foreign_state(&ns);
+    // Docker's masquerade and kube-proxy's, already in POSTROUTING.
+    ns.exec(&["iptables", "-t", "nat", "-N", "KUBE-POSTROUTING"]);
+    ns.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-j",
+        "KUBE-POSTROUTING",
+    ]);
+    ns.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "172.17.0.0/16",
+        "!",
+        "-o",
+        "docker0",
+        "-j",
+        "MASQUERADE",
+    ]);
+    let before4 = foreign(&ns, "iptables-save");
+    let before6 = foreign(&ns, "ip6tables-save");
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut cfg = config(&ns, Tools::default());
+    let on = NatOutgoing {
+        families: [Family::V4, Family::V6].into_iter().collect(),
+        local: nets(&["10.244.1.0/24", "fd00:244:1::/64"]),
+        pods: nets(&[
+            "10.244.1.0/24",
+            "10.244.2.0/24",
+            "fd00:244:1::/64",
+            "fd00:244:2::/64",
+        ]),
+        except: nets(&["192.168.0.0/16"]),
+    };
+    cfg.nat = on.clone();
+    let e = Enforcer::start(cfg);
+    // NetworkPolicy off on this node: only the nat table is Twill's.
+    e.policy_off();
+    let wait_nat = |families: &[&str]| {
+        wait_for("outgoing NAT in force", Duration::from_secs(20), || {
+            let s = e.status();
+            (s.error.is_none() && s.syncs > 0 && s.nat_families == families).then_some(s)
+        })
+    };
+    let s = wait_nat(&["IPv4", "IPv6"]);
+    assert!(!s.policy_on);
+    for save in ["iptables-save", "ip6tables-save"] {
+        let nat = ns.exec(&[save, "-t", "nat"]);
+        let first = nat
+            .lines()
+            .find(|l| l.starts_with("-A POSTROUTING"))
+            .unwrap_or_default();
+        assert!(
+            first.contains("twill:nat") && first.ends_with("-j TWILL-POSTROUTING"),
+            "{save}: our jump first in POSTROUTING:\n{nat}"
+        );
+        let filter = ns.exec(&[save, "-t", "filter"]);
+        assert!(!filter.contains("TWILL"), "policy is off:\n{filter}");
+    }
+    let v4 = nat_rules(&ns, "iptables-save");
+    assert_eq!(v4.len(), 4, "{v4:?}");
+    assert!(
+        v4[0].contains("--match-set twill-4c-") && v4[0].ends_with("-j RETURN"),
+        "{v4:?}"
+    );
+    assert!(v4[1].contains("--match-set twill-4x-"), "{v4:?}");
+    assert!(v4[2].contains("--dst-type LOCAL"), "{v4:?}");
+    assert!(
+        v4[3].contains("-s 10.244.1.0/24") && v4[3].ends_with("-j MASQUERADE"),
+        "{v4:?}"
+    );
+    // No IPv6 destination is listed, so no set of them.
+    let v6 = nat_rules(&ns, "ip6tables-save");
+    assert_eq!(v6.len(), 3, "{v6:?}");
+    assert!(
+        v6[2].contains("-s fd00:244:1::/64") && v6[2].ends_with("-j MASQUERADE"),
+        "{v6:?}"
+    );
+    let sets = ns.exec(&["ipset", "save"]);
+    assert!(
+        sets.lines()
+            .any(|l| l.starts_with("add twill-4c-") && l.ends_with(" 10.244.2.0/24")),
+        "{sets}"
+    );
+    // Theirs are untouched and keep their order (ours is inserted before them).
+    assert_eq!(foreign(&ns, "iptables-save"), before4);
+    assert_eq!(foreign(&ns, "ip6tables-save"), before6);
+
+    // A node joins: one set entry more, the rules as they were.
+    let mut joined = on.clone();
+    joined.pods.push("10.244.3.0/24".parse().unwrap());
+    e.set_nat(joined.clone());
+    wait_for(
+        "the new pod CIDR in the set",
+        Duration::from_secs(20),
+        || {
+            let sets = ns.exec(&["ipset", "save"]);
+            sets.lines()
+                .any(|l| l.starts_with("add twill-4c-") && l.ends_with(" 10.244.3.0/24"))
+                .then_some(())
+        },
+    );
+    assert_eq!(nat_rules(&ns, "iptables-save"), v4);
+
+    // The jump deleted by hand comes back first.
+    ns.exec(&["iptables", "-t", "nat", "-D", "POSTROUTING", "1"]);
+    wait_for("the jump repaired", Duration::from_secs(10), || {
+        let nat = ns.exec(&["iptables-save", "-t", "nat"]);
+        nat.lines()
+            .find(|l| l.starts_with("-A POSTROUTING"))
+            .is_some_and(|l| l.contains("twill:nat"))
+            .then_some(())
+    });
+
+    // Off for IPv6 only, then off: our chains, jumps and sets go; theirs stay.
+    let mut v4_only = joined.clone();
+    v4_only.families.remove(&Family::V6);
+    e.set_nat(v4_only);
+    wait_nat(&["IPv4"]);
+    assert!(!ns.exec(&["ip6tables-save", "-t", "nat"]).contains("TWILL"));
+    assert_eq!(nat_rules(&ns, "iptables-save"), v4);
+    e.set_nat(NatOutgoing::default());
+    wait_nat(&[]);
+    wait_for("NAT's sets destroyed", Duration::from_secs(10), || {
+        (!ns.exec(&["ipset", "list", "-n"]).contains("twill-")).then_some(())
+    });
+    for save in ["iptables-save", "ip6tables-save"] {
+        let text = ns.exec(&[save]);
+        assert!(
+            !text.contains("TWILL") && !text.contains("twill:"),
+            "{text}"
+        );
+    }
+    assert_eq!(foreign(&ns, "iptables-save"), before4);
+    assert_eq!(foreign(&ns, "ip6tables-save"), before6);
 }

@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod error;
+mod nat;
 mod peering;
 mod policy;
 mod readiness;

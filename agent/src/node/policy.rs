@@ -8,7 +8,7 @@
 use crate::netpol::{file_hash, PolicyHandle, Request, SourceStatus};
 use cluster::k8s::workloads::WorkloadsRx;
 use cluster::workloads::{build, file, Pod, Workloads};
-use policy::{Enforcer, EnforcerConfig, Family, Tools};
+use policy::{Enforcer, EnforcerConfig, Family, NatOutgoing, Tools};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -24,21 +24,23 @@ pub enum Source {
     Api(WorkloadsRx),
 }
 
-/// Start the task and its enforcer; a pod's CNI ADD waits at most `pod_wait` for its rules.
-pub fn start(
-    source: Source,
-    node: String,
-    families: Vec<Family>,
-    pod_wait: Duration,
-) -> PolicyHandle {
-    let node_name = node.clone();
-    let enforcer = Enforcer::start(EnforcerConfig {
-        node: node.clone(),
+/// Start the firewall's owner (NetworkPolicy and outgoing NAT), whether or not this node
+/// enforces NetworkPolicy.
+pub fn start_enforcer(node: String, families: Vec<Family>, nat: NatOutgoing) -> Enforcer {
+    Enforcer::start(EnforcerConfig {
+        node,
         families,
         resync: Duration::from_secs(5),
         tools: Tools::default(),
         bridge_sysctl_dir: Some("/proc/sys/net/bridge".into()),
-    });
+        nat,
+    })
+}
+
+/// Start the task that feeds `enforcer` workloads; a pod's CNI ADD waits at most `pod_wait`
+/// for its rules.
+pub fn start(source: Source, node: String, enforcer: Enforcer, pod_wait: Duration) -> PolicyHandle {
+    let node_name = node.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let (mtx, mrx) = watch::channel(Arc::new(Workloads::default()));
     let what = match &source {

@@ -1,6 +1,6 @@
 //! A new cluster view applied to a running node as a difference: the peers (changed
 //! make-before-break by [`Peering`]), the originated pod CIDRs if they changed, and the data
-//! plane's idea of which next hops are nodes.
+//! plane's idea of which next hops are nodes, and outgoing NAT (its setting and the pod CIDRs).
 
 use super::dataplane::Dataplane;
 use super::peering::Peering;
@@ -8,7 +8,7 @@ use crate::state::NodeState;
 use cluster::{ClusterView, Node};
 use speaker::Speaker;
 use std::sync::Arc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 /// Apply a new cluster view: only the peers that changed, the originated CIDR if it changed,
 /// and the data plane's idea of who is a node. None (and nothing changed) when this node is
@@ -47,6 +47,15 @@ pub(super) async fn apply_view(
     peering.apply(speaker, &new, &new_me, Some(me));
     peering.publish(state);
     *state.reflectors.lock().expect("reflectors") = new.reflectors.clone();
+    // Outgoing NAT follows the view: its setting, and the pod CIDRs that keep their source.
+    let nat = super::nat::nat_for(&new, &new_me);
+    if new.nat_outgoing != view.nat_outgoing {
+        info!(setting = %new.nat_outgoing.describe(), "outgoing NAT setting changed");
+    }
+    if nat != super::nat::nat_for(view, me) {
+        state.firewall.set_nat(nat);
+    }
+    *state.nat.lock().expect("nat") = new.nat_outgoing.clone();
     dp.set_view(&new).await;
     Some((new, new_me))
 }

@@ -4,6 +4,7 @@
 
 use super::dataplane::Dataplane;
 use super::error::AgentError;
+use super::nat::nat_for;
 use super::peering::Peering;
 use super::readiness::ready_now;
 use super::reload::apply_view;
@@ -164,33 +165,21 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         })
         .collect();
     let pod_wait = Duration::from_secs(u64::from(view.network_policy.pod_wait.unwrap_or(10)));
+    // One owner of Twill's chains and sets: NetworkPolicy (filter table) and outgoing NAT
+    // (nat table).
+    let firewall = super::policy::start_enforcer(me.name.clone(), families, nat_for(&view, &me));
     let policy = match workloads {
         Some(source) if view.network_policy.enabled => Some(super::policy::start(
             source,
             me.name.clone(),
-            families,
+            firewall.clone(),
             pod_wait,
         )),
         _ => {
-            // Off: nothing of Twill's may be left dropping traffic with nothing to update it.
-            let tools = policy::Tools::default();
-            match tokio::task::spawn_blocking(move || {
-                policy::enforcer::remove_all(&tools, &[policy::Family::V4, policy::Family::V6])
-            })
-            .await
-            {
-                Ok(Ok((0, 0))) => {}
-                Ok(Ok((chains, sets))) => {
-                    info!(
-                        chains,
-                        sets, "network policy is off: Twill's chains and sets removed"
-                    )
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %e, "network policy is off, but Twill's chains and sets could not be removed")
-                }
-                Err(_) => {}
-            }
+            // Off: nothing of Twill's may be left dropping traffic with nothing to update it;
+            // the enforcer removes its filter chains and keeps outgoing NAT.
+            info!("network policy is off on this node");
+            firewall.policy_off();
             None
         }
     };
@@ -235,6 +224,8 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         reflectors: Mutex::new(view.reflectors.clone()),
         ready: AtomicBool::new(false),
         policy,
+        firewall,
+        nat: Mutex::new(view.nat_outgoing.clone()),
         watch: watch_stats,
         alive_ms: AtomicU64::new(0),
         started: Instant::now(),

@@ -53,6 +53,27 @@ pub struct BGPConfigurationSpec {
     pub network_policy: Option<NetworkPolicySettingsSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route_reflectors: Option<RouteReflectorsSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat_outgoing: Option<NatOutgoingSpec>,
+}
+
+/// Outgoing NAT: a pod's packet to an address outside every pod CIDR of the cluster leaves its
+/// node with the node's address (Calico's natOutgoing, flannel's ip-masq).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatOutgoingSpec {
+    /// Masquerade IPv4 pods' traffic leaving the cluster (default true).
+    #[schemars(extend("default" = true))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
+    /// Masquerade IPv6 pods' traffic leaving the cluster (default true).
+    #[schemars(extend("default" = true))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
+    /// Destinations that keep the pod's address (e.g. a datacentre range whose routers learn
+    /// the pod CIDRs).
+    #[serde(rename = "nonMasqueradeCIDRs", skip_serializing_if = "Option::is_none")]
+    pub non_masquerade_cidrs: Option<Vec<String>>,
 }
 
 /// Route reflectors chosen automatically, the same on every agent: in each zone the first

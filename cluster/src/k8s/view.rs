@@ -3,6 +3,7 @@
 //! field and value and left out, so one bad object never takes the agent down.
 
 use super::crd::{BGPConfiguration, BGPPeer};
+use crate::nat_outgoing::RawNatOutgoing;
 use crate::reflectors::RawReflectors;
 use crate::view::{
     ClusterView, RawEncap, RawGracefulRestart, RawNetworkPolicy, RawNode, RawPassword, RawPeer,
@@ -227,6 +228,11 @@ fn raw_top(c: &BGPConfiguration) -> RawView {
             enabled: n.enabled,
             wait_for_pod_rules: n.wait_for_pod_rules,
             wait_time: n.wait_time,
+        }),
+        nat_outgoing: s.nat_outgoing.as_ref().map(|n| RawNatOutgoing {
+            ipv4: n.ipv4,
+            ipv6: n.ipv6,
+            non_masquerade_cidrs: n.non_masquerade_cidrs.clone(),
         }),
         nodes: Vec::new(),
         peers: Vec::new(),

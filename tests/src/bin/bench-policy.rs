@@ -159,6 +159,8 @@ fn rules(w: &Workloads) -> RuleFigures {
                 resync: Duration::from_secs(3600),
                 tools: Tools::default(),
                 bridge_sysctl_dir: None,
+                // NetworkPolicy alone, as measured before outgoing NAT existed.
+                nat: Default::default(),
             });
             let full = timed(&rt, &e, w.clone(), 1);
             let status = e.status();
