@@ -307,6 +307,40 @@ fn the_agent_follows_a_real_api_server() {
         a1.log()
     );
 
+    // Outgoing NAT follows the BGPConfiguration: on for both families by default, then IPv6
+    // turned off with kubectl; the rules follow without a restart.
+    let nat = |a: &Agent| -> Option<Vec<String>> {
+        let s = a.status()?;
+        Some(
+            s["nat"]["families"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect(),
+        )
+    };
+    wait_for("NAT on for both families", Duration::from_secs(20), || {
+        (nat(&a1)? == ["IPv4", "IPv6"]).then_some(())
+    });
+    let (ok, out) = kube.kubectl(&[
+        "patch",
+        "bgpconfiguration",
+        "default",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"natOutgoing":{"ipv6":false}}}"#,
+    ]);
+    assert!(ok, "{out}");
+    wait_for("NAT off for IPv6", Duration::from_secs(20), || {
+        (nat(&a1)? == ["IPv4"]).then_some(())
+    });
+    let v6 = nodes[0].exec(&["ip6tables-save", "-t", "nat"]);
+    assert!(!v6.contains("TWILL"), "{v6}");
+    assert!(nodes[0]
+        .exec(&["iptables-save", "-t", "nat"])
+        .contains("-j TWILL-POSTROUTING"));
+
     // a2 is deleted: its session and its route go from a1 at once (a Node deleted is a peer
     // removed: its routes are flushed, not kept for a restart).
     let (ok, out) = kube.kubectl(&["delete", "node", "a2"]);
