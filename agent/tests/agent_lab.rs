@@ -8,7 +8,7 @@ use common::{cni, http, ping, pod_ips, Agent, CniPod, TWILL};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use twill_lab::{wait_for, Netns, Switch, TempDir, TwoRacks};
+use twill_lab::{wait_for, Capture, Netns, Switch, TempDir, TwoRacks};
 
 const VIEW: &str = r#"
 asNumber: 64512
@@ -465,4 +465,24 @@ fn dual_stack_pods_cross_racks_over_an_ipv4_underlay() {
             });
         }
     }
+
+    // Outgoing NAT, IPv6: a host on rack a's segment, outside the cluster and with no route to
+    // any pod CIDR, answers a1's pod because the pod's packets reach it from a1's address.
+    let outside = Netns::new("dout");
+    let iface = racks.a.attach(&outside, &["fd00:a::99/64"], 1500);
+    let cap = Capture::start(&outside, &iface, "icmp6");
+    wait_for(
+        "a1's pod pings the outside host over IPv6",
+        Duration::from_secs(10),
+        || ping(&pods[0].0, "fd00:a::99").then_some(()),
+    );
+    let seen: Vec<String> = cap
+        .stop()
+        .into_iter()
+        .filter(|l| l.contains("echo request"))
+        .collect();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|l| l.contains("fd00:a::11 > fd00:a::99")),
+        "{seen:#?}"
+    );
 }
