@@ -136,6 +136,7 @@ impl NodeState {
         let fw = self.firewall.status();
         let setting = self.nat.lock().expect("nat").clone();
         crate::status::NatStatus {
+            programmed: fw.syncs > 0 && fw.error.is_none(),
             families: fw.nat_families.iter().map(|f| f.to_string()).collect(),
             setting: setting.describe(),
             masqueraded: fw.nat_masqueraded,

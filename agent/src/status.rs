@@ -143,6 +143,10 @@ impl PolicyStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NatStatus {
+    /// The rules have been written (or found in place) at least once since the agent
+    /// started, and the last batch did not fail.
+    #[serde(default)]
+    pub programmed: bool,
     /// The families it is in force for ("IPv4", "IPv6"); empty: off.
     pub families: Vec<String>,
     /// What the cluster setting asks for ("IPv4, IPv6", "IPv4", "off").
@@ -158,7 +162,12 @@ pub struct NatStatus {
 
 impl NatStatus {
     fn line(&self) -> String {
-        let mut s = if self.families.is_empty() {
+        let mut s = if !self.programmed && self.error.is_none() {
+            format!(
+                "outgoing NAT: not programmed yet (setting: {})",
+                self.setting
+            )
+        } else if self.families.is_empty() {
             format!("outgoing NAT: off (setting: {})", self.setting)
         } else {
             format!(

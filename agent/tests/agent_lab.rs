@@ -468,6 +468,12 @@ fn dual_stack_pods_cross_racks_over_an_ipv4_underlay() {
 
     // Outgoing NAT, IPv6: a host on rack a's segment, outside the cluster and with no route to
     // any pod CIDR, answers a1's pod because the pod's packets reach it from a1's address.
+    let (_, a1) = &nodes[0];
+    wait_for("IPv6 NAT in force on a1", Duration::from_secs(20), || {
+        let nat = a1.status()?["nat"].clone();
+        (nat["programmed"] == true && nat["families"].as_array()?.iter().any(|f| f == "IPv6"))
+            .then_some(())
+    });
     let outside = Netns::new("dout");
     let iface = racks.a.attach(&outside, &["fd00:a::99/64"], 1500);
     let cap = Capture::start(&outside, &iface, "icmp6");

@@ -75,11 +75,25 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The families outgoing NAT is in force for on `node`, as `twill status --json` says.
-fn nat_families(lab: &Lab, node: &str) -> Vec<String> {
-    lab.json("status", node)["nat"]["families"]
-        .as_array()
-        .map(|a| a.iter().map(|f| f.as_str().unwrap().to_string()).collect())
+/// The families outgoing NAT is in force for on `node`, as `twill status --json` says; None
+/// before its rules were first programmed.
+fn nat_families(lab: &Lab, node: &str) -> Option<Vec<String>> {
+    let nat = lab.json("status", node)["nat"].clone();
+    if nat["programmed"] != true {
+        return None;
+    }
+    Some(
+        nat["families"]
+            .as_array()?
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
+fn masqueraded(lab: &Lab, node: &str) -> u64 {
+    lab.json("status", node)["nat"]["masqueraded"]
+        .as_u64()
         .unwrap_or_default()
 }
 
@@ -88,7 +102,7 @@ fn wait_nat(lab: &Lab, want: &[&str]) {
         wait_for(
             &format!("{node}: outgoing NAT in force for {want:?}"),
             Duration::from_secs(30),
-            || (nat_families(lab, node) == want).then_some(()),
+            || (nat_families(lab, node)? == want).then_some(()),
         );
     }
 }
@@ -225,10 +239,13 @@ fn pods_reach_the_outside_as_their_node_and_each_other_as_themselves() {
         "{seen:#?}"
     );
     // Counted: a1's two pods made two pings and two TCP connections (read at the resync).
-    wait_for(
+    let counted = wait_for(
         "a1's translated connections counted",
         Duration::from_secs(20),
-        || (lab.json("status", "a1")["nat"]["masqueraded"].as_u64()? >= 4).then_some(()),
+        || {
+            let n = masqueraded(&lab, "a1");
+            (n >= 4).then_some(n)
+        },
     );
 
     // Between pods, no NAT: b1's pod sees a1's pod (through VXLAN) and b2's (direct, same
@@ -262,6 +279,13 @@ fn pods_reach_the_outside_as_their_node_and_each_other_as_themselves() {
         .unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);
     assert!(!nat.contains("TWILL"), "NAT off, its chain is gone:\n{nat}");
+    // The count outlives the chain: over two resyncs (5 s each) it never goes down.
+    let since = Instant::now();
+    wait_for("two resyncs with NAT off", Duration::from_secs(15), || {
+        let n = masqueraded(&lab, "a1");
+        assert!(n >= counted, "the count went down: {counted} -> {n}");
+        (since.elapsed() > Duration::from_secs(11)).then_some(())
+    });
     let cap = Capture::start_in(&outside, "eth1", "icmp");
     assert!(
         !ping(&pod_ns(&lab, "a1-pod1"), OUTSIDE, 3),

@@ -354,7 +354,7 @@ fn is_v4(n: &IpNet) -> bool {
 }
 
 /// `hash:net` cannot hold a /0: 0.0.0.0/0 becomes its two halves.
-fn split_default(n: IpNet) -> Vec<IpNet> {
+pub(crate) fn split_default(n: IpNet) -> Vec<IpNet> {
     if n.prefix_len() > 0 {
         return vec![n];
     }

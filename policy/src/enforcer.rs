@@ -11,8 +11,8 @@
 use crate::exec::{ExecError, Tools};
 use crate::nat::{compile_nat, NatOutgoing};
 use crate::observed::{parse_ipset, parse_iptables, Observed};
-use crate::plan::{believed, plan, teardown};
-use crate::ruleset::{Counted, Direction, Family, Ruleset};
+use crate::plan::{believed, plan_tables, teardown};
+use crate::ruleset::{Counted, Direction, Family, Ruleset, Table};
 use cluster::workloads::Workloads;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -157,6 +157,9 @@ type Carried = BTreeMap<Counted, u64>;
 struct Memory {
     carried: Carried,
     beliefs: BTreeMap<Family, Observed>,
+    /// Whether the nat table holds anything of Twill's, per family, as last read or written
+    /// (absent: not known yet, so it is read).
+    nat_seen: BTreeMap<Family, bool>,
 }
 
 async fn run(
@@ -197,17 +200,22 @@ async fn run(
             }
             _ = tick.tick() => read_back = true,
         }
-        let (w, generation) = match &policy {
-            PolicyInput::Unknown => continue,
-            PolicyInput::Off => (None, 0),
-            PolicyInput::On(w, g) => (Some(w.clone()), *g),
+        let generation = match &policy {
+            PolicyInput::On(_, g) => *g,
+            PolicyInput::Unknown | PolicyInput::Off => 0,
         };
         let cfg2 = cfg.clone();
         let nat2 = nat.clone();
+        let policy2 = policy.clone();
         let memory_in = std::mem::take(&mut memory);
         let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
-            sync(&cfg2, w.as_deref(), &nat2, memory_in, read_back)
+            let filter = match &policy2 {
+                PolicyInput::Unknown => Filter::Untouched,
+                PolicyInput::Off => Filter::Off,
+                PolicyInput::On(w, _) => Filter::On(w),
+            };
+            sync(&cfg2, filter, &nat2, memory_in, read_back)
         })
         .await;
         let Ok((result, memory_out)) = outcome else {
@@ -293,9 +301,18 @@ struct Done {
 /// One plan-run for every family, against the kernel read back (`read_back`, or no belief yet)
 /// or against the belief. Returns the memory whatever happens; a family that failed forgets
 /// its belief, so the next batch reads the kernel.
+/// What the filter table is to hold in one sync.
+#[derive(Clone, Copy)]
+enum Filter<'a> {
+    /// NetworkPolicy has no model yet: the filter table and its sets are left as they are.
+    Untouched,
+    Off,
+    On(&'a Workloads),
+}
+
 fn sync(
     cfg: &EnforcerConfig,
-    w: Option<&Workloads>,
+    filter: Filter<'_>,
     nat: &NatOutgoing,
     mut mem: Memory,
     read_back: bool,
@@ -319,33 +336,58 @@ fn sync(
             source,
         };
         // Policy off: an empty filter table of ours (the plan removes what is there).
-        let mut desired = match w {
-            Some(w) => crate::compile(w, &cfg.node, family),
-            None => Ruleset::new(family),
+        let mut desired = match filter {
+            Filter::On(w) => crate::compile(w, &cfg.node, family),
+            Filter::Off | Filter::Untouched => Ruleset::new(family),
         };
         compile_nat(nat, &mut desired);
         if nat.on(family) {
             done.nat_families.push(family.name());
         }
+        // Before NetworkPolicy's first model only the nat table is planned, against the
+        // kernel (a belief would leave the filter table out), and no belief is kept.
+        let untouched = matches!(filter, Filter::Untouched);
+        let tables: &[Table] = if untouched {
+            &[Table::Nat]
+        } else {
+            &Table::ALL
+        };
+        // The nat table is read only where Twill has or wants something in it: beside
+        // kube-proxy it is the largest table, and this runs every resync.
+        let read_nat = nat.on(family) || mem.nat_seen.get(&family) != Some(&false);
+        let reading: Vec<Table> = tables
+            .iter()
+            .copied()
+            .filter(|t| *t != Table::Nat || read_nat)
+            .collect();
         let mut from_belief = false;
         let observed = match mem.beliefs.remove(&family) {
-            Some(b) if !read_back => {
+            Some(b) if !read_back && !untouched => {
                 read_all = false;
                 from_belief = true;
                 b
             }
-            _ => match read_kernel(&cfg.tools, family) {
+            _ => match read_kernel(&cfg.tools, family, &reading) {
                 Ok(o) => o,
                 Err(e) => return (Err(wrap(e)), mem),
             },
         };
-        let p = plan(&desired, &observed);
-        // iptables starts a rewritten chain's counters at zero: what they held is carried,
-        // read now if this batch was planned from belief.
+        let p = plan_tables(&desired, &observed, tables);
+        // iptables starts a rewritten chain's counters at zero and forgets a removed one's:
+        // what they held is carried, read now if this batch was planned from belief.
+        let touched: Vec<Table> = tables
+            .iter()
+            .copied()
+            .filter(|t| {
+                p.chains_written.iter().chain(&p.chains_removed).any(|c| {
+                    desired.table(*t).contains_key(c) || observed.table(*t).chains.contains_key(c)
+                })
+            })
+            .collect();
         let fresh;
-        let counts = if from_belief && !p.chains_written.is_empty() {
+        let counts = if from_belief && !touched.is_empty() {
             let mut o = Observed::default();
-            match cfg.tools.save(family) {
+            match cfg.tools.save(family, &touched) {
                 Ok(t) => parse_iptables(&t, &mut o),
                 Err(e) => return (Err(wrap(e)), mem),
             }
@@ -356,11 +398,18 @@ fn sync(
         };
         let mut carry = Carried::new();
         for ((chain, label), packets) in counts {
-            if let Some(what) = desired.counted.get(&(chain.clone(), label.clone())) {
-                *totals.entry(what.clone()).or_default() += packets;
-                if p.chains_written.contains(chain) {
-                    *carry.entry(what.clone()).or_default() += packets;
-                }
+            let key = (chain.clone(), label.clone());
+            let Some(what) = desired
+                .counted
+                .get(&key)
+                .cloned()
+                .or_else(|| crate::nat::counted(chain, label))
+            else {
+                continue;
+            };
+            *totals.entry(what.clone()).or_default() += packets;
+            if p.chains_written.contains(chain) || p.chains_removed.contains(chain) {
+                *carry.entry(what).or_default() += packets;
             }
         }
         if !p.is_empty() {
@@ -380,7 +429,13 @@ fn sync(
         for (what, n) in carry {
             *mem.carried.entry(what).or_default() += n;
         }
-        mem.beliefs.insert(family, believed(&desired, &p));
+        if untouched {
+            mem.nat_seen.insert(family, !desired.nat.is_empty());
+        } else {
+            let belief = believed(&desired, &p);
+            mem.nat_seen.insert(family, !belief.nat.chains.is_empty());
+            mem.beliefs.insert(family, belief);
+        }
         done.rules += desired.rule_count();
         done.sets += desired.sets.len();
         done.set_entries += desired.set_entries();
@@ -457,7 +512,7 @@ pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), 
             family: family.name(),
             source,
         };
-        let o = read_kernel(tools, family).map_err(wrap)?;
+        let o = read_kernel(tools, family, &Table::ALL).map_err(wrap)?;
         let p = teardown(family, &o);
         if !p.rules.is_empty() {
             tools.restore(family, &p.rules).map_err(wrap)?;
@@ -471,11 +526,11 @@ pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), 
     Ok(removed)
 }
 
-/// What the kernel holds of Twill's in one family: its chains and jump (`iptables-save`) and
-/// its sets (`ipset save`).
-fn read_kernel(tools: &Tools, family: Family) -> Result<Observed, ExecError> {
+/// What the kernel holds of Twill's in one family: its chains and jumps in `tables`
+/// (`iptables-save`) and its sets (`ipset save`).
+fn read_kernel(tools: &Tools, family: Family, tables: &[Table]) -> Result<Observed, ExecError> {
     let mut o = Observed::default();
-    parse_iptables(&tools.save(family)?, &mut o);
+    parse_iptables(&tools.save(family, tables)?, &mut o);
     parse_ipset(&tools.ipset_save()?, &mut o);
     Ok(o)
 }

@@ -2,7 +2,7 @@
 //! pair), `ipset save` / `ipset restore`. Text goes in on stdin, so a batch of any size is one
 //! process. Blocking: the enforcer calls these from `spawn_blocking`.
 
-use crate::ruleset::Family;
+use crate::ruleset::{Family, Table};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -48,15 +48,17 @@ pub enum ExecError {
 }
 
 impl Tools {
-    pub fn save(&self, family: Family) -> Result<String, ExecError> {
+    /// `iptables-save -c` of the given tables, one after the other (never all tables: the
+    /// others are of no interest, and kube-proxy's nat table is large).
+    pub fn save(&self, family: Family, tables: &[Table]) -> Result<String, ExecError> {
         let p = match family {
             Family::V4 => &self.iptables_save,
             Family::V6 => &self.ip6tables_save,
         };
-        // The two tables Twill writes to, one after the other (all tables would also read
-        // raw, mangle and security, which can be large beside kube-proxy).
-        let mut text = self.run(p, &["-c", "-t", "filter"], None)?;
-        text.push_str(&self.run(p, &["-c", "-t", "nat"], None)?);
+        let mut text = String::new();
+        for t in tables {
+            text.push_str(&self.run(p, &["-c", "-t", t.name()], None)?);
+        }
         Ok(text)
     }
 

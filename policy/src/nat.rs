@@ -14,6 +14,7 @@
 //! rules of other components (kube-proxy's, Docker's), in their order. The set of pod CIDRs
 //! follows the cluster view, so a node joining changes one set entry, not the rules.
 
+use crate::compile::{net_entry, split_default};
 use crate::ruleset::{
     set_name, Counted, Family, IpSet, Match, Rule, Ruleset, SetDir, SetKind, Target, NAT_CHAIN,
 };
@@ -46,16 +47,25 @@ fn in_family(n: &IpNet, family: Family) -> bool {
 
 pub const OUTGOING_LABEL: &str = "nat: outgoing";
 
+/// What a counted rule of the nat chain means, read back from the kernel even when the chain
+/// is no longer wanted (NAT turned off): its count is carried, so the total never goes down.
+pub fn counted(chain: &str, label: &str) -> Option<Counted> {
+    (chain == NAT_CHAIN && label.starts_with(OUTGOING_LABEL)).then_some(Counted::Masqueraded)
+}
+
 /// Add outgoing NAT's chain and sets for `rs.family` to `rs` (nothing when it is off).
 pub fn compile_nat(nat: &NatOutgoing, rs: &mut Ruleset) {
     let family = rs.family;
     if !nat.on(family) {
         return;
     }
+    // As `ipset save` prints them (a host without /32), and a /0 as its halves (hash:net
+    // cannot hold one): otherwise every resync would see a difference.
     let members = |nets: &[IpNet]| -> BTreeSet<String> {
         nets.iter()
             .filter(|n| in_family(n, family))
-            .map(|n| n.trunc().to_string())
+            .flat_map(|n| split_default(n.trunc()))
+            .map(net_entry)
             .collect()
     };
     let set = |rs: &mut Ruleset, letter: char, meaning: &str, m: BTreeSet<String>| {
@@ -175,6 +185,23 @@ mod tests {
         let mut no_pods = nat(&[Family::V4]);
         no_pods.local.clear();
         assert!(compiled(&no_pods, Family::V4).nat.is_empty());
+    }
+
+    #[test]
+    fn set_entries_are_written_as_ipset_prints_them() {
+        let mut n = nat(&[Family::V4]);
+        n.except = vec![
+            "203.0.113.7/32".parse().unwrap(),
+            "0.0.0.0/0".parse().unwrap(),
+        ];
+        let rs = compiled(&n, Family::V4);
+        let except = rs
+            .sets
+            .iter()
+            .find(|(name, _)| name.starts_with("twill-4x-"))
+            .map(|(_, s)| s.members.iter().cloned().collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(except, ["0.0.0.0/1", "128.0.0.0/1", "203.0.113.7"]);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Plan {
     pub unreferenced: Vec<String>,
     /// Chains written (for counters: theirs start again at zero).
     pub chains_written: Vec<String>,
+    /// Chains removed (for counters: what they counted is carried where it still means
+    /// something, as outgoing NAT's count does).
+    pub chains_removed: Vec<String>,
     /// What changed, for the log: sets created, swapped, destroyed; chains written, removed.
     pub summary: Summary,
 }
@@ -47,11 +50,18 @@ impl Plan {
 }
 
 pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
+    plan_tables(desired, observed, &Table::ALL)
+}
+
+/// As [`plan`], for some tables only: the rest of the kernel's state, their chains and their
+/// sets, is left as it is (outgoing NAT before NetworkPolicy has its first model).
+pub fn plan_tables(desired: &Ruleset, observed: &Observed, tables: &[Table]) -> Plan {
     let mut p = Plan::default();
+    let in_scope = |name: &str| tables.contains(&Table::of_set(name));
     for name in observed.sets.keys() {
         // Only this family's sets (the other family's plan owns the rest), temporary sets
         // left by an interrupted batch included. First, so a swap below may reuse a name.
-        if !of_family(name, desired.family) || desired.sets.contains_key(name) {
+        if !of_family(name, desired.family) || desired.sets.contains_key(name) || !in_scope(name) {
             continue;
         }
         if observed.referenced.contains(name) {
@@ -61,7 +71,7 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
             p.summary.sets_destroyed += 1;
         }
     }
-    for (name, set) in &desired.sets {
+    for (name, set) in desired.sets.iter().filter(|(n, _)| in_scope(n)) {
         match observed.sets.get(name) {
             None => {
                 let _ = writeln!(p.sets, "{}", set_create(name, set, desired.family));
@@ -94,7 +104,7 @@ pub fn plan(desired: &Ruleset, observed: &Observed) -> Plan {
         }
     }
 
-    for table in Table::ALL {
+    for &table in tables {
         plan_table(&mut p, table, desired.table(table), observed.table(table));
     }
     p
@@ -127,6 +137,7 @@ fn plan_table(
         if !desired.contains_key(chain) {
             let _ = writeln!(decl, ":{chain} - [0:0]");
             removed.push(chain.clone());
+            p.chains_removed.push(chain.clone());
             p.summary.chains_removed += 1;
         }
     }

@@ -58,6 +58,20 @@ impl Table {
             Table::Nat => NAT_JUMP_COMMENT,
         }
     }
+
+    /// The table whose rules use the set named `name` (or its temporary twin): outgoing NAT's
+    /// sets have the letters `c` (pod CIDRs) and `x` (listed destinations), all others are
+    /// NetworkPolicy's.
+    pub fn of_set(name: &str) -> Table {
+        let rest = name
+            .strip_prefix(SET_PREFIX)
+            .unwrap_or(name)
+            .trim_start_matches('t');
+        match rest.chars().nth(1) {
+            Some('c' | 'x') => Table::Nat,
+            _ => Table::Filter,
+        }
+    }
 }
 /// Every chain and set Twill writes starts with one of these; nothing else is touched.
 pub const CHAIN_PREFIX: &str = "TWILL-";

@@ -393,16 +393,54 @@ fn outgoing_nat_has_its_own_chain_first_in_postrouting_and_follows_the_settings(
         except: nets(&["192.168.0.0/16"]),
     };
     cfg.nat = on.clone();
+    // What a previous run left of NetworkPolicy: a chain, its jump, a set.
+    ns.exec(&["iptables", "-N", "TWILL-FORWARD"]);
+    ns.exec(&[
+        "iptables",
+        "-I",
+        "FORWARD",
+        "1",
+        "-m",
+        "comment",
+        "--comment",
+        "twill:policy",
+        "-j",
+        "TWILL-FORWARD",
+    ]);
+    ns.exec(&["ipset", "create", "twill-4-ingress", "hash:ip"]);
+    let left = ns.exec(&["iptables-save", "-t", "filter"]);
     let e = Enforcer::start(cfg);
-    // NetworkPolicy off on this node: only the nat table is Twill's.
-    e.policy_off();
     let wait_nat = |families: &[&str]| {
         wait_for("outgoing NAT in force", Duration::from_secs(20), || {
             let s = e.status();
             (s.error.is_none() && s.syncs > 0 && s.nat_families == families).then_some(s)
         })
     };
-    let s = wait_nat(&["IPv4", "IPv6"]);
+    // Before NetworkPolicy has a model, NAT is programmed and the filter table left alone.
+    wait_nat(&["IPv4", "IPv6"]);
+    assert_eq!(
+        ns.exec(&["iptables-save", "-t", "filter"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        left.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+    );
+    assert!(ns
+        .exec(&["ipset", "list", "-n"])
+        .contains("twill-4-ingress"));
+    // NetworkPolicy off on this node: only the nat table is Twill's.
+    e.policy_off();
+    let s = wait_for(
+        "policy's leftovers removed",
+        Duration::from_secs(20),
+        || {
+            let s = e.status();
+            let sets = ns.exec(&["ipset", "list", "-n"]);
+            (s.error.is_none() && !sets.contains("twill-4-ingress")).then_some(s)
+        },
+    );
     assert!(!s.policy_on);
     for save in ["iptables-save", "ip6tables-save"] {
         let nat = ns.exec(&[save, "-t", "nat"]);
