@@ -479,3 +479,62 @@ fn a_replaced_reflector_is_handed_over_make_before_break() {
     );
     all_reachable_then_down(&lab);
 }
+
+/// The way back: rr-fabric's two reflectors, then the full mesh (mesh on, no reflector), one
+/// SIGHUP reload, with steady pings across and within racks, to and from the reflectors' pods.
+/// The former reflectors go on reflecting for their former clients, and each client keeps its
+/// reflector sessions' routes, until the client's own mesh sessions have brought it every
+/// route; no ping may lose a packet.
+#[test]
+fn reflectors_give_way_to_the_mesh_without_losing_a_packet() {
+    let dir = copy_with_view("rr-fabric", str::to_string);
+    let view = dir.join("rr-fabric/cluster.yaml");
+    let shipped = std::fs::read_to_string(&view).unwrap();
+    let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
+    let nodes = twelve();
+    assert!(lab.peers("c2").iter().all(|p| p["kind"] == "reflector"));
+    let pairs = [
+        ("a2", "c1"),
+        ("c3", "b2"),
+        ("b4", "a3"),
+        ("a3", "a4"),
+        ("a1", "c4"),
+        ("c2", "b1"),
+    ];
+    // 30 s of pings: the handover takes the grace period (15 s) and more.
+    let pings = Steady::start_all_n(&lab, &pairs, 3000);
+    std::fs::write(&view, rr_fabric_full_mesh(&shipped)).unwrap();
+    lab.signal(&nodes, "-HUP");
+    wait_for(
+        "every node in the full mesh, every session Established",
+        Duration::from_secs(60),
+        || {
+            nodes
+                .iter()
+                .all(|n| {
+                    let p = lab.peers(n);
+                    p.len() == 11
+                        && p.iter()
+                            .all(|p| p["kind"] == "mesh" && p["state"] == "Established")
+                })
+                .then_some(())
+        },
+    );
+    Steady::none_lost(pings, "the reflectors gave way to the mesh");
+    // Both sides held their reflection roles and then let go: a client and a former
+    // reflector.
+    for node in ["c2", "a1"] {
+        let log = std::fs::read_to_string(lab.dir.join(format!("rr-fabric/{node}/twill.log")))
+            .unwrap_or_default();
+        assert!(
+            log.contains("keeping its reflection role")
+                && log.contains("sessions now mesh sessions"),
+            "{node}:\n{log}"
+        );
+    }
+    // Routes now come from their owners, with no reflector's trace.
+    let r = lab.route_json("c2", "10.244.11.0/24");
+    assert_eq!(r["learnedFrom"], "10.3.0.13", "{r}");
+    assert_eq!(r["clusterList"], serde_json::json!([]), "{r}");
+    all_reachable_then_down(&lab);
+}

@@ -6,8 +6,11 @@
 //! comes from retiring peers alone. Only then do the retiring peers go. A client therefore
 //! keeps its old reflector until the new one has passed it every route, and no route is
 //! withdrawn on a client while a reflector is replaced or the mesh gives way to reflectors.
-//! (Not yet the way back to the mesh: there the reflector sessions become mesh sessions and
-//! nothing retires.) A node that stops being a reflector keeps
+//! On the way back to the mesh the reflector sessions become mesh sessions, so nothing
+//! retires: instead such a session keeps its reflection role (*narrowing*) until this node's
+//! new mesh sessions have all exchanged their routes and [`NARROW_GRACE`] has passed, so a
+//! client keeps the reflected routes until its owners send them directly, and a former
+//! reflector goes on reflecting while its clients' mesh comes up. A node that stops being a reflector keeps
 //! reflecting, in a cluster of its own, for as long as it still serves retiring clients; a node
 //! that starts reflecting uses a cluster of its own until its clients have connected.
 //!
@@ -27,6 +30,12 @@ use tracing::{error, info, warn};
 /// How long retiring peers may wait for their routes to be covered. Past it they go anyway:
 /// a replacement that never comes up must not pin the old sessions for ever.
 pub const RETIRE_LIMIT: Duration = Duration::from_secs(300);
+
+/// How long a session going from reflection to mesh keeps its reflection role at least. The
+/// former reflector cannot see its clients' new mesh sessions come up; this is their time to
+/// (each client holds on to the reflected routes until its own mesh has exchanged, which it
+/// can see). Mesh sessions to running nodes come up within a connect attempt or two.
+pub const NARROW_GRACE: Duration = Duration::from_secs(15);
 
 /// How many consecutive checks (one per main-loop tick, 500 ms) must find nothing depending on
 /// the retiring peers alone. More than one, so an UPDATE the new peer is still sending to
@@ -49,6 +58,12 @@ pub struct Peering {
     /// A new reflector: since when, and consecutive checks with every client connected.
     becoming: Option<Instant>,
     becoming_clear: u32,
+    /// Sessions going from reflection (reflector or client) to mesh, as they were: the speaker
+    /// runs them so until [`Peering::narrow`] lets them go.
+    narrowing: BTreeMap<IpAddr, DerivedPeer>,
+    /// Since when, and consecutive checks with every new mesh session exchanged.
+    narrowing_since: Option<Instant>,
+    narrowing_clear: u32,
 }
 
 impl Peering {
@@ -56,6 +71,8 @@ impl Peering {
     pub fn all(&self) -> BTreeMap<IpAddr, DerivedPeer> {
         let mut all = self.retiring.clone();
         all.extend(self.current.iter().map(|(a, p)| (*a, p.clone())));
+        // What the speaker runs: a narrowing session still in its reflection role.
+        all.extend(self.narrowing.iter().map(|(a, p)| (*a, p.clone())));
         all
     }
 
@@ -102,9 +119,35 @@ impl Peering {
             self.retiring
                 .insert(*addr, retiring(view, me, old, node, &owners));
         }
+        // A session that was a reflection one and is wanted as a mesh one keeps its old role
+        // for now; one wanted in a reflection role again stops narrowing.
+        let reflection = |k: PeerKind| matches!(k, PeerKind::Reflector | PeerKind::ReflectorClient);
+        for (addr, p) in &want {
+            let old = self.narrowing.get(addr).or(configured.get(addr)).cloned();
+            match old {
+                Some(old) if reflection(old.kind) && p.kind == PeerKind::Mesh => {
+                    if !self.narrowing.contains_key(addr) {
+                        info!(peer = %addr, was = old.kind.as_str(),
+                            "session becomes a mesh session: keeping its reflection role until the mesh has exchanged");
+                    }
+                    self.narrowing.insert(*addr, old);
+                }
+                _ => {
+                    self.narrowing.remove(addr);
+                }
+            }
+        }
+        self.narrowing.retain(|a, _| want.contains_key(a));
+        if self.narrowing.is_empty() {
+            self.narrowing_since = None;
+        } else {
+            self.narrowing_since.get_or_insert_with(Instant::now);
+        }
+        self.narrowing_clear = 0;
         let serves_clients = self
             .retiring
             .values()
+            .chain(self.narrowing.values())
             .any(|p| p.kind == PeerKind::ReflectorClient);
         let effective;
         (self.serving, effective) = cluster_ids(
@@ -128,6 +171,7 @@ impl Peering {
         }
         let config_me = self.config_node(me);
         for (addr, p) in want.iter().chain(self.retiring.iter()) {
+            let p = self.narrowing.get(addr).unwrap_or(p);
             let cfg = peer_config(view, &config_me, p);
             let r = match configured.get(addr) {
                 None => {
@@ -158,8 +202,9 @@ impl Peering {
     /// shows).
     pub async fn check(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) -> bool {
         self.settle(speaker, view, me).await;
+        let narrowed = self.narrow(speaker, view, me).await;
         if self.retiring.is_empty() {
-            return false;
+            return narrowed;
         }
         let addrs: Vec<IpAddr> = self.retiring.keys().copied().collect();
         let Ok(alone) = speaker.only_from(addrs.clone()).await else {
@@ -178,7 +223,7 @@ impl Peering {
             })
             .collect();
         if going.is_empty() {
-            return false;
+            return narrowed;
         }
         if !covered {
             warn!(peers = ?going, routes = alone, limit = ?RETIRE_LIMIT,
@@ -190,12 +235,61 @@ impl Peering {
             let _ = speaker.remove_peer(*addr);
             self.retiring.remove(addr);
         }
-        if self.retiring.is_empty()
-            && me.route_reflector_cluster_id.is_none()
-            && self.serving.take().is_some()
+        self.end_serving(speaker, view, me);
+        true
+    }
+
+    /// A node that stopped reflecting and has no client left to hand over (retiring or
+    /// narrowing) takes the view's role: no cluster ID.
+    fn end_serving(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) {
+        let clients_left = self
+            .retiring
+            .values()
+            .chain(self.narrowing.values())
+            .any(|p| p.kind == PeerKind::ReflectorClient);
+        if !clients_left && me.route_reflector_cluster_id.is_none() && self.serving.take().is_some()
         {
             self.role_changed(speaker, view, me, "clients handed over");
         }
+    }
+
+    /// Sessions going from reflection to mesh take their mesh role once every other session
+    /// the view wants has exchanged its routes ([`CLEAR_CHECKS`] checks in a row) and
+    /// [`NARROW_GRACE`] has passed; [`RETIRE_LIMIT`] at most. True when they did.
+    async fn narrow(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) -> bool {
+        let Some(since) = self.narrowing_since else {
+            return false;
+        };
+        let Ok(snap) = speaker.snapshot().await else {
+            return false;
+        };
+        let exchanged = self
+            .current
+            .keys()
+            .filter(|a| !self.narrowing.contains_key(a))
+            .all(|a| first_exchange_done(&snap, *a));
+        self.narrowing_clear = if exchanged {
+            self.narrowing_clear + 1
+        } else {
+            0
+        };
+        let done = self.narrowing_clear >= CLEAR_CHECKS && since.elapsed() >= NARROW_GRACE;
+        if !done && since.elapsed() < RETIRE_LIMIT {
+            return false;
+        }
+        if !done {
+            warn!(limit = ?RETIRE_LIMIT, "the new mesh sessions have not all exchanged; ending the reflection roles anyway");
+        }
+        let narrowing = std::mem::take(&mut self.narrowing);
+        self.narrowing_since = None;
+        info!(peers = narrowing.len(), waited = ?since.elapsed(), "sessions now mesh sessions");
+        let config_me = self.config_node(me);
+        for addr in narrowing.keys() {
+            if let Some(p) = self.current.get(addr) {
+                let _ = speaker.update_peer(peer_config(view, &config_me, p));
+            }
+        }
+        self.end_serving(speaker, view, me);
         true
     }
 
@@ -233,7 +327,8 @@ impl Peering {
         info!(cluster_id = ?me.route_reflector_cluster_id, why,
             "this node's route reflector cluster ID changed");
         let _ = speaker.set_cluster_id(me.route_reflector_cluster_id);
-        for p in self.current.values() {
+        for (addr, p) in &self.current {
+            let p = self.narrowing.get(addr).unwrap_or(p);
             let _ = speaker.update_peer(peer_config(view, me, p));
         }
     }
