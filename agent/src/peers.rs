@@ -144,8 +144,9 @@ fn reflected(view: &ClusterView, me: &Node) -> ImportFilter {
     )
 }
 
-/// A cluster peer the view no longer wants, kept while a make-before-break handover runs
-/// (`node::peering`). Its role stays; what it may announce follows the new view: every other
+/// A cluster peer kept in its old role while a make-before-break handover runs
+/// (`node::peering`): one the view no longer wants (retiring), or one going from reflection to
+/// mesh (narrowing). Its role stays; what it may announce follows the new view: every other
 /// node's pod CIDRs from a reflector, its own `node`'s from anyone else.
 pub fn retiring(
     view: &ClusterView,

@@ -27,6 +27,8 @@ pub struct NodeState {
     pub peers: Mutex<BTreeMap<IpAddr, DerivedPeer>>,
     /// Peers the view no longer wants, kept until their routes come from another peer too.
     pub retiring: Mutex<BTreeSet<IpAddr>>,
+    /// Sessions going from reflection to mesh, still in their reflection role.
+    pub narrowing: Mutex<BTreeSet<IpAddr>>,
     /// The cluster's route reflectors by node name, and why each is one.
     pub reflectors: Mutex<BTreeMap<String, String>>,
     pub ready: AtomicBool,
@@ -48,6 +50,7 @@ impl NodeState {
     pub async fn status(&self) -> Status {
         let kinds = self.peers.lock().expect("peers").clone();
         let retiring = self.retiring.lock().expect("retiring").clone();
+        let narrowing = self.narrowing.lock().expect("narrowing").clone();
         let peers = self
             .speaker
             .snapshot()
@@ -60,6 +63,9 @@ impl NodeState {
                 kind: match kinds.get(&p.address) {
                     Some(d) if retiring.contains(&p.address) => {
                         format!("{} (retiring)", d.kind.as_str())
+                    }
+                    Some(d) if narrowing.contains(&p.address) => {
+                        format!("{} (until the mesh is up)", d.kind.as_str())
                     }
                     Some(d) => d.kind.as_str().to_string(),
                     None => p.role.to_string(),

@@ -480,11 +480,12 @@ fn a_replaced_reflector_is_handed_over_make_before_break() {
     all_reachable_then_down(&lab);
 }
 
-/// The way back: rr-fabric's two reflectors, then the full mesh (mesh on, no reflector), one
-/// SIGHUP reload, with steady pings across and within racks, to and from the reflectors' pods.
-/// The former reflectors go on reflecting for their former clients, and each client keeps its
-/// reflector sessions' routes, until the client's own mesh sessions have brought it every
-/// route; no ping may lose a packet.
+/// The way back: rr-fabric's two reflectors, then the full mesh (mesh on, no reflector), with
+/// steady pings across and within racks, to and from the reflectors' pods. The reflectors
+/// reload first and run the new view alone for 5 s (clients lag behind: a ConfigMap, a slow
+/// watch); they go on reflecting for their former clients meanwhile. Then the clients reload:
+/// each keeps its reflector sessions' routes until its own mesh sessions have brought every
+/// route. No ping may lose a packet.
 #[test]
 fn reflectors_give_way_to_the_mesh_without_losing_a_packet() {
     let dir = copy_with_view("rr-fabric", str::to_string);
@@ -492,6 +493,12 @@ fn reflectors_give_way_to_the_mesh_without_losing_a_packet() {
     let shipped = std::fs::read_to_string(&view).unwrap();
     let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
     let nodes = twelve();
+    let reflectors: Vec<String> = REFLECTORS.iter().map(|r| r.to_string()).collect();
+    let clients: Vec<String> = nodes
+        .iter()
+        .filter(|n| !reflectors.contains(n))
+        .cloned()
+        .collect();
     assert!(lab.peers("c2").iter().all(|p| p["kind"] == "reflector"));
     let pairs = [
         ("a2", "c1"),
@@ -501,10 +508,32 @@ fn reflectors_give_way_to_the_mesh_without_losing_a_packet() {
         ("a1", "c4"),
         ("c2", "b1"),
     ];
-    // 30 s of pings: the handover takes the grace period (15 s) and more.
-    let pings = Steady::start_all_n(&lab, &pairs, 3000);
+    // 50 s of pings: the reflectors hold their roles for three hold times (27 s here).
+    let pings = Steady::start_all_n(&lab, &pairs, 5000);
     std::fs::write(&view, rr_fabric_full_mesh(&shipped)).unwrap();
-    lab.signal(&nodes, "-HUP");
+    lab.signal(&reflectors, "-HUP");
+    let holding = |n: &String| {
+        lab.peers(n)
+            .iter()
+            .filter(|p| p["kind"] == "client (until the mesh is up)")
+            .count()
+            == 10
+    };
+    wait_for(
+        "the reflectors on the new view, still reflecting",
+        Duration::from_secs(20),
+        || reflectors.iter().all(holding).then_some(()),
+    );
+    let alone = std::time::Instant::now();
+    wait_for(
+        "5 s of reflectors on the mesh view, clients not",
+        Duration::from_secs(20),
+        || {
+            assert!(reflectors.iter().all(holding), "a reflector let go early");
+            (alone.elapsed() > Duration::from_secs(5)).then_some(())
+        },
+    );
+    lab.signal(&clients, "-HUP");
     wait_for(
         "every node in the full mesh, every session Established",
         Duration::from_secs(60),

@@ -8,9 +8,10 @@
 //! withdrawn on a client while a reflector is replaced or the mesh gives way to reflectors.
 //! On the way back to the mesh the reflector sessions become mesh sessions, so nothing
 //! retires: instead such a session keeps its reflection role (*narrowing*) until this node's
-//! new mesh sessions have all exchanged their routes and [`NARROW_GRACE`] has passed, so a
-//! client keeps the reflected routes until its owners send them directly, and a former
-//! reflector goes on reflecting while its clients' mesh comes up. A node that stops being a reflector keeps
+//! new mesh sessions have all exchanged their routes, so a client keeps the reflected routes
+//! until their owners send them directly. A former reflector, which cannot see its clients'
+//! new sessions, goes on reflecting for them for [`reflector_grace`] (three hold times, at
+//! least [`NARROW_GRACE`]); a client already on the mesh refuses what it still reflects. A node that stops being a reflector keeps
 //! reflecting, in a cluster of its own, for as long as it still serves retiring clients; a node
 //! that starts reflecting uses a cluster of its own until its clients have connected.
 //!
@@ -31,11 +32,19 @@ use tracing::{error, info, warn};
 /// a replacement that never comes up must not pin the old sessions for ever.
 pub const RETIRE_LIMIT: Duration = Duration::from_secs(300);
 
-/// How long a session going from reflection to mesh keeps its reflection role at least. The
-/// former reflector cannot see its clients' new mesh sessions come up; this is their time to
-/// (each client holds on to the reflected routes until its own mesh has exchanged, which it
-/// can see). Mesh sessions to running nodes come up within a connect attempt or two.
+/// The least time a former reflector goes on reflecting for its former clients once the view
+/// says mesh ([`reflector_grace`]).
 pub const NARROW_GRACE: Duration = Duration::from_secs(15);
+
+/// How long a former reflector goes on reflecting for its former clients: three hold times,
+/// at least [`NARROW_GRACE`]: 27 s with the lab's 9 s hold time, 270 s with the default 90 s.
+/// It cannot see its clients' new mesh sessions come up; this is their time to get the view
+/// and connect (each client holds on to the reflected routes until its own mesh has
+/// exchanged, which it can see). Reflecting longer costs little: a client already on the mesh
+/// refuses the reflected routes.
+pub fn reflector_grace(view: &ClusterView) -> Duration {
+    NARROW_GRACE.max(Duration::from_secs(3 * u64::from(view.timers.hold)))
+}
 
 /// How many consecutive checks (one per main-loop tick, 500 ms) must find nothing depending on
 /// the retiring peers alone. More than one, so an UPDATE the new peer is still sending to
@@ -80,6 +89,7 @@ impl Peering {
     pub fn publish(&self, state: &NodeState) {
         *state.peers.lock().expect("peers") = self.all();
         *state.retiring.lock().expect("retiring") = self.retiring.keys().copied().collect();
+        *state.narrowing.lock().expect("narrowing") = self.narrowing.keys().copied().collect();
     }
 
     /// Make the speaker's peers those the view derives for `me`, retiring cluster peers that
@@ -105,7 +115,9 @@ impl Peering {
                 continue;
             }
             // An operator removed an external peer; a deleted Node is no member any more and
-            // its routes are not to be kept for it.
+            // its routes are not to be kept for it. A narrowing session retires in the role
+            // the speaker runs it with, its reflection role.
+            let old = self.narrowing.get(addr).unwrap_or(old);
             let node = view.nodes.iter().find(|n| n.address == *addr);
             let Some(node) = node.filter(|_| old.kind != PeerKind::External) else {
                 info!(peer = %addr, kind = old.kind.as_str(), "peer removed from the cluster view");
@@ -124,13 +136,16 @@ impl Peering {
         let reflection = |k: PeerKind| matches!(k, PeerKind::Reflector | PeerKind::ReflectorClient);
         for (addr, p) in &want {
             let old = self.narrowing.get(addr).or(configured.get(addr)).cloned();
-            match old {
-                Some(old) if reflection(old.kind) && p.kind == PeerKind::Mesh => {
+            let node = view.nodes.iter().find(|n| n.address == *addr);
+            match (old, node) {
+                (Some(old), Some(node)) if reflection(old.kind) && p.kind == PeerKind::Mesh => {
                     if !self.narrowing.contains_key(addr) {
                         info!(peer = %addr, was = old.kind.as_str(),
                             "session becomes a mesh session: keeping its reflection role until the mesh has exchanged");
                     }
-                    self.narrowing.insert(*addr, old);
+                    // Its role stays; what it may announce follows this view.
+                    self.narrowing
+                        .insert(*addr, retiring(view, me, &old, node, &owners));
                 }
                 _ => {
                     self.narrowing.remove(addr);
@@ -208,7 +223,7 @@ impl Peering {
         }
         let addrs: Vec<IpAddr> = self.retiring.keys().copied().collect();
         let Ok(alone) = speaker.only_from(addrs.clone()).await else {
-            return false;
+            return narrowed;
         };
         self.clear = if alone == 0 { self.clear + 1 } else { 0 };
         let covered = self.clear >= CLEAR_CHECKS;
@@ -253,9 +268,10 @@ impl Peering {
         }
     }
 
-    /// Sessions going from reflection to mesh take their mesh role once every other session
-    /// the view wants has exchanged its routes ([`CLEAR_CHECKS`] checks in a row) and
-    /// [`NARROW_GRACE`] has passed; [`RETIRE_LIMIT`] at most. True when they did.
+    /// Sessions going from reflection to mesh take their mesh role once every other cluster
+    /// session the view wants has exchanged its routes ([`CLEAR_CHECKS`] checks in a row)
+    /// and, on a former reflector, [`reflector_grace`] has passed; [`RETIRE_LIMIT`] at most.
+    /// True when they did.
     async fn narrow(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) -> bool {
         let Some(since) = self.narrowing_since else {
             return false;
@@ -263,17 +279,27 @@ impl Peering {
         let Ok(snap) = speaker.snapshot().await else {
             return false;
         };
+        // The cluster's sessions only: a ToR that is down must not hold the mesh back.
         let exchanged = self
             .current
-            .keys()
-            .filter(|a| !self.narrowing.contains_key(a))
-            .all(|a| first_exchange_done(&snap, *a));
+            .values()
+            .filter(|p| p.kind != PeerKind::External && !self.narrowing.contains_key(&p.address))
+            .all(|p| first_exchange_done(&snap, p.address));
         self.narrowing_clear = if exchanged {
             self.narrowing_clear + 1
         } else {
             0
         };
-        let done = self.narrowing_clear >= CLEAR_CHECKS && since.elapsed() >= NARROW_GRACE;
+        let serves_clients = self
+            .narrowing
+            .values()
+            .any(|p| p.kind == PeerKind::ReflectorClient);
+        let grace = if serves_clients {
+            reflector_grace(view)
+        } else {
+            Duration::ZERO
+        };
+        let done = self.narrowing_clear >= CLEAR_CHECKS && since.elapsed() >= grace;
         if !done && since.elapsed() < RETIRE_LIMIT {
             return false;
         }

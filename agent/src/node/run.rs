@@ -221,6 +221,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         table: dp.view.clone(),
         peers: Mutex::new(peering.all()),
         retiring: Mutex::new(peering.retiring.keys().copied().collect()),
+        narrowing: Mutex::new(Default::default()),
         reflectors: Mutex::new(view.reflectors.clone()),
         ready: AtomicBool::new(false),
         policy,
