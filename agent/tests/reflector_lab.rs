@@ -291,6 +291,23 @@ fn twelve() -> Vec<String> {
         .collect()
 }
 
+/// rr-fabric's nodes that are not its shipped reflectors.
+fn ten_clients() -> Vec<String> {
+    twelve()
+        .into_iter()
+        .filter(|n| !REFLECTORS.contains(&n.as_str()))
+        .collect()
+}
+
+/// Steady pings across and within racks over rr-fabric, as the handover tests use them.
+const RR_PAIRS: [(&str, &str); 5] = [
+    ("a2", "c1"),
+    ("c3", "b2"),
+    ("b4", "a3"),
+    ("a3", "a4"),
+    ("a1", "c4"),
+];
+
 /// The README's migration, on a running 12-node mesh with steady pings: annotate the
 /// reflectors with the mesh still on, then turn the mesh off (each step a SIGHUP reload).
 /// No ping may lose a packet, and at the end every client has exactly the two reflector
@@ -305,21 +322,10 @@ fn a_running_mesh_moves_to_reflectors_without_losing_a_packet() {
     .unwrap();
     let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
     let nodes = twelve();
-    let clients: Vec<String> = nodes
-        .iter()
-        .filter(|n| !REFLECTORS.contains(&n.as_str()))
-        .cloned()
-        .collect();
+    let clients = ten_clients();
     assert!(lab.peers("c2").iter().all(|p| p["kind"] == "mesh"));
 
-    let pairs = [
-        ("a2", "c1"),
-        ("c3", "b2"),
-        ("b4", "a3"),
-        ("a3", "a4"),
-        ("a1", "c4"),
-    ];
-    let pings = Steady::start_all(&lab, &pairs);
+    let pings = Steady::start_all(&lab, &RR_PAIRS);
     // Step 1: reflectors annotated, mesh on. Sessions keep running and take their roles.
     std::fs::write(&view, rr_fabric_mesh_on(&shipped)).unwrap();
     lab.signal(&nodes, "-HUP");
@@ -494,20 +500,11 @@ fn reflectors_give_way_to_the_mesh_without_losing_a_packet() {
     let lab = Lab::up_file("rr-fabric", &dir.join("rr-fabric.clab.yml"));
     let nodes = twelve();
     let reflectors: Vec<String> = REFLECTORS.iter().map(|r| r.to_string()).collect();
-    let clients: Vec<String> = nodes
-        .iter()
-        .filter(|n| !reflectors.contains(n))
-        .cloned()
-        .collect();
+    let clients = ten_clients();
     assert!(lab.peers("c2").iter().all(|p| p["kind"] == "reflector"));
-    let pairs = [
-        ("a2", "c1"),
-        ("c3", "b2"),
-        ("b4", "a3"),
-        ("a3", "a4"),
-        ("a1", "c4"),
-        ("c2", "b1"),
-    ];
+    // And to a reflector's pods.
+    let mut pairs = RR_PAIRS.to_vec();
+    pairs.push(("c2", "b1"));
     // 50 s of pings: the reflectors hold their roles for three hold times (27 s here).
     let pings = Steady::start_all_n(&lab, &pairs, 5000);
     std::fs::write(&view, rr_fabric_full_mesh(&shipped)).unwrap();
