@@ -5,7 +5,7 @@
 //! destinations (`nonMasqueradeCIDRs`, ip-masq-agent's name: e.g. a datacentre range whose
 //! routers learn the pod CIDRs from the ToRs) keep the pod's address.
 
-use crate::view::{bad, ViewError};
+use crate::view::{cidr, ViewError};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -43,19 +43,13 @@ impl NatOutgoingSettings {
     pub(crate) fn parse(raw: Option<&RawNatOutgoing>) -> Result<Self, ViewError> {
         let empty = RawNatOutgoing::default();
         let r = raw.unwrap_or(&empty);
-        let mut non_masquerade = Vec::new();
-        for (i, s) in r.non_masquerade_cidrs.iter().flatten().enumerate() {
-            let field = format!("natOutgoing.nonMasqueradeCIDRs[{i}]");
-            let net: IpNet = s.parse().map_err(|_| bad(&field, s, "is not a CIDR"))?;
-            if net.trunc() != net {
-                return Err(bad(
-                    field,
-                    s,
-                    format!("has host bits set (the network is {})", net.trunc()),
-                ));
-            }
-            non_masquerade.push(net);
-        }
+        let non_masquerade = r
+            .non_masquerade_cidrs
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, s)| cidr(&format!("natOutgoing.nonMasqueradeCIDRs[{i}]"), s))
+            .collect::<Result<Vec<IpNet>, _>>()?;
         Ok(NatOutgoingSettings {
             ipv4: r.ipv4.unwrap_or(true),
             ipv6: r.ipv6.unwrap_or(true),

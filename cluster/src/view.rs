@@ -140,7 +140,7 @@ pub struct ClusterView {
     by_address: HashMap<IpAddr, usize>,
 }
 
-fn cidr(field: &str, s: &str) -> Result<IpNet, ViewError> {
+pub(crate) fn cidr(field: &str, s: &str) -> Result<IpNet, ViewError> {
     let net: IpNet = s.parse().map_err(|_| bad(field, s, "is not a CIDR"))?;
     if net.trunc() != net {
         return Err(bad(

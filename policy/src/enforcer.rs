@@ -3,10 +3,10 @@
 //! `POSTROUTING`, and every `twill-…` ipset, for each address family. It takes whole workload
 //! models (the newest wins; a burst is one batch) or word that policy is off, and outgoing
 //! NAT's settings; compiles both, plans against what it last wrote (its belief) and runs one
-//! `ipset restore` and one `iptables-restore` per family. The resync timer reads the kernel back (`iptables-save`, `ipset save`) and replans
-//! against that, so a chain, rule or set deleted by hand returns within one period and the
-//! per-policy counters are brought up to date. Handles are cheap clones over a channel; the
-//! state is read through a `watch` of [`EnforcerStatus`].
+//! `ipset restore` and one `iptables-restore` per family. The resync timer reads the kernel
+//! back (`iptables-save`, `ipset save`) and replans against that, so a chain, rule or set
+//! deleted by hand returns within one period and the counters are brought up to date. Handles
+//! are cheap clones over a channel; the state is read through a `watch` of [`EnforcerStatus`].
 
 use crate::exec::{ExecError, Tools};
 use crate::nat::{compile_nat, NatOutgoing};
@@ -85,8 +85,8 @@ enum Cmd {
 /// What the filter table is to hold.
 #[derive(Clone)]
 enum PolicyInput {
-    /// Nothing handed over yet: nothing is written (a model without policies would remove
-    /// every rule in force).
+    /// Nothing handed over yet: the filter table and its sets are left as they are (a model
+    /// without policies would remove every rule in force); only outgoing NAT is written.
     Unknown,
     /// NetworkPolicy off: no filter chain of Twill's, so none is left dropping traffic with
     /// nothing to update it.
@@ -209,15 +209,9 @@ async fn run(
         let policy2 = policy.clone();
         let memory_in = std::mem::take(&mut memory);
         let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let filter = match &policy2 {
-                PolicyInput::Unknown => Filter::Untouched,
-                PolicyInput::Off => Filter::Off,
-                PolicyInput::On(w, _) => Filter::On(w),
-            };
-            sync(&cfg2, filter, &nat2, memory_in, read_back)
-        })
-        .await;
+        let outcome =
+            tokio::task::spawn_blocking(move || sync(&cfg2, &policy2, &nat2, memory_in, read_back))
+                .await;
         let Ok((result, memory_out)) = outcome else {
             warn!("policy batch panicked");
             continue;
@@ -301,18 +295,9 @@ struct Done {
 /// One plan-run for every family, against the kernel read back (`read_back`, or no belief yet)
 /// or against the belief. Returns the memory whatever happens; a family that failed forgets
 /// its belief, so the next batch reads the kernel.
-/// What the filter table is to hold in one sync.
-#[derive(Clone, Copy)]
-enum Filter<'a> {
-    /// NetworkPolicy has no model yet: the filter table and its sets are left as they are.
-    Untouched,
-    Off,
-    On(&'a Workloads),
-}
-
 fn sync(
     cfg: &EnforcerConfig,
-    filter: Filter<'_>,
+    policy: &PolicyInput,
     nat: &NatOutgoing,
     mut mem: Memory,
     read_back: bool,
@@ -336,9 +321,9 @@ fn sync(
             source,
         };
         // Policy off: an empty filter table of ours (the plan removes what is there).
-        let mut desired = match filter {
-            Filter::On(w) => crate::compile(w, &cfg.node, family),
-            Filter::Off | Filter::Untouched => Ruleset::new(family),
+        let mut desired = match policy {
+            PolicyInput::On(w, _) => crate::compile(w, &cfg.node, family),
+            PolicyInput::Off | PolicyInput::Unknown => Ruleset::new(family),
         };
         compile_nat(nat, &mut desired);
         if nat.on(family) {
@@ -346,7 +331,7 @@ fn sync(
         }
         // Before NetworkPolicy's first model only the nat table is planned, against the
         // kernel (a belief would leave the filter table out), and no belief is kept.
-        let untouched = matches!(filter, Filter::Untouched);
+        let untouched = matches!(policy, PolicyInput::Unknown);
         let tables: &[Table] = if untouched {
             &[Table::Nat]
         } else {

@@ -250,7 +250,5 @@ pub fn teardown(family: crate::ruleset::Family, observed: &Observed) -> Plan {
 /// Whether a set Twill named (`twill-4…`, or its temporary twin `twill-t4…`) belongs to
 /// `family`: each family's plan owns only its own.
 fn of_family(name: &str, family: crate::ruleset::Family) -> bool {
-    name[crate::ruleset::SET_PREFIX.len()..]
-        .trim_start_matches('t')
-        .starts_with(family.digit())
+    crate::ruleset::set_tag(name).starts_with(family.digit())
 }

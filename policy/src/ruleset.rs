@@ -63,11 +63,7 @@ impl Table {
     /// sets have the letters `c` (pod CIDRs) and `x` (listed destinations), all others are
     /// NetworkPolicy's.
     pub fn of_set(name: &str) -> Table {
-        let rest = name
-            .strip_prefix(SET_PREFIX)
-            .unwrap_or(name)
-            .trim_start_matches('t');
-        match rest.chars().nth(1) {
+        match set_tag(name).chars().nth(1) {
             Some('c' | 'x') => Table::Nat,
             _ => Table::Filter,
         }
@@ -330,6 +326,14 @@ pub fn set_name(family: Family, letter: char, meaning: &str) -> String {
         family.digit(),
         fnv(meaning)
     )
+}
+
+/// A set name ([`set_name`], or its temporary twin) from its family digit on: `4c-…` for
+/// `twill-4c-…` and `twill-t4c-…`.
+pub fn set_tag(name: &str) -> &str {
+    name.strip_prefix(SET_PREFIX)
+        .unwrap_or(name)
+        .trim_start_matches('t')
 }
 
 /// The temporary name a changed set is built under before it is swapped in.

@@ -118,7 +118,7 @@ impl Peering {
             // its routes are not to be kept for it. A narrowing session retires in the role
             // the speaker runs it with, its reflection role.
             let old = self.narrowing.get(addr).unwrap_or(old);
-            let node = view.nodes.iter().find(|n| n.address == *addr);
+            let node = view.node_by_address(*addr);
             let Some(node) = node.filter(|_| old.kind != PeerKind::External) else {
                 info!(peer = %addr, kind = old.kind.as_str(), "peer removed from the cluster view");
                 let _ = speaker.remove_peer(*addr);
@@ -136,8 +136,7 @@ impl Peering {
         let reflection = |k: PeerKind| matches!(k, PeerKind::Reflector | PeerKind::ReflectorClient);
         for (addr, p) in &want {
             let old = self.narrowing.get(addr).or(configured.get(addr)).cloned();
-            let node = view.nodes.iter().find(|n| n.address == *addr);
-            match (old, node) {
+            match (old, view.node_by_address(*addr)) {
                 (Some(old), Some(node)) if reflection(old.kind) && p.kind == PeerKind::Mesh => {
                     if !self.narrowing.contains_key(addr) {
                         info!(peer = %addr, was = old.kind.as_str(),
@@ -159,11 +158,7 @@ impl Peering {
             self.narrowing_since.get_or_insert_with(Instant::now);
         }
         self.narrowing_clear = 0;
-        let serves_clients = self
-            .retiring
-            .values()
-            .chain(self.narrowing.values())
-            .any(|p| p.kind == PeerKind::ReflectorClient);
+        let serves_clients = self.hands_over_clients();
         let effective;
         (self.serving, effective) = cluster_ids(
             me.route_reflector_cluster_id,
@@ -257,12 +252,9 @@ impl Peering {
     /// A node that stopped reflecting and has no client left to hand over (retiring or
     /// narrowing) takes the view's role: no cluster ID.
     fn end_serving(&mut self, speaker: &Speaker, view: &ClusterView, me: &Node) {
-        let clients_left = self
-            .retiring
-            .values()
-            .chain(self.narrowing.values())
-            .any(|p| p.kind == PeerKind::ReflectorClient);
-        if !clients_left && me.route_reflector_cluster_id.is_none() && self.serving.take().is_some()
+        if !self.hands_over_clients()
+            && me.route_reflector_cluster_id.is_none()
+            && self.serving.take().is_some()
         {
             self.role_changed(speaker, view, me, "clients handed over");
         }
@@ -357,6 +349,15 @@ impl Peering {
             let p = self.narrowing.get(addr).unwrap_or(p);
             let _ = speaker.update_peer(peer_config(view, me, p));
         }
+    }
+
+    /// Whether reflector clients are still being handed over (retiring, or narrowing to mesh):
+    /// a node that stopped reflecting goes on reflecting for them meanwhile.
+    fn hands_over_clients(&self) -> bool {
+        self.retiring
+            .values()
+            .chain(self.narrowing.values())
+            .any(|p| p.kind == PeerKind::ReflectorClient)
     }
 
     /// `me` with the cluster ID the speaker actually runs with.
