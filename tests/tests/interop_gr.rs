@@ -95,7 +95,14 @@ fn frr_keeps_twill_s_routes_through_a_twill_restart() {
     wait_for("FRR sweeps what Twill no longer announces", WAIT, || {
         let s = frr_route(&frr, TWILL_V4);
         let gone = !frr_route(&frr, GONE_TWILL).contains(GONE_TWILL);
-        (gone && s.contains(TWILL_V4) && !s.to_lowercase().contains("stale")).then_some(())
+        // bgpd's table changes first; zebra removes the kernel route after it, so the sweep
+        // is done only when the kernel no longer has the route either.
+        let gone_in_kernel = !p
+            .peer
+            .exec(&["ip", "route", "show", GONE_TWILL])
+            .contains("proto bgp");
+        (gone && gone_in_kernel && s.contains(TWILL_V4) && !s.to_lowercase().contains("stale"))
+            .then_some(())
     });
     let mut mon = mon;
     mon.barrier(&p.peer);
