@@ -76,6 +76,11 @@ enum Command {
         /// Where to name route protocol 77 `twill` for iproute2 (`twill.conf`).
         #[arg(long, default_value = felix_lite::RT_PROTOS_DIR)]
         rt_protos_dir: PathBuf,
+        /// The iptables Twill's rules go through: `legacy`, `nft`, or `auto` (the one holding
+        /// kubelet's KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY chain, else the one with more
+        /// rules, else nft), as Calico's FELIX_IPTABLESBACKEND.
+        #[arg(long, env = "TWILL_IPTABLES_BACKEND", default_value = "auto")]
+        iptables_backend: policy::BackendChoice,
     },
     /// One line per BGP peer of the running agent.
     Status {
@@ -371,6 +376,7 @@ fn main() -> ExitCode {
             metrics,
             ready_timeout,
             rt_protos_dir,
+            iptables_backend,
         } => {
             let source = match config {
                 Some(path) => node::ViewSource::File(path),
@@ -389,6 +395,7 @@ fn main() -> ExitCode {
                 metrics,
                 ready_timeout: Duration::from_secs(ready_timeout),
                 rt_protos_dir,
+                iptables_backend,
             };
             match runtime().block_on(node::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -134,6 +134,13 @@ impl NodeState {
             routes,
             policy: self.policy.as_ref().map(|p| p.status()),
             nat: Some(self.nat_status()),
+            iptables: Some({
+                let fw = self.firewall.status();
+                crate::status::IptablesStatus {
+                    backend: fw.iptables_backend.to_string(),
+                    why: fw.iptables_backend_why,
+                }
+            }),
             reflectors: self.reflectors.lock().expect("reflectors").clone(),
         }
     }

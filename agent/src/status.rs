@@ -160,6 +160,16 @@ pub struct NatStatus {
     pub error: Option<String>,
 }
 
+/// Which iptables the firewall's owner uses.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IptablesStatus {
+    /// "legacy", "nft", or "iptables" (plain programs, no backend in their name); empty
+    /// until the owner has started.
+    pub backend: String,
+    pub why: String,
+}
+
 impl NatStatus {
     fn line(&self) -> String {
         let mut s = if !self.programmed && self.error.is_none() {
@@ -201,6 +211,9 @@ pub struct Status {
     /// Outgoing NAT.
     #[serde(default)]
     pub nat: Option<NatStatus>,
+    /// The iptables backend Twill's rules go through.
+    #[serde(default)]
+    pub iptables: Option<IptablesStatus>,
     /// The cluster's route reflectors by node name, and why each is one (chosen
     /// automatically, or `routeReflectorClusterID`).
     #[serde(default)]
@@ -287,6 +300,9 @@ impl Status {
             out.push_str(&n.line());
             out.push('\n');
         }
+        if let Some(i) = self.iptables.as_ref().filter(|i| !i.backend.is_empty()) {
+            out.push_str(&format!("iptables: {} ({})\n", i.backend, i.why));
+        }
         out
     }
 
@@ -325,6 +341,7 @@ mod tests {
             ready: true,
             policy: None,
             nat: None,
+            iptables: None,
             reflectors: Default::default(),
             peers: vec![PeerStatus {
                 address: "10.1.0.12".into(),
@@ -409,6 +426,18 @@ mod tests {
             ]
         );
         assert!(!s.routes_table(false).contains("10.255.0.1"));
+        // The backend line, once the firewall's owner has resolved it.
+        assert!(!s.peers_table().contains("iptables:"));
+        let mut s = s;
+        s.iptables = Some(IptablesStatus {
+            backend: "legacy".into(),
+            why: "kubelet's KUBE-KUBELET-CANARY chain is in legacy".into(),
+        });
+        assert!(s
+            .peers_table()
+            .ends_with("iptables: legacy (kubelet's KUBE-KUBELET-CANARY chain is in legacy)\n"));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["iptables"]["backend"], "legacy");
     }
 
     #[test]

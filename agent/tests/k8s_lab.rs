@@ -290,8 +290,15 @@ fn the_agent_follows_a_real_api_server() {
     wait_for("a1-ToR Established", Duration::from_secs(30), || {
         established(&a1, "10.1.0.1")
     });
-    let bgp = frr.vtysh("show bgp ipv4 unicast");
-    assert!(bgp.contains(a1_pods[0].as_str()), "{bgp}");
+    // The ToR learns a1's pod CIDR again on the new session (its UPDATE follows the OPEN).
+    wait_for(
+        "the ToR learns a1's pods again",
+        Duration::from_secs(10),
+        || {
+            let bgp = frr.vtysh("show bgp ipv4 unicast");
+            bgp.contains(a1_pods[0].as_str()).then_some(())
+        },
+    );
     let (ok, out) = kube.kubectl(&["delete", "bgppeer", "tor-a"]);
     assert!(ok, "{out}");
     wait_for("the ToR peer removed", Duration::from_secs(10), || {

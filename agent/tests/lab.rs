@@ -7,7 +7,8 @@ mod common;
 use common::lab::*;
 use std::path::Path;
 use std::process::Command;
-use twill_lab::{unique, TempDir};
+use std::time::Duration;
+use twill_lab::{unique, wait_for, TempDir};
 
 #[test]
 fn two_racks_vxlan_end_to_end() {
@@ -166,35 +167,42 @@ fn bird_and_gobgp_images_run_the_local_daemons() {
         );
     }
     // Each daemon runs with the bound configuration and learned both nodes' pod CIDRs.
+    // `lab up` waits for the agents' side of each session; the daemons' RIBs follow the
+    // UPDATEs a moment later.
     let ctl = lab.dir.join("daemons/bird/bird.ctl");
-    let o = Command::new("birdc")
-        .arg("-s")
-        .arg(&ctl)
-        .args(["show", "route"])
-        .output()
-        .unwrap();
-    let bird = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        bird.contains("10.244.1.0/24") && bird.contains("10.244.2.0/24"),
-        "{bird}"
+    let both = |rib: &str| rib.contains("10.244.1.0/24") && rib.contains("10.244.2.0/24");
+    wait_for(
+        "BIRD to learn both pod CIDRs",
+        Duration::from_secs(10),
+        || {
+            let o = Command::new("birdc")
+                .arg("-s")
+                .arg(&ctl)
+                .args(["show", "route"])
+                .output()
+                .unwrap();
+            both(&String::from_utf8_lossy(&o.stdout)).then_some(())
+        },
     );
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("gobgp"),
-            "gobgp",
-            "global",
-            "rib",
-            "-a",
-            "ipv4",
-        ])
-        .output()
-        .unwrap();
-    let gobgp = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        gobgp.contains("10.244.1.0/24") && gobgp.contains("10.244.2.0/24"),
-        "{gobgp}"
+    wait_for(
+        "GoBGP to learn both pod CIDRs",
+        Duration::from_secs(10),
+        || {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns("gobgp"),
+                    "gobgp",
+                    "global",
+                    "rib",
+                    "-a",
+                    "ipv4",
+                ])
+                .output()
+                .unwrap();
+            both(&String::from_utf8_lossy(&o.stdout)).then_some(())
+        },
     );
     assert!(lab.down().status.success());
     assert!(namespaces_with(&lab.prefix).is_empty(), "namespaces left");

@@ -207,6 +207,16 @@ fn pods_reach_the_outside_as_their_node_and_each_other_as_themselves() {
     // On by default; the view says nothing about it.
     assert!(!shipped.contains("natOutgoing"));
     wait_nat(&lab, &["IPv4"]);
+    // The lab's nodes hold no rules of kubelet's in either backend: nft, read from the node.
+    let ipt = &lab.json("status", "a1")["iptables"];
+    assert_eq!(ipt["backend"], "nft", "{ipt}");
+    assert!(
+        ipt["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no kubelet chain"),
+        "{ipt}"
+    );
     let outside = lab.ns("outside");
     assert!(
         !lab.kernel_route("router", "10.244.1.0/24")

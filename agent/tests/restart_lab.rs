@@ -172,9 +172,10 @@ fn an_agent_not_restarted_loses_its_routes_when_the_restart_time_runs_out() {
     );
     eprintln!("a1's routes went {gone:?} after its agent stopped (restart time 6 s)");
     assert!(restarting_seen, "b1 never showed a1 as restarting");
-    // (Less than 6 s by the time `lab stop` took to see the exit: tens of milliseconds.)
+    // Less than 6 s by the time `lab stop` took to see the exit (tens of milliseconds, more on
+    // a loaded machine); a route dropped at once, without graceful restart, would be < 1 s.
     assert!(
-        gone >= Duration::from_millis(5500),
+        gone >= Duration::from_millis(5000),
         "dropped before the restart time: {gone:?}"
     );
 }

@@ -8,6 +8,7 @@
 //! deleted by hand returns within one period and the counters are brought up to date. Handles
 //! are cheap clones over a channel; the state is read through a `watch` of [`EnforcerStatus`].
 
+use crate::backend::{resolve, BackendChoice, Resolved};
 use crate::exec::{ExecError, Tools};
 use crate::nat::{compile_nat, NatOutgoing};
 use crate::observed::{parse_ipset, parse_iptables, Observed};
@@ -28,6 +29,9 @@ pub struct EnforcerConfig {
     pub families: Vec<Family>,
     pub resync: Duration,
     pub tools: Tools,
+    /// Which iptables to use, resolved once at start (`auto` reads the node); `None` uses
+    /// `tools` as given.
+    pub backend: Option<BackendChoice>,
     /// Where `bridge-nf-call-iptables` lives (`/proc/sys/net/bridge`); `None` leaves it.
     pub bridge_sysctl_dir: Option<std::path::PathBuf>,
     /// Outgoing NAT as it starts (changed later with [`Enforcer::set_nat`]).
@@ -64,6 +68,10 @@ pub struct EnforcerStatus {
     pub batches: u64,
     /// Read-plan-run rounds, whether or not they changed anything.
     pub syncs: u64,
+    /// The iptables backend in use ("legacy", "nft", or "iptables" where the programs have no
+    /// backend in their name), and why.
+    pub iptables_backend: &'static str,
+    pub iptables_backend_why: String,
     /// Whether bridged (same-node) pod traffic passes through iptables.
     pub bridge_netfilter: bool,
     pub counters: Vec<PolicyCounters>,
@@ -163,7 +171,7 @@ struct Memory {
 }
 
 async fn run(
-    cfg: EnforcerConfig,
+    mut cfg: EnforcerConfig,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<EnforcerStatus>,
 ) {
@@ -172,6 +180,24 @@ async fn run(
         None => true,
     };
     status.send_modify(|s| s.bridge_netfilter = bridge);
+    if let Some(choice) = cfg.backend {
+        let tools = cfg.tools.clone();
+        let r = tokio::task::spawn_blocking(move || resolve(choice, &tools))
+            .await
+            .unwrap_or_else(|_| Resolved {
+                backend: None,
+                why: "backend detection panicked: plain iptables".into(),
+            });
+        let name = r.backend.map(|b| b.name()).unwrap_or("iptables");
+        info!(backend = name, asked = %choice, why = %r.why, "iptables backend");
+        cfg.tools = cfg.tools.with_backend(r.backend);
+        status.send_modify(|s| {
+            s.iptables_backend = name;
+            s.iptables_backend_why = r.why;
+        });
+    } else {
+        status.send_modify(|s| s.iptables_backend = "iptables");
+    }
     let mut policy = PolicyInput::Unknown;
     let mut nat = cfg.nat.clone();
     let mut memory = Memory::default();

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// Which programs to run (names resolved on `PATH`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tools {
     pub iptables_save: String,
     pub iptables_restore: String,
@@ -69,6 +69,11 @@ impl Tools {
         };
         // -w: wait for the xtables lock rather than fail when kube-proxy holds it.
         self.run(p, &["--noflush", "-w", "5"], Some(text))
+    }
+
+    /// `program` (an `iptables-save` of some backend) with no arguments: every table.
+    pub fn save_all(&self, program: &str) -> Result<String, ExecError> {
+        self.run(program, &[], None)
     }
 
     pub fn ipset_save(&self) -> Result<String, ExecError> {

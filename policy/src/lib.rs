@@ -6,8 +6,9 @@
 //! commands and so owns every `TWILL-…` chain and `twill-…` set. [`nat`] compiles outgoing NAT
 //! into the same rulesets (the nat table), so one owner writes both. [`eval`] answers the same
 //! questions from the model alone (`twill policy explain`); [`simulate`] walks compiled rules
-//! for tests.
+//! for tests. [`backend`] picks iptables-legacy or iptables-nft as the node's kubelet uses.
 
+pub mod backend;
 pub mod cases;
 pub mod compile;
 pub mod enforcer;
@@ -20,6 +21,7 @@ pub mod render;
 pub mod ruleset;
 pub mod simulate;
 
+pub use backend::{Backend, BackendChoice};
 pub use compile::compile;
 pub use enforcer::{Enforcer, EnforcerConfig, EnforcerStatus};
 pub use exec::Tools;

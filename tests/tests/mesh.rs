@@ -139,17 +139,18 @@ fn unconfigured_peer_is_refused_and_max_prefix_closes_with_cease() {
             .filter(|e| e.contains("Maximum Number of Prefixes"))
     });
     assert!(err.contains("(6/1)"), "{err}");
-    let snap = b.snapshot();
-    assert!(
-        snap[0]
+    // A's writer sends the NOTIFICATION after the step that records the error: B hears it
+    // a moment later.
+    wait_for("the peer hears the Cease", WAIT, || {
+        let snap = b.snapshot();
+        (snap[0]
             .last_error
             .as_deref()
             .unwrap_or_default()
             .contains("Maximum Number of Prefixes")
-            || snap[0].state != State::Established,
-        "the peer hears the Cease: {:?}",
-        snap[0]
-    );
+            || snap[0].state != State::Established)
+            .then_some(())
+    });
     assert!(
         a.learned("10.244.2.0/24").is_none(),
         "routes withdrawn when the session closes"

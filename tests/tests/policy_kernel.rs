@@ -99,6 +99,7 @@ fn config(ns: &Netns, tools: Tools) -> EnforcerConfig {
         families: vec![Family::V4, Family::V6],
         resync: Duration::from_millis(200),
         tools,
+        backend: None,
         bridge_sysctl_dir: None,
         nat: NatOutgoing::default(),
     }
@@ -255,8 +256,12 @@ fn writes_only_its_own_chains_and_sets_repairs_them_and_removes_them() {
     assert_eq!(foreign(&ns, "iptables-save"), before4);
     assert_eq!(foreign(&ns, "ip6tables-save"), before6);
 
-    // Enforcement turned off: everything of Twill's goes, nothing of anyone else's.
+    // Enforcement turned off: everything of Twill's goes, nothing of anyone else's. The
+    // runtime goes first: its drop waits for a resync under way and starts none after it, so
+    // none can write back what `remove_all` removes.
     drop(e);
+    drop(_guard);
+    drop(rt);
     let tools = config(&ns, Tools::default()).tools;
     let (chains, sets) = remove_all(&tools, &[Family::V4, Family::V6]).expect("removed");
     assert!(chains >= 6 && sets >= 4, "{chains} chains, {sets} sets");
@@ -438,7 +443,12 @@ fn outgoing_nat_has_its_own_chain_first_in_postrouting_and_follows_the_settings(
         || {
             let s = e.status();
             let sets = ns.exec(&["ipset", "list", "-n"]);
-            (s.error.is_none() && !sets.contains("twill-4-ingress")).then_some(s)
+            // The set goes in the batch's ipset restore, the chains in the iptables-restore
+            // after it: both must be seen gone.
+            let filter = ["iptables-save", "ip6tables-save"]
+                .iter()
+                .any(|save| ns.exec(&[save, "-t", "filter"]).contains("TWILL"));
+            (s.error.is_none() && !sets.contains("twill-4-ingress") && !filter).then_some(s)
         },
     );
     assert!(!s.policy_on);

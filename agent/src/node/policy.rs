@@ -8,7 +8,7 @@
 use crate::netpol::{file_hash, PolicyHandle, Request, SourceStatus};
 use cluster::k8s::workloads::WorkloadsRx;
 use cluster::workloads::{build, file, Pod, Workloads};
-use policy::{Enforcer, EnforcerConfig, Family, NatOutgoing, Tools};
+use policy::{BackendChoice, Enforcer, EnforcerConfig, Family, NatOutgoing, Tools};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,12 +26,18 @@ pub enum Source {
 
 /// Start the firewall's owner (NetworkPolicy and outgoing NAT), whether or not this node
 /// enforces NetworkPolicy.
-pub fn start_enforcer(node: String, families: Vec<Family>, nat: NatOutgoing) -> Enforcer {
+pub fn start_enforcer(
+    node: String,
+    families: Vec<Family>,
+    nat: NatOutgoing,
+    backend: BackendChoice,
+) -> Enforcer {
     Enforcer::start(EnforcerConfig {
         node,
         families,
         resync: Duration::from_secs(5),
         tools: Tools::default(),
+        backend: Some(backend),
         bridge_sysctl_dir: Some("/proc/sys/net/bridge".into()),
         nat,
     })

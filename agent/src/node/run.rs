@@ -50,6 +50,8 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// iproute2's protocol-name directory (`/etc/iproute2/rt_protos.d`).
     pub rt_protos_dir: PathBuf,
+    /// iptables-legacy, iptables-nft, or read from the node.
+    pub iptables_backend: policy::BackendChoice,
 }
 
 fn load(path: &Path) -> Result<ClusterView, AgentError> {
@@ -167,7 +169,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let pod_wait = Duration::from_secs(u64::from(view.network_policy.pod_wait.unwrap_or(10)));
     // One owner of Twill's chains and sets: NetworkPolicy (filter table) and outgoing NAT
     // (nat table).
-    let firewall = super::policy::start_enforcer(me.name.clone(), families, nat_for(&view, &me));
+    let firewall = super::policy::start_enforcer(
+        me.name.clone(),
+        families,
+        nat_for(&view, &me),
+        opts.iptables_backend,
+    );
     let policy = match workloads {
         Some(source) if view.network_policy.enabled => Some(super::policy::start(
             source,

@@ -158,6 +158,7 @@ fn rules(w: &Workloads) -> RuleFigures {
                 families: vec![Family::V4],
                 resync: Duration::from_secs(3600),
                 tools: Tools::default(),
+                backend: None,
                 bridge_sysctl_dir: None,
                 // NetworkPolicy alone, as measured before outgoing NAT existed.
                 nat: Default::default(),

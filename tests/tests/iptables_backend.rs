@@ -1,0 +1,124 @@
+//! The firewall's owner writes through the iptables backend the node's kubelet uses, against
+//! the real iptables-legacy and iptables-nft: a namespace where kubelet's marker chain and
+//! kube-proxy's nat rules are in legacy gets Twill's NAT chain in legacy, with nothing of
+//! Twill's in nft; an empty namespace gets nft; an explicit choice wins over the markers.
+
+use policy::enforcer::{Enforcer, EnforcerConfig};
+use policy::{BackendChoice, Family, NatOutgoing, Tools};
+use std::time::Duration;
+use twill_lab::netns::{wait_for, Netns};
+
+fn nat() -> NatOutgoing {
+    let nets = |l: &[&str]| l.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>();
+    NatOutgoing {
+        families: [Family::V4].into_iter().collect(),
+        local: nets(&["10.244.1.0/24"]),
+        pods: nets(&["10.244.1.0/24", "10.244.2.0/24"]),
+        except: Vec::new(),
+    }
+}
+
+/// Start an enforcer in `ns` with `choice`, wait for NAT in force, and return its status.
+fn run(ns: &Netns, choice: BackendChoice) -> policy::EnforcerStatus {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let e = Enforcer::start(EnforcerConfig {
+        node: "n1".into(),
+        families: vec![Family::V4],
+        resync: Duration::from_millis(200),
+        tools: Tools {
+            prefix: vec!["ip".into(), "netns".into(), "exec".into(), ns.name.clone()],
+            ..Tools::default()
+        },
+        backend: Some(choice),
+        bridge_sysctl_dir: None,
+        nat: nat(),
+    });
+    let s = wait_for("outgoing NAT in force", Duration::from_secs(20), || {
+        let s = e.status();
+        (s.syncs > 0 && s.error.is_none() && s.nat_families == ["IPv4"]).then_some(s)
+    });
+    // The runtime's drop waits for a sync under way and starts no other, so the tables read
+    // next hold what the enforcer wrote.
+    drop(e);
+    drop(_guard);
+    drop(rt);
+    s
+}
+
+fn twill_jump_first(ns: &Netns, save: &str) -> bool {
+    ns.exec(&[save, "-t", "nat"])
+        .lines()
+        .find(|l| l.starts_with("-A POSTROUTING"))
+        .is_some_and(|l| l.contains("twill:nat") && l.ends_with("-j TWILL-POSTROUTING"))
+}
+
+fn has_twill(ns: &Netns, save: &str) -> bool {
+    ns.exec(&[save]).contains("TWILL")
+}
+
+#[test]
+fn rules_go_where_kubelet_s_are() {
+    // kubelet and kube-proxy on legacy, as on a node whose iptables is 1.6 or set to legacy.
+    let ns = Netns::new("ib");
+    ns.exec(&[
+        "iptables-legacy",
+        "-t",
+        "mangle",
+        "-N",
+        "KUBE-KUBELET-CANARY",
+    ]);
+    ns.exec(&["iptables-legacy", "-t", "nat", "-N", "KUBE-POSTROUTING"]);
+    ns.exec(&[
+        "iptables-legacy",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-j",
+        "KUBE-POSTROUTING",
+    ]);
+    // A stray rule in nft (Docker's, say) is outweighed by the marker.
+    ns.exec(&["iptables-nft", "-t", "filter", "-N", "DOCKER-USER"]);
+    ns.exec(&["iptables-nft", "-A", "DOCKER-USER", "-j", "RETURN"]);
+    let s = run(&ns, BackendChoice::Auto);
+    assert_eq!(s.iptables_backend, "legacy", "{s:?}");
+    assert_eq!(
+        s.iptables_backend_why,
+        "kubelet's KUBE-KUBELET-CANARY chain is in legacy"
+    );
+    assert!(twill_jump_first(&ns, "iptables-legacy-save"));
+    let legacy = ns.exec(&["iptables-legacy-save", "-t", "nat"]);
+    assert!(
+        legacy.contains("-A POSTROUTING -j KUBE-POSTROUTING"),
+        "{legacy}"
+    );
+    assert!(!has_twill(&ns, "iptables-nft-save"));
+    assert!(ns
+        .exec(&["iptables-nft-save"])
+        .contains("-A DOCKER-USER -j RETURN"));
+}
+
+#[test]
+fn an_empty_node_gets_nft_and_an_explicit_choice_wins() {
+    let ns = Netns::new("ib");
+    let s = run(&ns, BackendChoice::Auto);
+    assert_eq!(s.iptables_backend, "nft", "{s:?}");
+    assert!(twill_jump_first(&ns, "iptables-nft-save"));
+    assert!(!has_twill(&ns, "iptables-legacy-save"));
+
+    // Told legacy, beside kubelet's marker in nft: legacy it is.
+    let ns = Netns::new("ib");
+    ns.exec(&["iptables-nft", "-t", "mangle", "-N", "KUBE-IPTABLES-HINT"]);
+    let s = run(&ns, BackendChoice::Legacy);
+    assert_eq!(
+        (s.iptables_backend, s.iptables_backend_why.as_str()),
+        ("legacy", "set by --iptables-backend")
+    );
+    assert!(twill_jump_first(&ns, "iptables-legacy-save"));
+    assert!(!has_twill(&ns, "iptables-nft-save"));
+}
