@@ -134,15 +134,18 @@ impl NodeState {
             routes,
             policy: self.policy.as_ref().map(|p| p.status()),
             nat: Some(self.nat_status()),
-            iptables: Some({
-                let fw = self.firewall.status();
-                crate::status::IptablesStatus {
-                    backend: fw.iptables_backend.to_string(),
-                    why: fw.iptables_backend_why,
-                }
-            }),
+            iptables: self.iptables_status(),
             reflectors: self.reflectors.lock().expect("reflectors").clone(),
         }
+    }
+
+    /// The iptables backend, once the firewall's owner has resolved it.
+    pub fn iptables_status(&self) -> Option<crate::status::IptablesStatus> {
+        let r = self.firewall.status().iptables?;
+        Some(crate::status::IptablesStatus {
+            backend: r.backend.map_or("plain", |b| b.name()).to_string(),
+            why: r.why,
+        })
     }
 
     pub fn nat_status(&self) -> crate::status::NatStatus {

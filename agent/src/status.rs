@@ -164,8 +164,8 @@ pub struct NatStatus {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct IptablesStatus {
-    /// "legacy", "nft", or "iptables" (plain programs, no backend in their name); empty
-    /// until the owner has started.
+    /// "legacy", "nft", or "plain" (programs with no backend in their name: iptables before
+    /// 1.8).
     pub backend: String,
     pub why: String,
 }
@@ -300,7 +300,7 @@ impl Status {
             out.push_str(&n.line());
             out.push('\n');
         }
-        if let Some(i) = self.iptables.as_ref().filter(|i| !i.backend.is_empty()) {
+        if let Some(i) = &self.iptables {
             out.push_str(&format!("iptables: {} ({})\n", i.backend, i.why));
         }
         out

@@ -220,11 +220,15 @@ fn the_image_runs_the_agent_as_the_daemonset_does() {
         &image,
         "sh",
         "-c",
-        "for t in twill iptables ipset ip; do command -v $t; done; ls /usr/lib/cni/bridge /usr/lib/cni/host-local",
+        "for t in twill iptables-nft-restore iptables-legacy-restore ip6tables-nft-restore ip6tables-legacy-restore ipset ip; do command -v $t; done; ls /usr/lib/cni/bridge /usr/lib/cni/host-local",
     ]);
+    // Both iptables backends: the agent writes through the one kubelet uses.
     for t in [
         "twill",
-        "iptables",
+        "iptables-nft-restore",
+        "iptables-legacy-restore",
+        "ip6tables-nft-restore",
+        "ip6tables-legacy-restore",
         "ipset",
         "/usr/lib/cni/bridge",
         "/usr/lib/cni/host-local",

@@ -342,10 +342,10 @@ fn the_agent_follows_a_real_api_server() {
     wait_for("NAT off for IPv6", Duration::from_secs(20), || {
         (nat(&a1)? == ["IPv4"]).then_some(())
     });
-    let v6 = nodes[0].exec(&["ip6tables-save", "-t", "nat"]);
+    let v6 = nodes[0].exec(&["ip6tables-nft-save", "-t", "nat"]);
     assert!(!v6.contains("TWILL"), "{v6}");
     assert!(nodes[0]
-        .exec(&["iptables-save", "-t", "nat"])
+        .exec(&["iptables-nft-save", "-t", "nat"])
         .contains("-j TWILL-POSTROUTING"));
 
     // a2 is deleted: its session and its route go from a1 at once (a Node deleted is a peer

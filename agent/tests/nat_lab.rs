@@ -284,7 +284,14 @@ fn pods_reach_the_outside_as_their_node_and_each_other_as_themselves() {
     lab.signal(&nodes, "-HUP");
     wait_nat(&lab, &[]);
     let nat = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("a1"), "iptables-save", "-t", "nat"])
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("a1"),
+            "iptables-nft-save",
+            "-t",
+            "nat",
+        ])
         .output()
         .unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);

@@ -1,18 +1,21 @@
 //! Which iptables Twill's rules go through: `iptables-legacy` (the kernel's x_tables) or
 //! `iptables-nft` (the same rules as nftables). Both can hold rules at once and the kernel runs
 //! both, but rules must sit beside kube-proxy's and kubelet's: NAT split across the two breaks
-//! connections, and a chain in one cannot be jumped to from the other. So, as Calico's
-//! `iptablesBackend: Auto` and Kubernetes' iptables-wrapper do, the backend is read from the
-//! node: the one holding kubelet's marker chains, else the one holding more rules, else nft
-//! (the default of Debian 11+, RHEL 8+, Ubuntu 21.04+). `decide` is the rule, `detect` reads
-//! the node for it.
+//! connections, and a chain in one cannot be jumped to from the other. So the backend is read
+//! from the node, by Twill's own rule built from two others': kubelet's marker chain, looked
+//! for in nft first (as Kubernetes' iptables-wrapper does); else the backend holding more rules
+//! not Twill's own (as Calico's `iptablesBackend: Auto` counts them; a tie goes to nft); else
+//! nft, the default of Debian 11+, RHEL 8+ and Ubuntu 21.04+. [`decide`] is the rule,
+//! [`resolve`] reads the node for it.
 
-use crate::exec::Tools;
+use crate::exec::{ExecError, Tools};
+use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
 /// An iptables backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     Legacy,
     Nft,
@@ -25,6 +28,13 @@ impl Backend {
             Backend::Nft => "nft",
         }
     }
+
+    fn other(self) -> Backend {
+        match self {
+            Backend::Legacy => Backend::Nft,
+            Backend::Nft => Backend::Legacy,
+        }
+    }
 }
 
 /// What the operator asked for (`--iptables-backend`).
@@ -32,8 +42,7 @@ impl Backend {
 pub enum BackendChoice {
     #[default]
     Auto,
-    Legacy,
-    Nft,
+    Fixed(Backend),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,8 +54,8 @@ impl FromStr for BackendChoice {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(BackendChoice::Auto),
-            "legacy" => Ok(BackendChoice::Legacy),
-            "nft" | "nftables" => Ok(BackendChoice::Nft),
+            "legacy" => Ok(BackendChoice::Fixed(Backend::Legacy)),
+            "nft" | "nftables" => Ok(BackendChoice::Fixed(Backend::Nft)),
             _ => Err(BackendChoiceError(s.to_string())),
         }
     }
@@ -54,11 +63,10 @@ impl FromStr for BackendChoice {
 
 impl fmt::Display for BackendChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendChoice::Auto => "auto",
-            BackendChoice::Legacy => "legacy",
-            BackendChoice::Nft => "nft",
-        })
+        match self {
+            BackendChoice::Auto => f.write_str("auto"),
+            BackendChoice::Fixed(b) => f.write_str(b.name()),
+        }
     }
 }
 
@@ -71,9 +79,12 @@ pub const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"]
 pub struct Evidence {
     /// Its `…-save` programs exist and ran.
     pub present: bool,
+    /// Why one of them could not be read, when it exists (not installed is no failure).
+    pub failed: Option<String>,
     /// The first of [`HINT_CHAINS`] found in it.
     pub hint: Option<&'static str>,
-    /// Rules (`-A` lines) in all its tables.
+    /// Rules (`-A` lines) in all its tables, Twill's own left out (they follow the choice,
+    /// so counting them would only repeat the last one).
     pub rules: usize,
 }
 
@@ -83,7 +94,9 @@ impl Evidence {
         self.present = true;
         for line in save.lines() {
             if line.starts_with("-A ") {
-                self.rules += 1;
+                if !line.contains("TWILL-") {
+                    self.rules += 1;
+                }
             } else if let Some(chain) = line.strip_prefix(':') {
                 let name = chain.split_whitespace().next().unwrap_or_default();
                 if self.hint.is_none() {
@@ -92,13 +105,26 @@ impl Evidence {
             }
         }
     }
+
+    /// Read `program`'s output into the evidence; a program that is not installed adds
+    /// nothing, one that fails is remembered.
+    fn take(&mut self, program: &str, out: Result<String, ExecError>) {
+        match out {
+            Ok(text) => self.read(&text),
+            Err(ExecError::Spawn { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                self.failed.get_or_insert_with(|| format!("{program}: {e}"));
+            }
+        }
+    }
 }
 
 /// The backend in use and why it was chosen (for the log and `twill status`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Resolved {
-    /// `None`: neither `iptables-legacy` nor `iptables-nft` exists (iptables before 1.8), so
-    /// plain `iptables` is used, whatever it is.
+    /// `None`: neither `iptables-legacy` nor `iptables-nft` can be used (iptables before 1.8),
+    /// so plain `iptables` is, whatever it is.
     pub backend: Option<Backend>,
     pub why: String,
 }
@@ -109,15 +135,23 @@ pub fn decide(legacy: &Evidence, nft: &Evidence) -> Resolved {
         backend: Some(b),
         why,
     };
+    let unusable = |name: &str, e: &Evidence| match &e.failed {
+        Some(f) => format!("{name} cannot be read ({f})"),
+        None => format!("{name} is not installed"),
+    };
     match (legacy.present, nft.present) {
         (false, false) => {
             return Resolved {
                 backend: None,
-                why: "no iptables-legacy or iptables-nft programs: plain iptables".into(),
+                why: format!(
+                    "{}, {}: plain iptables",
+                    unusable("iptables-legacy", legacy),
+                    unusable("iptables-nft", nft)
+                ),
             }
         }
-        (true, false) => return pick(Backend::Legacy, "only iptables-legacy is installed".into()),
-        (false, true) => return pick(Backend::Nft, "only iptables-nft is installed".into()),
+        (true, false) => return pick(Backend::Legacy, unusable("iptables-nft", nft)),
+        (false, true) => return pick(Backend::Nft, unusable("iptables-legacy", legacy)),
         (true, true) => {}
     }
     // nft first, as iptables-wrapper does: a node moved from legacy to nft may keep a stale
@@ -132,7 +166,7 @@ pub fn decide(legacy: &Evidence, nft: &Evidence) -> Resolved {
         return pick(
             Backend::Legacy,
             format!(
-                "legacy holds more rules ({} against {})",
+                "no kubelet chain; legacy holds more rules ({} against {})",
                 legacy.rules, nft.rules
             ),
         );
@@ -140,38 +174,40 @@ pub fn decide(legacy: &Evidence, nft: &Evidence) -> Resolved {
     pick(
         Backend::Nft,
         format!(
-            "no kubelet chain, nft holds as many rules or more ({} against {})",
+            "no kubelet chain; nft holds as many rules or more ({} against {})",
             nft.rules, legacy.rules
         ),
     )
 }
 
-/// Resolve `choice` on this node (`tools.prefix` says where: a namespace in tests). `auto`
-/// runs both backends' `iptables-save` and `ip6tables-save` once, at start.
+/// Resolve `choice` on this node (`tools.prefix` says where: a namespace in tests). Both
+/// backends' `iptables-save` and `ip6tables-save` run once, at start, even when the choice is
+/// fixed: a fixed choice that differs from what the node shows is said.
 pub fn resolve(choice: BackendChoice, tools: &Tools) -> Resolved {
-    match choice {
-        BackendChoice::Legacy => Resolved {
-            backend: Some(Backend::Legacy),
-            why: "set by --iptables-backend".into(),
-        },
-        BackendChoice::Nft => Resolved {
-            backend: Some(Backend::Nft),
-            why: "set by --iptables-backend".into(),
-        },
-        BackendChoice::Auto => {
-            let read = |b: Backend| {
-                let mut e = Evidence::default();
-                for family in ["iptables", "ip6tables"] {
-                    // A backend that cannot be read (program missing, module absent) is no
-                    // evidence for it.
-                    if let Ok(text) = tools.save_all(&format!("{family}-{}-save", b.name())) {
-                        e.read(&text);
-                    }
-                }
-                e
-            };
-            decide(&read(Backend::Legacy), &read(Backend::Nft))
+    let read = |b: Backend| {
+        let mut e = Evidence::default();
+        for family in ["iptables", "ip6tables"] {
+            // No `-t`: asking legacy for a table would create it (and load its module).
+            let program = format!("{family}-{}-save", b.name());
+            e.take(&program, tools.save_all(&program));
         }
+        e
+    };
+    let auto = decide(&read(Backend::Legacy), &read(Backend::Nft));
+    match choice {
+        BackendChoice::Auto => auto,
+        BackendChoice::Fixed(b) if auto.backend.is_none_or(|a| a == b) => Resolved {
+            backend: Some(b),
+            why: "set explicitly".into(),
+        },
+        BackendChoice::Fixed(b) => Resolved {
+            backend: Some(b),
+            why: format!(
+                "set explicitly, though auto would take {}: {}",
+                b.other().name(),
+                auto.why
+            ),
+        },
     }
 }
 
@@ -187,6 +223,12 @@ impl Tools {
             self.ip6tables_restore = format!("ip6tables-{b}-restore");
         }
         self
+    }
+
+    /// The tools of the backend not chosen (where Twill's rules from an earlier choice may be
+    /// left); `None` when plain iptables is used.
+    pub fn of_other_backend(&self, chosen: Option<Backend>) -> Option<Tools> {
+        chosen.map(|b| self.clone().with_backend(Some(b.other())))
     }
 }
 
@@ -226,7 +268,10 @@ mod tests {
     fn without_a_marker_the_fuller_backend_wins_and_a_tie_is_nft() {
         let r = decide(&evidence(DOCKER), &evidence("*filter\nCOMMIT\n"));
         assert_eq!(r.backend, Some(Backend::Legacy));
-        assert_eq!(r.why, "legacy holds more rules (3 against 0)");
+        assert_eq!(
+            r.why,
+            "no kubelet chain; legacy holds more rules (3 against 0)"
+        );
         let r = decide(&evidence(DOCKER), &evidence(DOCKER));
         assert_eq!(r.backend, Some(Backend::Nft));
         let r = decide(&evidence(""), &evidence(""));
@@ -243,6 +288,58 @@ mod tests {
         let r = decide(&absent, &absent);
         assert_eq!(r.backend, None);
         assert_eq!(Tools::default().with_backend(None), Tools::default());
+        assert_eq!(Tools::default().of_other_backend(None), None);
+    }
+
+    #[test]
+    fn a_backend_that_fails_is_not_chosen_and_the_reason_is_kept() {
+        let mut nft = Evidence::default();
+        let failed = ExecError::Failed {
+            program: "iptables-nft-save".into(),
+            status: "exit status: 1".into(),
+            stderr: "iptables/1.8.9 Failed to initialize nft: Protocol not supported".into(),
+        };
+        nft.take("iptables-nft-save", Err(failed));
+        let not_found = ExecError::Spawn {
+            program: "ip6tables-nft-save".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        nft.take("ip6tables-nft-save", Err(not_found));
+        assert!(!nft.present);
+        let r = decide(&evidence(""), &nft);
+        assert_eq!(r.backend, Some(Backend::Legacy));
+        assert!(
+            r.why
+                .starts_with("iptables-nft cannot be read (iptables-nft-save:")
+                && r.why.contains("Failed to initialize nft"),
+            "{}",
+            r.why
+        );
+        let mut missing = Evidence::default();
+        missing.take(
+            "iptables-legacy-save",
+            Err(ExecError::Spawn {
+                program: "iptables-legacy-save".into(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
+        );
+        assert_eq!(missing, Evidence::default());
+        let r = decide(&missing, &evidence(""));
+        assert_eq!(r.why, "iptables-legacy is not installed");
+    }
+
+    #[test]
+    fn twill_s_own_rules_are_not_counted() {
+        let ours = "*filter\n:TWILL-FORWARD - [0:0]\n-A FORWARD -m comment --comment twill:policy -j TWILL-FORWARD\n-A TWILL-FORWARD -j RETURN\nCOMMIT\n";
+        assert_eq!(evidence(ours).rules, 0);
+        // A legacy node with one Docker rule, Twill's leftovers in nft: legacy.
+        let r = decide(
+            &evidence("*filter\n-A FORWARD -j DOCKER\nCOMMIT\n"),
+            &evidence(ours),
+        );
+        assert_eq!(r.backend, Some(Backend::Legacy));
+        let other = Tools::default().of_other_backend(r.backend).unwrap();
+        assert_eq!(other.iptables_save, "iptables-nft-save");
     }
 
     #[test]
@@ -255,8 +352,9 @@ mod tests {
     #[test]
     fn choices_parse_and_a_bad_one_is_named() {
         assert_eq!("Auto".parse(), Ok(BackendChoice::Auto));
-        assert_eq!("nftables".parse(), Ok(BackendChoice::Nft));
-        assert_eq!("legacy".parse(), Ok(BackendChoice::Legacy));
+        assert_eq!("nftables".parse(), Ok(BackendChoice::Fixed(Backend::Nft)));
+        assert_eq!("legacy".parse(), Ok(BackendChoice::Fixed(Backend::Legacy)));
+        assert_eq!(BackendChoice::Fixed(Backend::Nft).to_string(), "nft");
         let e = "ipvs".parse::<BackendChoice>().unwrap_err();
         assert_eq!(
             e.to_string(),

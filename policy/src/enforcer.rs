@@ -68,10 +68,9 @@ pub struct EnforcerStatus {
     pub batches: u64,
     /// Read-plan-run rounds, whether or not they changed anything.
     pub syncs: u64,
-    /// The iptables backend in use ("legacy", "nft", or "iptables" where the programs have no
-    /// backend in their name), and why.
-    pub iptables_backend: &'static str,
-    pub iptables_backend_why: String,
+    /// The iptables backend in use and why; `None` while it is being resolved, or when the
+    /// tools were given as they are.
+    pub iptables: Option<Resolved>,
     /// Whether bridged (same-node) pod traffic passes through iptables.
     pub bridge_netfilter: bool,
     pub counters: Vec<PolicyCounters>,
@@ -182,21 +181,20 @@ async fn run(
     status.send_modify(|s| s.bridge_netfilter = bridge);
     if let Some(choice) = cfg.backend {
         let tools = cfg.tools.clone();
-        let r = tokio::task::spawn_blocking(move || resolve(choice, &tools))
-            .await
-            .unwrap_or_else(|_| Resolved {
-                backend: None,
-                why: "backend detection panicked: plain iptables".into(),
-            });
-        let name = r.backend.map(|b| b.name()).unwrap_or("iptables");
-        info!(backend = name, asked = %choice, why = %r.why, "iptables backend");
-        cfg.tools = cfg.tools.with_backend(r.backend);
-        status.send_modify(|s| {
-            s.iptables_backend = name;
-            s.iptables_backend_why = r.why;
+        let families = cfg.families.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let r = resolve(choice, &tools);
+            leave_other_backend(&tools, r.backend, &families);
+            r
+        })
+        .await
+        .unwrap_or_else(|_| Resolved {
+            backend: None,
+            why: "backend detection panicked: plain iptables".into(),
         });
-    } else {
-        status.send_modify(|s| s.iptables_backend = "iptables");
+        info!(backend = r.backend.map_or("plain iptables", |b| b.name()), asked = %choice, why = %r.why, "iptables backend");
+        cfg.tools = cfg.tools.with_backend(r.backend);
+        status.send_modify(|s| s.iptables = Some(r));
     }
     let mut policy = PolicyInput::Unknown;
     let mut nat = cfg.nat.clone();
@@ -517,13 +515,28 @@ fn bridge_netfilter(dir: &std::path::Path) -> bool {
 /// `twill cleanup`-style removal by hand and tests. Blocking. Returns how many chains and
 /// sets went.
 pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), SyncError> {
+    remove(tools, families, true)
+}
+
+/// Remove Twill's chains and jumps, not its sets (which both backends share): what an
+/// earlier choice of backend left in the one not chosen now.
+pub fn remove_rules(tools: &Tools, families: &[Family]) -> Result<usize, SyncError> {
+    remove(tools, families, false).map(|(chains, _)| chains)
+}
+
+fn remove(tools: &Tools, families: &[Family], sets: bool) -> Result<(usize, usize), SyncError> {
     let mut removed = (0, 0);
     for &family in families {
         let wrap = |source| SyncError::Exec {
             family: family.name(),
             source,
         };
-        let o = read_kernel(tools, family, &Table::ALL).map_err(wrap)?;
+        let mut o = Observed::default();
+        // Every table that exists, creating none (the backend not in use may have none).
+        parse_iptables(&tools.save_existing(family).map_err(wrap)?, &mut o);
+        if sets {
+            parse_ipset(&tools.ipset_save().map_err(wrap)?, &mut o);
+        }
         let p = teardown(family, &o);
         if !p.rules.is_empty() {
             tools.restore(family, &p.rules).map_err(wrap)?;
@@ -535,6 +548,32 @@ pub fn remove_all(tools: &Tools, families: &[Family]) -> Result<(usize, usize), 
         removed.1 += p.sets.lines().count();
     }
     Ok(removed)
+}
+
+/// Twill's rules in the backend not chosen go before the first batch: left there, nothing
+/// would update them, and the sets they match (shared by both backends) could never be
+/// destroyed. A backend that is not installed has nothing to remove.
+fn leave_other_backend(
+    tools: &Tools,
+    chosen: Option<crate::backend::Backend>,
+    families: &[Family],
+) {
+    let Some(other) = tools.of_other_backend(chosen) else {
+        return;
+    };
+    match remove_rules(&other, families) {
+        Ok(0) => {}
+        Ok(n) => {
+            info!(chains = n, from = %other.iptables_save, "removed Twill's chains from the iptables backend not in use")
+        }
+        Err(SyncError::Exec {
+            source: ExecError::Spawn { source, .. },
+            ..
+        }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(error = %e, "Twill's chains in the iptables backend not in use could not be removed")
+        }
+    }
 }
 
 /// What the kernel holds of Twill's in one family: its chains and jumps in `tables`

@@ -71,9 +71,18 @@ impl Tools {
         self.run(p, &["--noflush", "-w", "5"], Some(text))
     }
 
-    /// `program` (an `iptables-save` of some backend) with no arguments: every table.
+    /// `program` (an `iptables-save` of some backend) with no arguments: every table that
+    /// exists. Naming a table would create it (and, for legacy, load its kernel module).
     pub fn save_all(&self, program: &str) -> Result<String, ExecError> {
         self.run(program, &[], None)
+    }
+
+    /// [`Tools::save_all`] of this family's `iptables-save`.
+    pub fn save_existing(&self, family: Family) -> Result<String, ExecError> {
+        self.save_all(match family {
+            Family::V4 => &self.iptables_save,
+            Family::V6 => &self.ip6tables_save,
+        })
     }
 
     pub fn ipset_save(&self) -> Result<String, ExecError> {

@@ -79,8 +79,7 @@ impl Pod {
     /// `ping -c 1 -W 1` to `ip`, optionally with DF set and a payload size; true if answered.
     pub fn ping(&self, ip: &str, df_size: Option<u32>) -> bool {
         let size = df_size.map(|s| s.to_string());
-        // Three tries, 0.2 s apart: reached if any is answered (the first may wait for ARP).
-        let mut args = vec!["ping", "-c", "3", "-i", "0.2", "-W", "1"];
+        let mut args = vec!["ping", "-c", "1", "-W", "1"];
         if let Some(s) = &size {
             args.extend_from_slice(&["-M", "do", "-s", s]);
         }

@@ -48,12 +48,13 @@ fn heartbeats_rebuild_nothing_and_real_changes_arrive() {
     // Above 50 nodes, reflectors are chosen: two in each of the eight zones.
     assert_eq!(view().unwrap().reflectors.len(), 16);
     // The first view waits for nodes, configurations and peers, not for the Secrets list: a
-    // late Secrets list rebuilds once more. The baseline is taken once the counts hold still.
-    let (built, published, ignored) = wait_for("the view settled", Duration::from_secs(10), || {
-        let before = counts(&stats);
-        std::thread::sleep(Duration::from_millis(300));
-        (counts(&stats) == before).then_some(before)
-    });
+    // late Secrets list rebuilds once more. The baseline is taken once that build is done.
+    wait_for(
+        "a view with the Secrets listed",
+        Duration::from_secs(10),
+        || stats.secrets_listed.load(Ordering::Acquire).then_some(()),
+    );
+    let (built, published, ignored) = counts(&stats);
 
     // Two heartbeats from every kubelet: nothing to rebuild.
     for beat in 0..2 {

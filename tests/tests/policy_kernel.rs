@@ -285,7 +285,13 @@ fn a_failing_restore_keeps_the_previous_rules_and_says_why() {
     let _guard = rt.enter();
     let e = Enforcer::start(config(&ns, Tools::default()));
     in_force(&rt, &e, workloads(&format!("{PODS}{POLICY}")), 1);
+    // This enforcer stops for good (a resync of its own would repair what the next one fails
+    // to change, and hide the failure): its runtime's drop waits for a sync under way.
     drop(e);
+    drop(_guard);
+    drop(rt);
+    let rt = runtime();
+    let _guard = rt.enter();
     let in_force = ns.exec(&["iptables-save", "-t", "filter"]);
     let sets = ns.exec(&["ipset", "save"]);
 

@@ -65,10 +65,11 @@ const BGPD: Need = Need {
     program: "/usr/lib/frr/bgpd",
     package: "frr",
 };
-/// NetworkPolicy: every lab agent enforces it (file mode).
+/// NetworkPolicy: every lab agent enforces it (file mode), through nft (a lab node holds no
+/// rules of kubelet's, so `--iptables-backend auto` takes nft).
 const IPTABLES: Need = Need {
-    what: "iptables-restore",
-    program: "iptables-restore",
+    what: "iptables-nft-restore",
+    program: "iptables-nft-restore",
     package: "iptables",
 };
 const IPSET: Need = Need {

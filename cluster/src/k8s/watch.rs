@@ -17,7 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -89,6 +89,9 @@ pub struct WatchStats {
     pub views_built: AtomicU64,
     /// Views published (built and different from the last).
     pub views_published: AtomicU64,
+    /// A view has been built with the Secrets listed (the first view does not wait for them,
+    /// so their list may cost one more build).
+    pub secrets_listed: AtomicBool,
 }
 
 /// Connect and start the watchers, which own the client from then on.
@@ -193,6 +196,7 @@ async fn run(
         let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let config = configs.get(&ObjectRef::new(CONFIG_NAME));
         stats.views_built.fetch_add(1, Ordering::Relaxed);
+        let secrets_listed = listed(&secrets);
         let built = build(&Objects {
             config: config.as_deref(),
             nodes: &node_list,
@@ -225,6 +229,10 @@ async fn run(
                 last = Some(v.clone());
                 let _ = tx.send(Some(v));
             }
+        }
+        // Said after the build's counts, so whoever reads them after this sees that build.
+        if secrets_listed {
+            stats.secrets_listed.store(true, Ordering::Release);
         }
     }
 }
