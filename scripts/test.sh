@@ -19,9 +19,10 @@ systemctl stop frr 2>/dev/null || true
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # A real Kubernetes control plane for the API tests (built once, cached; scripts/kube.sh says how).
 ./scripts/kube.sh >/dev/null
-# Twill's image, where a Docker engine runs (the image test says why it skips otherwise).
+# Twill's image, where a Docker engine runs (the image test says why it skips otherwise), with
+# the debug binary the tests build anyway: the same Dockerfile and base, no release build.
 if docker info >/dev/null 2>&1; then
-  TWILL_IMAGE=$(./scripts/image.sh twill-test/twill:latest)
+  TWILL_IMAGE=$(TWILL_IMAGE_PROFILE=dev ./scripts/image.sh twill-test/twill:latest)
   export TWILL_IMAGE
 fi
 cargo fmt --all -- --check
