@@ -127,10 +127,13 @@ fn a_rolling_restart_of_rr_fabric_with_both_reflectors_loses_no_packet() {
     for rack in ['a', 'b', 'c'] {
         for i in 1..=4 {
             let node = format!("{rack}{i}");
+            // When, beside the pings' reply times, should a packet ever be lost.
+            eprintln!("{node}: stopping at {:.3}", epoch());
             let o = lab.twill(&["lab", "stop", &node], None);
             assert!(o.status.success(), "{}", text(&o));
             let o = lab.twill(&["lab", "start", &node], None);
             assert!(o.status.success(), "{node}: {}", text(&o));
+            eprintln!("{node}: started again at {:.3}", epoch());
         }
     }
     eprintln!("rolling restart of 12 agents took {:?}", started.elapsed());

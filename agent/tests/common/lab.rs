@@ -220,6 +220,8 @@ pub struct Steady {
     what: String,
     child: Child,
     count: u32,
+    /// ping's output, one line per reply (`-D`: with its time): a loss can be placed in time.
+    out: PathBuf,
 }
 
 impl Steady {
@@ -230,11 +232,14 @@ impl Steady {
     /// As [`Steady::start`], `count` packets.
     pub fn start_n(lab: &Lab, from: &str, to: &str, count: u32) -> Steady {
         let dst = pod_address(lab, &format!("{to}-pod1"));
+        // A file, not a pipe: nobody reads while it runs, and a pipe would fill and stop it.
+        let out = lab.dir.join(format!("ping-{from}-{to}.out"));
+        let file = std::fs::File::create(&out).expect("ping output file");
         let child = Command::new("ip")
             .args(["netns", "exec", &format!("{}-pod1", lab.ns(from))])
             .args([
                 "ping",
-                "-q",
+                "-D",
                 "-i",
                 "0.01",
                 "-W",
@@ -243,7 +248,7 @@ impl Steady {
                 &count.to_string(),
                 &dst,
             ])
-            .stdout(Stdio::piped())
+            .stdout(file)
             .stderr(Stdio::piped())
             .spawn()
             .expect("ping");
@@ -251,6 +256,7 @@ impl Steady {
             what: format!("{from} -> {to} ({dst})"),
             child,
             count,
+            out,
         }
     }
 
@@ -301,8 +307,9 @@ impl Steady {
 
     /// (sent, lost)
     fn lost(self) -> (u32, u32) {
-        let out = self.child.wait_with_output().expect("ping");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut child = self.child;
+        child.wait().expect("ping");
+        let text = std::fs::read_to_string(&self.out).expect("ping output");
         let line = text
             .lines()
             .find(|l| l.contains("packets transmitted"))
@@ -311,6 +318,54 @@ impl Steady {
             .split(|c: char| !c.is_ascii_digit())
             .filter_map(|w| w.parse().ok())
             .collect();
-        (n[0], n[0] - n[1])
+        let (sent, lost) = (n[0], n[0] - n[1]);
+        if lost > 0 {
+            let m = missing(&text, sent);
+            eprintln!("{}: {}", self.what, m[..m.len().min(20)].join(", "));
+        }
+        (sent, lost)
     }
+}
+
+/// Now, in seconds since the epoch (as ping `-D` prints its times).
+pub fn epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// The runs of sequence numbers with no reply in ping `-D` output, each with the time of the
+/// last reply before it (seconds since the epoch): where in the run the loss was.
+fn missing(text: &str, sent: u32) -> Vec<String> {
+    let mut replies: Vec<(u32, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let time = l.strip_prefix('[')?.split(']').next()?.to_string();
+            let seq = l
+                .split("icmp_seq=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((seq, time))
+        })
+        .collect();
+    replies.sort();
+    replies.dedup_by_key(|r| r.0);
+    let mut out = Vec::new();
+    let mut before = "the start".to_string();
+    let mut expected = 1;
+    for (seq, time) in replies.into_iter().chain([(sent + 1, String::new())]) {
+        if seq > expected {
+            out.push(format!(
+                "icmp_seq {expected}-{} lost (after the reply at {before})",
+                seq - 1
+            ));
+        }
+        expected = seq + 1;
+        before = time;
+    }
+    out
 }
