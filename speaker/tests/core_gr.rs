@@ -365,3 +365,37 @@ fn the_deferral_waits_for_a_session_even_if_something_arrives_before_the_peers()
     );
     assert!(w.best_of(1, "10.244.1.0/24"));
 }
+
+#[test]
+fn a_connection_the_peer_abandons_before_its_open_leaves_the_session_up() {
+    // Both ends dialled at once; 1 took 0's connection and closed its own, which 0's kernel had
+    // already accepted. 0 sees it arrive after the session is up, then close with no OPEN on
+    // it: not a restart, nothing goes stale, and the next such connection is handled alike.
+    let mut w = pair();
+    let mark = w.routes[0].len();
+    for round in 0..2 {
+        let conn = w.cores[0].alloc_conn();
+        w.push(
+            0,
+            Input::Incoming {
+                conn,
+                remote: format!("10.0.0.2:{}", 41000 + round).parse().unwrap(),
+                local: "10.0.0.1:179".parse().unwrap(),
+            },
+        );
+        w.run();
+        assert_eq!(
+            w.established(0),
+            1,
+            "round {round}: still up with the connection pending"
+        );
+        w.push(0, Input::Closed { conn });
+        w.run();
+        assert_eq!(w.established(0), 1, "round {round}");
+        let g = gr(&w, 0, 1);
+        assert_eq!(g.stale_routes, 0, "round {round}: {g:?}");
+        assert!(g.restart_time_left.is_none(), "round {round}: {g:?}");
+    }
+    assert!(!withdrawn_since(&w, 0, mark, "10.244.2.0/24"));
+    assert!(w.best_of(0, "10.244.2.0/24"));
+}

@@ -21,6 +21,9 @@ pub(super) struct Session {
     pub(super) outgoing: bool,
     pub(super) buf: Vec<u8>,
     pub(super) local: Option<IpAddr>,
+    /// A second connection that came while the session was Established: the peer restarted
+    /// if an OPEN arrives on it (RFC 4724 §4.2), else it is a connection the peer abandoned.
+    pub(super) restart_probe: bool,
 }
 
 /// One address family of a peer, as BIRD keeps a channel: what outlives a single UPDATE. The
@@ -98,6 +101,7 @@ impl Core {
             outgoing: false,
             buf: Vec::new(),
             local: None,
+            restart_probe: false,
         }
     }
 

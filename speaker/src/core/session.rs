@@ -147,25 +147,17 @@ impl Core {
                 self.event(addr, Slot::Main, Event::TcpConnected);
             }
             State::OpenSent | State::OpenConfirm if peer.alt.is_none() => {
-                let cfg = peer.cfg.clone();
-                let mut s = self.new_session(&cfg);
-                // The second connection never dials: it only answers.
-                s.fsm.cfg.passive = true;
-                s.conn = Some(conn);
-                s.local = local_ip;
-                self.conns.insert(conn, addr);
-                self.peers.get_mut(&addr).expect("peer exists").alt = Some(s);
-                self.event(addr, Slot::Alt, Event::ManualStart);
-                self.event(addr, Slot::Alt, Event::TcpConnected);
+                self.take_alt(addr, conn, local_ip, false);
             }
-            State::Established if peer.gr.remote.is_some() => {
+            State::Established if peer.gr.remote.is_some() && peer.alt.is_none() => {
                 // RFC 4724 §4.2: a peer that offered graceful restart connecting again while
-                // its session still looks up has restarted and we missed the close (a lost FIN:
-                // a host crash, a partition). End the old session as if it had closed — its
-                // routes kept as stale — and take the new connection.
-                info!(peer = %addr, "new connection while Established from a graceful-restart peer: it restarted");
-                self.event(addr, Slot::Main, Event::TcpFails);
-                self.incoming(conn, remote, local);
+                // its session still looks up may have restarted, and we missed the close (a
+                // lost FIN: a host crash, a partition). But a connection it abandoned arrives
+                // here too: both ends dialled at once, it kept ours and closed its own, which
+                // our kernel had already accepted. So the connection waits in the second slot,
+                // and only an OPEN on it ends the old session (`restarted`).
+                debug!(peer = %addr, "new connection while Established from a graceful-restart peer: a restart if it sends an OPEN");
+                self.take_alt(addr, conn, local_ip, true);
             }
             _ => {
                 // §6.8: a collision with an Established session closes the new connection.
@@ -238,6 +230,12 @@ impl Core {
         debug!(peer = %peer, kind = msg.kind(), "received");
         match msg {
             Message::Open(open) => {
+                let slot = if self.restart_probe(peer, slot) {
+                    self.restarted(peer);
+                    Slot::Main
+                } else {
+                    slot
+                };
                 if let Some(slot) = self.collision(peer, slot, open.router_id) {
                     self.event(peer, slot, Event::OpenReceived(open));
                 }
@@ -263,6 +261,56 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// A second connection from `addr`, answered in the alt slot (it never dials). `probe`: it
+    /// came while the session was Established (see `incoming`).
+    fn take_alt(&mut self, addr: IpAddr, conn: ConnId, local: Option<IpAddr>, probe: bool) {
+        let cfg = self.peers[&addr].cfg.clone();
+        let mut s = self.new_session(&cfg);
+        s.fsm.cfg.passive = true;
+        s.conn = Some(conn);
+        s.local = local;
+        s.restart_probe = probe;
+        self.conns.insert(conn, addr);
+        self.peers.get_mut(&addr).expect("peer exists").alt = Some(s);
+        self.event(addr, Slot::Alt, Event::ManualStart);
+        self.event(addr, Slot::Alt, Event::TcpConnected);
+    }
+
+    /// Whether `slot` is a connection that came while the session was Established, and that
+    /// session is still up.
+    fn restart_probe(&self, peer: IpAddr, slot: Slot) -> bool {
+        slot == Slot::Alt
+            && self.state(peer) == State::Established
+            && self.peers[&peer]
+                .alt
+                .as_ref()
+                .is_some_and(|s| s.restart_probe)
+    }
+
+    /// The peer sent an OPEN on a new connection while its session looked up: it restarted
+    /// (RFC 4724 §4.2). The old session ends as if its connection had closed — its routes
+    /// kept as stale — and the new one takes the main slot.
+    fn restarted(&mut self, peer: IpAddr) {
+        info!(peer = %peer, "OPEN on a new connection while Established from a graceful-restart peer: it restarted");
+        self.event(peer, Slot::Main, Event::TcpFails);
+        let p = self.peers.get_mut(&peer).expect("peer exists");
+        let old = promote_alt(p).expect("alt exists");
+        p.main.restart_probe = false;
+        if let Some(conn) = old.conn {
+            self.conns.remove(&conn);
+            self.out.push(Output::Close { conn });
+        }
+        // The old session's automatic restart is moot: the new one is its successor.
+        self.out.push(Output::SetTimer {
+            peer,
+            key: TimerKey::Session {
+                session: old.id,
+                timer: Timer::IdleHold,
+            },
+            after: None,
+        });
     }
 
     /// RFC 4271 §6.8, on an OPEN received in `slot`. Returns the slot the OPEN's session
@@ -330,6 +378,15 @@ impl Core {
         let hard_reset = slot == Slot::Main && before == State::Established && p.gr.notification;
         for a in actions {
             self.action(peer, slot, a, hard_reset);
+        }
+        // A second session that went Idle (its connection closed or timed out) is never
+        // restarted: it goes, and the slot is free for the next connection.
+        if slot == Slot::Alt {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.alt.as_ref().is_some_and(|s| s.fsm.state() == State::Idle) {
+                    p.alt = None;
+                }
+            }
         }
     }
 
