@@ -366,14 +366,46 @@ fn the_deferral_waits_for_a_session_even_if_something_arrives_before_the_peers()
     assert!(w.best_of(1, "10.244.1.0/24"));
 }
 
+/// 1's OPEN as a Twill speaker sends it on a connection it dials.
+fn open_from_1() -> Vec<u8> {
+    use speaker::wire::{encode_open, GracefulRestart, OpenParams};
+    encode_open(&OpenParams {
+        asn: AS,
+        hold_time: 90,
+        router_id: "10.0.0.2".parse().unwrap(),
+        families: vec![Family::Ipv4Unicast],
+        extended_message: false,
+        graceful_restart: Some(GracefulRestart {
+            restart_state: false,
+            notification: true,
+            restart_time: 120,
+            families: vec![(Family::Ipv4Unicast, true)],
+        }),
+    })
+}
+
 #[test]
-fn a_connection_the_peer_abandons_before_its_open_leaves_the_session_up() {
+fn a_connection_the_peer_abandons_leaves_the_session_up() {
     // Both ends dialled at once; 1 took 0's connection and closed its own, which 0's kernel had
-    // already accepted. 0 sees it arrive after the session is up, then close with no OPEN on
-    // it: not a restart, nothing goes stale, and the next such connection is handled alike.
+    // already accepted. 0 sees it arrive after the session is up, then close: with nothing on
+    // it, or with the OPEN 1 sent before it lost the collision and the Cease that ended it.
+    // Not a restart either way: nothing goes stale, and the next one is handled alike (its slot
+    // was freed: no Cease for a second connection).
     let mut w = pair();
     let mark = w.routes[0].len();
-    for round in 0..2 {
+    let collision =
+        speaker::wire::encode_notification(&speaker::notification::Notification::cease(
+            speaker::notification::cease::CONNECTION_COLLISION,
+        ));
+    // pair()'s own start was a collision: only Ceases from here on count.
+    let ceases = |w: &Wire| {
+        w.sent_notifications
+            .iter()
+            .filter(|n| **n == (0, 6, 7))
+            .count()
+    };
+    let before = ceases(&w);
+    for round in 0..3u16 {
         let conn = w.cores[0].alloc_conn();
         w.push(
             0,
@@ -387,14 +419,25 @@ fn a_connection_the_peer_abandons_before_its_open_leaves_the_session_up() {
         assert_eq!(
             w.established(0),
             1,
-            "round {round}: still up with the connection pending"
+            "round {round}: up with the connection pending"
         );
+        if round == 2 {
+            let mut bytes = open_from_1();
+            bytes.extend(&collision);
+            w.push(0, Input::Data { conn, bytes });
+            w.run();
+        }
         w.push(0, Input::Closed { conn });
         w.run();
         assert_eq!(w.established(0), 1, "round {round}");
         let g = gr(&w, 0, 1);
         assert_eq!(g.stale_routes, 0, "round {round}: {g:?}");
         assert!(g.restart_time_left.is_none(), "round {round}: {g:?}");
+        assert_eq!(
+            ceases(&w),
+            before,
+            "round {round}: the connection was refused as a collision, its slot still taken"
+        );
     }
     assert!(!withdrawn_since(&w, 0, mark, "10.244.2.0/24"));
     assert!(w.best_of(0, "10.244.2.0/24"));

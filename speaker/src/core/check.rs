@@ -36,6 +36,7 @@ impl Core {
         for (addr, p) in &self.peers {
             self.check_adj_in(*addr, p, &mut bad);
             self.check_adj_out(*addr, p, &mut bad);
+            check_sessions(*addr, p, &mut bad);
         }
         for (prefix, paths, best) in self.rib.iter_paths() {
             if paths.is_empty() {
@@ -280,5 +281,26 @@ impl Core {
             }
         }
         broken
+    }
+}
+
+/// The second session slot: a session in it is always under way (one that goes Idle is
+/// removed), and only there is a connection a possible restart (`restart_probe`), taken only
+/// from a graceful-restart peer.
+fn check_sessions(addr: std::net::IpAddr, p: &super::peer::Peer, bad: &mut Vec<String>) {
+    if p.main.restart_probe {
+        bad.push(format!(
+            "{addr}: the main session is marked as a restart probe"
+        ));
+    }
+    if let Some(alt) = &p.alt {
+        if alt.fsm.state() == crate::fsm::State::Idle {
+            bad.push(format!("{addr}: an Idle session left in the second slot"));
+        }
+        if alt.restart_probe && p.gr.remote.is_none() {
+            bad.push(format!(
+                "{addr}: a restart probe from a peer without graceful restart"
+            ));
+        }
     }
 }

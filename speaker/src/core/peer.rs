@@ -334,5 +334,6 @@ impl Core {
 pub(super) fn promote_alt(p: &mut Peer) -> Option<Session> {
     let mut alt = p.alt.take()?;
     alt.fsm.cfg.passive = p.cfg.passive;
+    alt.restart_probe = false;
     Some(std::mem::replace(&mut p.main, alt))
 }

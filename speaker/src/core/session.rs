@@ -154,9 +154,11 @@ impl Core {
                 // its session still looks up may have restarted, and we missed the close (a
                 // lost FIN: a host crash, a partition). But a connection it abandoned arrives
                 // here too: both ends dialled at once, it kept ours and closed its own, which
-                // our kernel had already accepted. So the connection waits in the second slot,
-                // and only an OPEN on it ends the old session (`restarted`).
-                debug!(peer = %addr, "new connection while Established from a graceful-restart peer: a restart if it sends an OPEN");
+                // our kernel had already accepted — with its OPEN already sent on it, then a
+                // Cease (collision). So the connection runs in the second slot, and only once
+                // it is Established (the peer answered our OPEN) does it replace the old
+                // session (`restarted`); an abandoned one closes first.
+                debug!(peer = %addr, "new connection while Established from a graceful-restart peer: a restart if it comes up");
                 self.take_alt(addr, conn, local_ip, true);
             }
             _ => {
@@ -230,12 +232,6 @@ impl Core {
         debug!(peer = %peer, kind = msg.kind(), "received");
         match msg {
             Message::Open(open) => {
-                let slot = if self.restart_probe(peer, slot) {
-                    self.restarted(peer);
-                    Slot::Main
-                } else {
-                    slot
-                };
                 if let Some(slot) = self.collision(peer, slot, open.router_id) {
                     self.event(peer, slot, Event::OpenReceived(open));
                 }
@@ -278,30 +274,15 @@ impl Core {
         self.event(addr, Slot::Alt, Event::TcpConnected);
     }
 
-    /// Whether `slot` is a connection that came while the session was Established, and that
-    /// session is still up.
-    fn restart_probe(&self, peer: IpAddr, slot: Slot) -> bool {
-        slot == Slot::Alt
-            && self.state(peer) == State::Established
-            && self.peers[&peer]
-                .alt
-                .as_ref()
-                .is_some_and(|s| s.restart_probe)
-    }
-
-    /// The peer sent an OPEN on a new connection while its session looked up: it restarted
-    /// (RFC 4724 §4.2). The old session ends as if its connection had closed — its routes
-    /// kept as stale — and the new one takes the main slot.
+    /// A new connection that came while the session looked up has come up itself: the peer
+    /// restarted (RFC 4724 §4.2). The old session ends as if its connection had closed — its
+    /// routes kept as stale, its connection closed by the FSM's Drop — and the new one takes
+    /// the main slot.
     fn restarted(&mut self, peer: IpAddr) {
-        info!(peer = %peer, "OPEN on a new connection while Established from a graceful-restart peer: it restarted");
+        info!(peer = %peer, "a new connection came up while Established from a graceful-restart peer: it restarted");
         self.event(peer, Slot::Main, Event::TcpFails);
         let p = self.peers.get_mut(&peer).expect("peer exists");
         let old = promote_alt(p).expect("alt exists");
-        p.main.restart_probe = false;
-        if let Some(conn) = old.conn {
-            self.conns.remove(&conn);
-            self.out.push(Output::Close { conn });
-        }
         // The old session's automatic restart is moot: the new one is its successor.
         self.out.push(Output::SetTimer {
             peer,
@@ -321,11 +302,14 @@ impl Core {
         let Some(alt) = &p.alt else {
             return Some(slot);
         };
-        let other = match slot {
-            Slot::Main => alt,
-            Slot::Alt => &p.main,
+        let (this, other) = match slot {
+            Slot::Main => (&p.main, alt),
+            Slot::Alt => (alt, &p.main),
         };
-        if !matches!(other.fsm.state(), State::OpenSent | State::OpenConfirm) {
+        // Only two sessions both opening collide: an OPEN on an Established session is the
+        // FSM's error, not a collision.
+        let opening = |s: &Session| matches!(s.fsm.state(), State::OpenSent | State::OpenConfirm);
+        if !opening(this) || !opening(other) {
             return Some(slot);
         }
         // The lower identifier gives way: its own connection is closed.
@@ -474,8 +458,14 @@ impl Core {
             }),
             Action::Established(info) => {
                 if slot == Slot::Alt {
-                    // Can only happen if the main session vanished meanwhile: promote.
-                    promote_alt(self.peers.get_mut(&peer).expect("peer exists"));
+                    let p = &self.peers[&peer];
+                    let probe = p.alt.as_ref().is_some_and(|s| s.restart_probe);
+                    if probe && p.main.fsm.state() == State::Established {
+                        self.restarted(peer);
+                    } else {
+                        // The main session went down meanwhile: promote.
+                        promote_alt(self.peers.get_mut(&peer).expect("peer exists"));
+                    }
                 }
                 self.established(peer, &info);
             }
