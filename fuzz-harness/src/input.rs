@@ -149,7 +149,9 @@ pub enum Op {
     /// H connects again and goes through OPEN / KEEPALIVE.
     Reconnect,
     /// H connects again and sends nothing yet (A answers with its OPEN): with a later
-    /// `Open`, a collision between two connections.
+    /// `Open`, a collision between two connections; while A's session is Established, a
+    /// possible restart that replaces the session only once it comes up, or, closed first, a
+    /// connection H abandoned.
     HalfOpen,
     /// H's OPEN on its newest connection.
     Open,
