@@ -281,9 +281,14 @@ impl Core {
     fn restarted(&mut self, peer: IpAddr) {
         info!(peer = %peer, "a new connection came up while Established from a graceful-restart peer: it restarted");
         self.event(peer, Slot::Main, Event::TcpFails);
+        self.replace_main(peer);
+    }
+
+    /// The second session takes the main slot from one that went Idle (its timers stopped on
+    /// the way); that one's automatic restart is moot, the new session is its successor.
+    fn replace_main(&mut self, peer: IpAddr) {
         let p = self.peers.get_mut(&peer).expect("peer exists");
         let old = promote_alt(p).expect("alt exists");
-        // The old session's automatic restart is moot: the new one is its successor.
         self.out.push(Output::SetTimer {
             peer,
             key: TimerKey::Session {
@@ -319,20 +324,9 @@ impl Core {
             if drop_outgoing { "incoming" } else { "outgoing" });
         let dropped = if drop_main { Slot::Main } else { Slot::Alt };
         self.event(peer, dropped, Event::CollisionDump);
-        let p = self.peers.get_mut(&peer).expect("peer exists");
         if drop_main {
-            // The dumped session's timers were stopped on the way to Idle; its automatic
-            // restart is moot.
-            let dumped = promote_alt(p).expect("alt exists");
-            self.out.push(Output::SetTimer {
-                peer,
-                key: TimerKey::Session {
-                    session: dumped.id,
-                    timer: Timer::IdleHold,
-                },
-                after: None,
-            });
-        } else {
+            self.replace_main(peer);
+        } else if let Some(p) = self.peers.get_mut(&peer) {
             p.alt = None;
         }
         (dropped != slot).then_some(Slot::Main)
