@@ -9,6 +9,7 @@
 //! [`resolve`] reads the node for it.
 
 use crate::exec::{ExecError, Tools};
+use crate::ruleset::Family;
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -111,8 +112,7 @@ impl Evidence {
     fn take(&mut self, program: &str, out: Result<String, ExecError>) {
         match out {
             Ok(text) => self.read(&text),
-            Err(ExecError::Spawn { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.not_installed() => {}
             Err(e) => {
                 self.failed.get_or_insert_with(|| format!("{program}: {e}"));
             }
@@ -185,11 +185,10 @@ pub fn decide(legacy: &Evidence, nft: &Evidence) -> Resolved {
 /// fixed: a fixed choice that differs from what the node shows is said.
 pub fn resolve(choice: BackendChoice, tools: &Tools) -> Resolved {
     let read = |b: Backend| {
+        let tools = tools.clone().with_backend(Some(b));
         let mut e = Evidence::default();
-        for family in ["iptables", "ip6tables"] {
-            // No `-t`: asking legacy for a table would create it (and load its module).
-            let program = format!("{family}-{}-save", b.name());
-            e.take(&program, tools.save_all(&program));
+        for family in [Family::V4, Family::V6] {
+            e.take(tools.save_program(family), tools.save_existing(family));
         }
         e
     };

@@ -566,10 +566,7 @@ fn leave_other_backend(
         Ok(n) => {
             info!(chains = n, from = %other.iptables_save, "removed Twill's chains from the iptables backend not in use")
         }
-        Err(SyncError::Exec {
-            source: ExecError::Spawn { source, .. },
-            ..
-        }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(SyncError::Exec { source, .. }) if source.not_installed() => {}
         Err(e) => {
             warn!(error = %e, "Twill's chains in the iptables backend not in use could not be removed")
         }

@@ -47,14 +47,18 @@ pub enum ExecError {
     },
 }
 
+impl ExecError {
+    /// The program is not installed (as opposed to failing when run).
+    pub fn not_installed(&self) -> bool {
+        matches!(self, ExecError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 impl Tools {
     /// `iptables-save -c` of the given tables, one after the other (never all tables: the
     /// others are of no interest, and kube-proxy's nat table is large).
     pub fn save(&self, family: Family, tables: &[Table]) -> Result<String, ExecError> {
-        let p = match family {
-            Family::V4 => &self.iptables_save,
-            Family::V6 => &self.ip6tables_save,
-        };
+        let p = self.save_program(family);
         let mut text = String::new();
         for t in tables {
             text.push_str(&self.run(p, &["-c", "-t", t.name()], None)?);
@@ -71,18 +75,18 @@ impl Tools {
         self.run(p, &["--noflush", "-w", "5"], Some(text))
     }
 
-    /// `program` (an `iptables-save` of some backend) with no arguments: every table that
-    /// exists. Naming a table would create it (and, for legacy, load its kernel module).
-    pub fn save_all(&self, program: &str) -> Result<String, ExecError> {
-        self.run(program, &[], None)
+    /// This family's `iptables-save` with no arguments: every table that exists. Naming a
+    /// table would create it (and, for legacy, load its kernel module).
+    pub fn save_existing(&self, family: Family) -> Result<String, ExecError> {
+        self.run(self.save_program(family), &[], None)
     }
 
-    /// [`Tools::save_all`] of this family's `iptables-save`.
-    pub fn save_existing(&self, family: Family) -> Result<String, ExecError> {
-        self.save_all(match family {
+    /// This family's `iptables-save` program.
+    pub fn save_program(&self, family: Family) -> &str {
+        match family {
             Family::V4 => &self.iptables_save,
             Family::V6 => &self.ip6tables_save,
-        })
+        }
     }
 
     pub fn ipset_save(&self) -> Result<String, ExecError> {

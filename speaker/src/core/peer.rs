@@ -21,8 +21,8 @@ pub(super) struct Session {
     pub(super) outgoing: bool,
     pub(super) buf: Vec<u8>,
     pub(super) local: Option<IpAddr>,
-    /// A second connection that came while the session was Established: the peer restarted
-    /// if an OPEN arrives on it (RFC 4724 §4.2), else it is a connection the peer abandoned.
+    /// A second connection that came while the session was Established: the peer restarted if
+    /// it comes up (RFC 4724 §4.2), else it is a connection the peer abandoned.
     pub(super) restart_probe: bool,
 }
 
@@ -243,14 +243,12 @@ impl Core {
 
     pub(super) fn drop_alt(&mut self, addr: IpAddr) {
         if self.peers.get(&addr).is_some_and(|p| p.alt.is_some()) {
+            // Stopped, it goes Idle, and `event` frees the slot.
             self.event(
                 addr,
                 Slot::Alt,
                 Event::AutomaticStop(cease::OTHER_CONFIG_CHANGE),
             );
-            if let Some(p) = self.peers.get_mut(&addr) {
-                p.alt = None;
-            }
         }
     }
 

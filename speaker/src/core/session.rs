@@ -323,11 +323,10 @@ impl Core {
         info!(peer = %peer, remote_id = %remote_id, "connection collision: keeping the {} connection",
             if drop_outgoing { "incoming" } else { "outgoing" });
         let dropped = if drop_main { Slot::Main } else { Slot::Alt };
+        // Dumped, a session goes Idle: an alt is then removed by `event`.
         self.event(peer, dropped, Event::CollisionDump);
         if drop_main {
             self.replace_main(peer);
-        } else if let Some(p) = self.peers.get_mut(&peer) {
-            p.alt = None;
         }
         (dropped != slot).then_some(Slot::Main)
     }
